@@ -1,0 +1,60 @@
+"""Write a synthetic data set in an official layout (COCO panoptic, Cityscapes panoptic or
+DAVIS 2017), byte-identical for equal arguments.
+
+    python jobs/make_synthetic.py --out data/synth_coco --seed 0 --train 800 --val 100 \
+        --min-size 64 --max-size 96 --layout coco
+
+Things are told apart by shape, stuff by texture; colours are random for every class.
+For --layout davis, --train/--val count sequences of 10-16 frames.
+"""
+import argparse
+import json
+import time
+
+from pix2seqd.platform.synthetic.cityscapes import make_cityscapes
+from pix2seqd.platform.synthetic.coco import make_coco
+from pix2seqd.platform.synthetic.davis import make_davis
+
+WRITERS = {"coco": make_coco, "cityscapes": make_cityscapes, "davis": make_davis}
+# Split sizes when --train/--val are not given: images (coco, cityscapes) or sequences.
+DEFAULT_COUNTS = {"coco": (800, 100), "cityscapes": (200, 50), "davis": (30, 10)}
+
+
+def _count(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", required=True, help="folder to write the data set into")
+    parser.add_argument("--layout", choices=sorted(WRITERS), default="coco")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train", type=_count, default=None,
+                        help="training images (sequences for davis); default per layout")
+    parser.add_argument("--val", type=_count, default=None,
+                        help="validation images (sequences for davis); default per layout")
+    parser.add_argument("--min-size", type=int, default=64, help="smallest image side, px")
+    parser.add_argument("--max-size", type=int, default=96, help="largest image side, px")
+    args = parser.parse_args(argv)
+    if not 8 <= args.min_size <= args.max_size:
+        parser.error("need 8 <= --min-size <= --max-size")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    n_train, n_val = DEFAULT_COUNTS[args.layout]
+    n_train = n_train if args.train is None else args.train
+    n_val = n_val if args.val is None else args.val
+    start = time.perf_counter()
+    out = WRITERS[args.layout](args.out, args.seed, n_train, n_val,
+                               min_size=args.min_size, max_size=args.max_size)
+    print(json.dumps({"layout": args.layout, "out": str(out), "train": n_train, "val": n_val,
+                      "seconds": round(time.perf_counter() - start, 2)}))
+
+
+if __name__ == "__main__":
+    main()

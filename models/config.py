@@ -1,0 +1,109 @@
+"""Model-side configuration: frozen dataclasses, one per concern.
+
+They live in `models/` (not `platform/`) so the model package stays free of ray/mlflow and can
+be built from these alone; `pix2seqd.platform.config` composes them into the run config.
+
+Paper / official-code symbols:
+    b_scale   b       analog-bit scale: bits are mapped to {-b, +b} (paper §3.1, Table 3)
+    gamma     γ(t)    noise level of the cosine schedule; the decoder is told γ, not t
+    p         p       loss weight exponent: pixel weight (1/(c+1))^p, c = pixels of its segment
+    td        τ_d     asymmetric time difference of the DDIM sampler (paper §3.3, Fig. 6b)
+    K         max_instances   instance ids are in [0, K-1]; 0 = null / void
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class NormMode(str, enum.Enum):
+    """BatchNorm behaviour of the ResNet encoder."""
+
+    BATCH = "batch"    # per-worker batch statistics
+    SYNC = "sync"      # converted to SyncBatchNorm under DDP (official: synchronised BN)
+    FROZEN = "frozen"  # running statistics and affine parameters fixed
+
+
+class Conditioning(str, enum.Enum):
+    """How the decoder sees the image (official `model.conditional`)."""
+
+    CAT = "cat"            # fused feature map concatenated to the noisy bits
+    ATTN = "attn"          # cross-attention to the encoder tokens at the U-Net bottleneck
+    CAT_ATTN = "cat+attn"  # both (all paper runs)
+    NONE = "none"          # unconditional decoder pre-training; zero features keep shapes
+
+
+class LossKind(str, enum.Enum):
+    SOFTMAX_CE = "softmax_ce"  # 2 x 256-way softmax cross-entropy on x0 (paper default)
+    L2 = "l2"                  # l2 regression of the analog bits x0 (paper Table 4)
+    SIGMOID_CE = "sigmoid_ce"  # per-bit logistic loss
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """ResNet-50 cut after stage 3 ("C4", stride 16) + pre-LN transformer + top-down fuser.
+
+    `width` is the bottleneck width of the first stage (64 for ResNet-50); stage s has
+    bottleneck width width*2**s and output 4*width*2**s channels. `init` is an optional path
+    to a torchvision-format ResNet-50 state dict (nothing is ever downloaded).
+    """
+
+    depths: tuple[int, ...] = (3, 4, 6)
+    width: int = 64
+    norm: NormMode = NormMode.SYNC
+    tf_layers: int = 12
+    tf_dim: int = 512
+    tf_heads: int = 16
+    tf_mlp: int = 2048
+    drop_path: float = 0.1
+    drop_units: float = 0.1
+    fuse_dim: int = 256
+    init: str = ""
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """TransUNet mask decoder (official `decoder_variant='transunet'`)."""
+
+    dim: int = 128
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2)
+    n_res_blocks: int = 1          # per level on the way down; n_res_blocks + 1 on the way up
+    tf_dim: int = 512
+    tf_layers: int = 6
+    tf_heads: int = 8
+    tf_mlp: int = 2048
+    time_scaling: float = 1.0      # γ is embedded as sin/cos of γ * time_scaling
+    conditional: Conditioning = Conditioning.CAT_ATTN
+    cond_frames: int = 0           # video: previous frames whose masks condition the decoder (2)
+    self_cond: bool = False
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes shared by all parts. Masks are predicted at image size / `mask_stride`."""
+
+    num_classes: int = 134         # including class 0 = void (COCO: 133 + 1)
+    max_instances: int = 101       # K: ids 0..K-1, 0 = null
+    mask_stride: int = 2
+    encoder: EncoderConfig = EncoderConfig()
+    decoder: DecoderConfig = DecoderConfig()
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    b_scale: float = 0.1           # b: analog bits in {-b, +b}
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    kind: LossKind = LossKind.SOFTMAX_CE
+    p: float = 0.2                 # pixel weight (1/(c+1))^p, normalised per image
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """DDIM sampler and post-processing. `min_pixels` is counted at original image size."""
+
+    steps: int = 20
+    td: float = 2.0
+    min_pixels: int = 80

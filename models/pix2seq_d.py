@@ -1,0 +1,166 @@
+"""Pix2Seq-D: image encoder + TransUNet denoiser over 16 analog bits (paper Algorithms 1-2).
+
+This class only composes bits.py, diffusion.py, losses.py, encoder.py and decoder.py.
+
+    decoder input channels (spec §2.3, §5.1)
+    [0, 16)                          x_t: noisy analog bits of the target mask
+    [16, 16 + fuse_dim)              fused encoder map (zeros without 'cat' conditioning)
+    next 16·cond_frames              video: bits of the masks at t−2, t−1 (oldest first)
+    next 16 (only if self_cond)      previous x̂_0 estimate (self-conditioning)
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .bits import analog_bits_to_int, expected_analog_bits, int_to_analog_bits, N_BITS
+from .config import Conditioning, DiffusionConfig, LossConfig, LossKind, ModelConfig
+from .decoder import TransUNet
+from .diffusion import corrupt, ddim_sample, gamma_cosine
+from .encoder import Encoded, Encoder
+from .losses import instance_weights, mask_loss
+
+MASK_BITS = 2 * N_BITS  # class bits + id bits
+SELF_COND_RATE = 0.5    # official self_cond_rate
+
+
+class Pix2SeqD(nn.Module):
+    """forward(images, masks, cond_masks) = loss(...), so a DDP wrapper can be called directly.
+
+    images: float (B, 3, H, W) in [0, 1]; masks: int64 (B, 2, H/s, W/s) (class, id), s =
+    mask_stride; cond_masks: int64 (B, cond_frames, 2, H/s, W/s), all-zero = missing frame.
+    """
+
+    def __init__(self, model: ModelConfig, diffusion: DiffusionConfig, loss: LossConfig):
+        super().__init__()
+        self.cfg, self.b_scale, self.loss_cfg = model, diffusion.b_scale, loss
+        dec, enc = model.decoder, model.encoder
+        self.use_cat = dec.conditional in (Conditioning.CAT, Conditioning.CAT_ATTN)
+        self.use_attn = dec.conditional in (Conditioning.ATTN, Conditioning.CAT_ATTN)
+        self.encoder = Encoder(enc, model.mask_stride)
+        # Unused parts stay in the state dict (checkpoints transfer between modes) but are frozen
+        # so DDP does not wait for their gradients (spec §2.4: 'none' = frozen encoder).
+        if dec.conditional == Conditioning.NONE:
+            self.encoder.requires_grad_(False)
+        elif not self.use_cat:
+            self.encoder.fuser.requires_grad_(False)
+        out_channels = 2 * 2**N_BITS if loss.kind == LossKind.SOFTMAX_CE else MASK_BITS
+        self.decoder = TransUNet(dec, self.in_channels(model), out_channels,
+                                 enc.tf_dim if self.use_attn else None)
+
+    @staticmethod
+    def in_channels(model: ModelConfig) -> int:
+        """Decoder input width: 272 for the paper image model, 304 for the video model."""
+        dec = model.decoder
+        return MASK_BITS * (1 + dec.cond_frames + int(dec.self_cond)) + model.encoder.fuse_dim
+
+    def encode(self, images: torch.Tensor) -> Encoded:
+        """images (B, 3, H, W) -> Encoded(tokens (B, N, tf_dim), fused (B, fuse_dim, Hm, Wm)).
+
+        Parts the conditioning mode does not use are not run and come back as zeros.
+        """
+        b, _, h, w = images.shape
+        s, enc = self.cfg.mask_stride, self.cfg.encoder
+        if self.cfg.decoder.conditional == Conditioning.NONE:
+            tokens = images.new_zeros(b, (h // 16) * (w // 16), enc.tf_dim)
+            return Encoded(tokens, images.new_zeros(b, enc.fuse_dim, h // s, w // s))
+        tokens, fused = self.encoder(images, fuse=self.use_cat)
+        if fused is None:
+            fused = tokens.new_zeros(b, enc.fuse_dim, h // s, w // s)
+        return Encoded(tokens, fused)
+
+    def cond_bits(self, cond_masks: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """Video conditioning (B, cond_frames, 2, Hm, Wm) -> (B, 16·cond_frames, Hm, Wm);
+        None means every frame is missing (all bits −b). `like`: any (B, ·, Hm, Wm) tensor."""
+        frames = self.cfg.decoder.cond_frames
+        b, _, h, w = like.shape
+        if cond_masks is None:
+            cond_masks = torch.zeros(b, frames, 2, h, w, dtype=torch.long, device=like.device)
+        return int_to_analog_bits(cond_masks, self.b_scale).to(like.dtype)
+
+    def denoise(self, x_t: torch.Tensor, gamma: torch.Tensor, encoded: Encoded,
+                cond: torch.Tensor, x0_prev: torch.Tensor) -> torch.Tensor:
+        """One decoder call. x_t (B, 16, Hm, Wm), gamma (B,), cond (B, 16·cond_frames, Hm, Wm),
+        x0_prev (B, 16, Hm, Wm) (ignored unless self_cond) -> channels-last decoder output."""
+        parts = [x_t, encoded.fused.to(x_t.dtype), cond]
+        if self.cfg.decoder.self_cond:
+            parts.append(x0_prev)
+        memory = encoded.tokens if self.use_attn else None
+        return self.decoder(torch.cat(parts, dim=1), gamma, memory)
+
+    def x0_estimate(self, out: torch.Tensor) -> torch.Tensor:
+        """Channels-last decoder output (B, Hm, Wm, C) -> x̂_0 analog bits (B, 16, Hm, Wm)."""
+        kind = self.loss_cfg.kind
+        if kind == LossKind.SOFTMAX_CE:
+            return expected_analog_bits(out.unflatten(-1, (2, 2**N_BITS)), self.b_scale)
+        out = out.float().permute(0, 3, 1, 2)
+        if kind == LossKind.SIGMOID_CE:
+            return (2 * torch.sigmoid(out) - 1) * self.b_scale
+        return out.clamp(-self.b_scale, self.b_scale)
+
+    def loss(self, images: torch.Tensor, masks: torch.Tensor,
+             cond_masks: torch.Tensor | None = None) -> torch.Tensor:
+        """Algorithm 1: t ~ U(0, 1) per example, x_t = √γ·x_0 + √(1−γ)·ε, weighted x_0 loss."""
+        encoded = self.encode(images)
+        x0 = int_to_analog_bits(masks, self.b_scale)
+        weights = instance_weights(masks[:, 1], self.loss_cfg.p, self.cfg.max_instances)
+        gamma = gamma_cosine(torch.rand(x0.shape[0], device=x0.device))
+        x_t = corrupt(x0, gamma, torch.randn_like(x0))
+        cond = self.cond_bits(cond_masks, x0)
+        x0_prev = torch.zeros_like(x0)
+        if self.cfg.decoder.self_cond:
+            with torch.no_grad():
+                estimate = self.x0_estimate(self.denoise(x_t, gamma, encoded, cond, x0_prev))
+            keep = torch.rand(x0.shape[0], 1, 1, 1, device=x0.device) < SELF_COND_RATE
+            x0_prev = estimate * keep
+        out = self.denoise(x_t, gamma, encoded, cond, x0_prev)
+        return mask_loss(self.loss_cfg.kind, out, masks, x0, weights, self.b_scale)
+
+    def forward(self, images: torch.Tensor, masks: torch.Tensor,
+                cond_masks: torch.Tensor | None = None) -> torch.Tensor:
+        return self.loss(images, masks, cond_masks)
+
+    @torch.no_grad()
+    def sample(self, images: torch.Tensor, steps: int, td: float,
+               cond_masks: torch.Tensor | None = None,
+               generator: torch.Generator | None = None) -> torch.Tensor:
+        """Algorithm 2: images (B, 3, H, W) -> int64 (B, 2, Hm, Wm). The encoder runs once."""
+        return self.sample_from_encoded(self.encode(images), steps, td, cond_masks, generator)
+
+    @torch.no_grad()
+    def sample_from_encoded(self, encoded: Encoded, steps: int, td: float,
+                            cond_masks: torch.Tensor | None = None,
+                            generator: torch.Generator | None = None) -> torch.Tensor:
+        """DDIM over `steps` with time difference td on cached encoder features.
+
+        Returns int64 (B, 2, Hm, Wm); reuse one `encoded` for many (steps, td) settings.
+        """
+        b, _, h, w = encoded.fused.shape
+        like = encoded.fused.new_zeros(b, MASK_BITS, h, w, dtype=torch.float32)
+        cond = self.cond_bits(cond_masks, like)
+
+        def denoise_fn(x_t: torch.Tensor, gamma: torch.Tensor, x0_prev: torch.Tensor
+                       ) -> torch.Tensor:
+            return self.x0_estimate(self.denoise(x_t, gamma, encoded, cond, x0_prev))
+
+        x0_hat = ddim_sample(denoise_fn, tuple(like.shape), steps, td, self.b_scale, generator,
+                             like.device)
+        return analog_bits_to_int(x0_hat, self.cfg.num_classes, self.cfg.max_instances)
+
+    def load_video_from_image(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Initialise this (video) model from an image-model state dict (spec §5.2 suggestion).
+
+        All weights are copied; in `decoder.conv_in.weight` the channels both models share
+        ([x_t | fused], and the self-cond bits when both have them) are copied and the new
+        video conditioning channels start at zero, so the video model initially ignores them.
+        """
+        key = "decoder.conv_in.weight"
+        own = self.state_dict()[key]
+        src = state_dict[key]
+        shared = MASK_BITS + self.cfg.encoder.fuse_dim
+        weight = torch.zeros_like(own)
+        weight[:, :shared] = src[:, :shared]
+        source_self_cond = src.shape[1] - shared == MASK_BITS  # an image model has no video bits
+        if source_self_cond and self.cfg.decoder.self_cond:
+            weight[:, -MASK_BITS:] = src[:, -MASK_BITS:]
+        self.load_state_dict({**state_dict, key: weight})

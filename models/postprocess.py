@@ -1,0 +1,53 @@
+"""Prediction post-processing for one image (spec §4.2; official `TaskPanopticSegmentation.infer`,
+`majority_vote_postprocess`). Works on (2, H, W) int (class, id) maps on any device.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def resize_nearest(x: torch.Tensor, out_hw: tuple[int, int]) -> torch.Tensor:
+    """Nearest resize of (..., H, W) of any dtype to (..., *out_hw).
+
+    Source index floor((i + 0.5)·H/out_h), the half-pixel rule of TF2 `tf.image.resize`
+    (= PyTorch 'nearest-exact'); for integer upsampling factors it equals plain 'nearest'.
+    """
+    (h, w), (oh, ow) = x.shape[-2:], out_hw
+    return x[..., _source_index(h, oh, x.device)[:, None], _source_index(w, ow, x.device)[None, :]]
+
+
+def _source_index(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
+    """floor((i + 0.5)·n_in/n_out) for i < n_out, in double precision."""
+    i = torch.arange(n_out, device=device, dtype=torch.float64)
+    return ((i + 0.5) * (n_in / n_out)).long().clamp(max=n_in - 1)
+
+
+def to_original(pred: torch.Tensor, image_hw: tuple[int, int], unpadded_hw: tuple[int, int],
+                original_hw: tuple[int, int]) -> torch.Tensor:
+    """(2, Hm, Wm) mask-size prediction -> (2, *original_hw).
+
+    Nearest resize to the (padded) model input size, crop the unpadded top-left region, nearest
+    resize to the original image size.
+    """
+    full = resize_nearest(pred, image_hw)
+    return resize_nearest(full[..., : unpadded_hw[0], : unpadded_hw[1]], original_hw)
+
+
+def majority_vote(pred: torch.Tensor, num_classes: int, max_instances: int, min_pixels: int
+                  ) -> torch.Tensor:
+    """One class per id, small ids and void removed. pred: int (2, H, W) -> int64 (2, H, W).
+
+    Each id 0..K−1 takes its most frequent class (ties: lowest class); ids with fewer than
+    `min_pixels` pixels get class 0. Every pixel then takes its id's class; pixels whose class
+    is 0, and all id-0 pixels, become void (0, 0).
+    """
+    cls = pred[0].long().clamp(0, num_classes - 1)
+    ids = pred[1].long().clamp(0, max_instances - 1)
+    counts = torch.bincount((ids * num_classes + cls).reshape(-1),
+                            minlength=max_instances * num_classes).view(max_instances, num_classes)
+    id_class = counts.argmax(dim=1)
+    id_class[counts.sum(dim=1) < min_pixels] = 0
+    id_class[0] = 0  # id 0 is null: its pixels are void whatever their class
+    new_cls = id_class[ids]
+    new_ids = torch.where(new_cls == 0, torch.zeros_like(ids), ids)
+    return torch.stack([new_cls, new_ids])

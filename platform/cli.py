@@ -1,0 +1,40 @@
+"""Flags shared by the jobs (notes/cli.md) and their translation into a Config."""
+from __future__ import annotations
+
+import argparse
+
+from pix2seqd.platform.config import Config, override, parse_overrides
+from pix2seqd.platform.presets import PRESETS, get_preset
+
+
+def add_common_flags(parser: argparse.ArgumentParser, default_preset: str = "tiny") -> None:
+    parser.add_argument("--preset", default=default_preset, choices=sorted(PRESETS),
+                        help=f"configuration preset (default: {default_preset})")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field by dotted path, e.g. optim.lr=1e-5 (repeatable)")
+    parser.add_argument("--storage-path", default="",
+                        help="where Ray Train keeps checkpoints (folder or s3://); "
+                             "default ~/.pix2seqd/ray_results")
+
+
+def add_training_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--init-from", default="", metavar="CKPT",
+                        help="initialise from a checkpoint: folder, s3:// URI or runs:/<run_id>")
+    parser.add_argument("--time-budget", type=float, default=None, metavar="MIN",
+                        help="stop training cleanly after MIN minutes, then evaluate")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip (and report) unreadable examples instead of failing")
+    parser.add_argument("--summary-json", default="", metavar="PATH",
+                        help="write the run summary (run id, checkpoint, metrics) here")
+
+
+def build_config(args: argparse.Namespace, extra: dict[str, str] | None = None) -> Config:
+    """Preset, then flag-derived values, then --set overrides (which win)."""
+    cfg = get_preset(args.preset)
+    updates: dict[str, object] = dict(extra or {})
+    if getattr(args, "time_budget", None) is not None:
+        updates["train.time_budget_min"] = args.time_budget
+    if getattr(args, "skip_bad", False):
+        updates["data.skip_bad"] = True
+    updates.update(parse_overrides(args.overrides))
+    return override(cfg, updates)

@@ -1,0 +1,215 @@
+"""The run configuration: frozen dataclasses per concern, composed into `Config`.
+
+Every field has a dotted path (`optim.lr`, `diffusion.b_scale`, `model.encoder.tf_layers`).
+The same paths are the `--set KEY=VALUE` overrides of every job, the keys of Tune search
+spaces and the MLflow param names (see notes/cli.md). Presets live in `presets.py`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from pix2seqd.models.config import (
+    DiffusionConfig,
+    LossConfig,
+    ModelConfig,
+    SampleConfig,
+)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Input data and augmentation (official transform order, spec §1.5).
+
+    `root` empty means the project's generated data set (cached under the user's home).
+    `image_size` is the square training/eval canvas; masks are image_size / mask_stride.
+    """
+
+    dataset: str = "coco"
+    root: str = ""
+    prepared: str = ""
+    train_split: str = "train2017"
+    val_split: str = "val2017"
+    image_size: int = 256
+    scale_jitter: tuple[float, float] = (1.0, 3.0)
+    color_jitter: float = 1.0
+    hflip: bool = True
+    pad_value: float = 0.3
+    crowd: str = "segment"
+    skip_bad: bool = False
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up then linear decay to lr * end_lr_factor (spec §6.2)."""
+
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    warmup_steps: int = 1155
+    end_lr_factor: float = 0.1
+    clip_norm: float = 1.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Schedule, scale-out and bookkeeping of one training run.
+
+    `batch_size` is the global batch (all workers, after accumulation).
+    `time_budget_min` > 0 stops training cleanly after that many minutes, then evaluates.
+    """
+
+    batch_size: int = 512
+    steps: int = 184_824
+    accum: int = 1
+    ema_decay: float = 0.999
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    torch_threads: int = 0
+    bf16: bool = True
+    seed: int = 0
+    log_every: int = 50
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    time_budget_min: float = 0.0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation after (and during) training. `max_images` 0 = the whole split."""
+
+    max_images: int = 0
+    batch_size: int = 8
+    overlays: int = 4
+    num_actors: int = 1
+
+
+@dataclass(frozen=True)
+class Config:
+    model: ModelConfig = ModelConfig()
+    diffusion: DiffusionConfig = DiffusionConfig()
+    loss: LossConfig = LossConfig()
+    sample: SampleConfig = SampleConfig()
+    data: DataConfig = DataConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted-path view of a config: {'optim.lr': 1e-4, 'loss.kind': 'softmax_ce', ...}.
+
+    Enums become their values and tuples stay tuples, so `parse_value` inverts `str()` of
+    each entry and the dict is usable as MLflow params.
+    """
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, key + "."))
+        else:
+            out[key] = value.value if isinstance(value, enum.Enum) else value
+    return out
+
+
+def override(cfg: Any, updates: Mapping[str, Any]) -> Any:
+    """Return a copy of `cfg` with dotted-path updates applied; values may be strings.
+
+    Raises KeyError naming the path when it does not exist, ValueError when the value does
+    not parse as the field's type.
+    """
+    for path, value in updates.items():
+        cfg = _set_path(cfg, path.split("."), value, path)
+    return cfg
+
+
+def parse_overrides(pairs: list[str] | None) -> dict[str, str]:
+    """['optim.lr=1e-5', ...] -> {'optim.lr': '1e-5'}; error names the malformed item."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def from_flat(flat: Mapping[str, Any], base: Config | None = None) -> Config:
+    """Rebuild a Config from `flatten` output (e.g. the config stored in a checkpoint)."""
+    return override(base or Config(), dict(flat))
+
+
+def _set_path(obj: Any, parts: list[str], value: Any, full: str) -> Any:
+    hints = typing.get_type_hints(type(obj))
+    name = parts[0]
+    if name not in hints:
+        known = ", ".join(sorted(hints))
+        raise KeyError(f"unknown config key {full!r}: {name!r} is not one of {known}")
+    current = getattr(obj, name)
+    if len(parts) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise KeyError(f"unknown config key {full!r}: {name!r} has no sub-keys")
+        new = _set_path(current, parts[1:], value, full)
+    else:
+        if dataclasses.is_dataclass(current):
+            raise KeyError(f"config key {full!r} is a group, give one of its fields")
+        new = parse_value(hints[name], value, full)
+    return dataclasses.replace(obj, **{name: new})
+
+
+def parse_value(tp: Any, value: Any, path: str = "") -> Any:
+    """Coerce `value` (often a string from the command line or MLflow) to type `tp`."""
+    try:
+        return _coerce(tp, value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"config key {path!r}: cannot use {value!r} as {tp}: {err}") from None
+
+
+def _coerce(tp: Any, value: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        args = typing.get_args(tp)
+        items = _as_items(value)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(args[0], v) for v in items)
+        if len(items) != len(args):
+            raise ValueError(f"expected {len(args)} items, got {len(items)}")
+        return tuple(_coerce(a, v) for a, v in zip(args, items))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return tp(value.value if isinstance(value, enum.Enum) else value)
+    if tp is bool:
+        return _to_bool(value)
+    if tp is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError("not an integer")
+        return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+    if tp is float:
+        return float(value)
+    if tp is str:
+        return str(value)
+    raise TypeError(f"unsupported field type {tp}")
+
+
+def _as_items(value: Any) -> list[Any]:
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    text = str(value).strip().strip("()[]")
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true/false")

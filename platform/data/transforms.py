@@ -1,0 +1,135 @@
+"""Per-example augmentation in numpy/PIL, in the official order (spec §1.5).
+
+Train: scale jitter -> random crop -> horizontal flip -> colour jitter (image only) ->
+pad bottom/right -> nearest resize of the label map to mask size. Eval: resize so the long
+side is the target, pad. Images stay uint8 and padding is applied on the training device
+(value 0.3 there), so only the unpadded size `hw` travels with the example.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class Example:
+    """One transformed example.
+
+    image: (T, T, 3) uint8, zeros outside the valid region; hw: (2,) valid height, width;
+    mask: (Tm, Tm, 2) uint8 [class, instance id], 0 outside the valid region.
+    """
+
+    image: np.ndarray
+    hw: np.ndarray
+    mask: np.ndarray
+
+
+def train_transform(image, label, size, mask_size, scale_range, color_strength, hflip, rng):
+    """image (H, W, 3) uint8, label (H, W, 2) int -> Example, randomness from `rng`."""
+    h, w = image.shape[:2]
+    s = rng.uniform(*scale_range)
+    r = min(s * size / h, s * size / w)
+    nh, nw = max(1, round(h * r)), max(1, round(w * r))
+    image, label = _resize(image, nh, nw, Image.BILINEAR), _resize_label(label, nh, nw)
+    y0 = int(rng.integers(0, max(0, nh - size) + 1))
+    x0 = int(rng.integers(0, max(0, nw - size) + 1))
+    image, label = image[y0:y0 + size, x0:x0 + size], label[y0:y0 + size, x0:x0 + size]
+    if hflip and rng.random() < 0.5:
+        image, label = image[:, ::-1], label[:, ::-1]
+    if color_strength > 0:
+        image = color_jitter(image, color_strength, rng)
+    return _pad(image, label, size, mask_size)
+
+
+def eval_transform(image, size, mask_size, label=None):
+    """Aspect-preserving resize to long side `size`, then pad. label may be None."""
+    h, w = image.shape[:2]
+    r = size / max(h, w)
+    nh, nw = max(1, round(h * r)), max(1, round(w * r))
+    image = _resize(image, nh, nw, Image.BILINEAR)
+    label = _resize_label(label, nh, nw) if label is not None else np.zeros((nh, nw, 2), np.int32)
+    return _pad(image, label, size, mask_size)
+
+
+def color_jitter(image, strength, rng):
+    """SimCLR-v2 style: with p=0.8 brightness, contrast, saturation (0.8·s) and hue (0.2·s)
+    in random order, then grayscale with p=0.2. image (H, W, 3) uint8 -> uint8."""
+    x = image.astype(np.float32) / 255.0
+    if rng.random() < 0.8:
+        ops = [_brightness, _contrast, _saturation, _hue]
+        amounts = [0.8 * strength] * 3 + [0.2 * strength]
+        for k in rng.permutation(4):
+            x = ops[k](x, amounts[k], rng)
+    if rng.random() < 0.2:
+        x = np.repeat(_gray(x)[..., None], 3, axis=-1)
+    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def relabel_random(ids, max_instances, rng):
+    """COCO `object_order='random'`: compact ids 1..N -> distinct ids drawn from [1, K-1].
+
+    ids: (...) int with 0 = null. Raises ValueError when N > K - 1 (cannot be represented).
+    """
+    n = int(ids.max(initial=0))
+    if n > max_instances - 1:
+        raise ValueError(f"{n} segments but model.max_instances={max_instances} allows {max_instances - 1}")
+    table = np.zeros(n + 1, np.int64)
+    table[1:] = rng.choice(np.arange(1, max_instances), size=n, replace=False)
+    return table[ids]
+
+
+def _pad(image, label, size, mask_size):
+    h, w = image.shape[:2]
+    canvas = np.zeros((size, size, 3), np.uint8)
+    canvas[:h, :w] = image
+    lab = np.zeros((size, size, 2), np.int64)
+    lab[:h, :w] = label
+    if mask_size != size:
+        lab = _resize_label(lab, mask_size, mask_size)
+    return Example(canvas, np.array([h, w], np.int32), lab.astype(np.uint8))
+
+
+def _resize(image, h, w, method):
+    if image.shape[:2] == (h, w):
+        return image
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize((w, h), method))
+
+
+def _resize_label(label, h, w):
+    """Nearest-neighbour resize with the pixel-centre convention, label (H, W, C)."""
+    H, W = label.shape[:2]
+    if (H, W) == (h, w):
+        return label
+    rows = np.minimum(((np.arange(h) + 0.5) * H / h).astype(np.int64), H - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * W / w).astype(np.int64), W - 1)
+    return label[rows[:, None], cols[None, :]]
+
+
+def _gray(x):
+    return x @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _brightness(x, a, rng):
+    return x * rng.uniform(max(0.0, 1 - a), 1 + a)
+
+
+def _contrast(x, a, rng):
+    mean = _gray(x).mean()
+    return (x - mean) * rng.uniform(max(0.0, 1 - a), 1 + a) + mean
+
+
+def _saturation(x, a, rng):
+    g = _gray(x)[..., None]
+    return (x - g) * rng.uniform(max(0.0, 1 - a), 1 + a) + g
+
+
+def _hue(x, a, rng):
+    # Rotation of the chroma plane in YIQ space: a cheap, linear hue shift.
+    theta = rng.uniform(-a, a) * 2 * np.pi
+    c, s = np.cos(theta), np.sin(theta)
+    to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+    rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]], np.float32)
+    m = np.linalg.inv(to_yiq) @ rot @ to_yiq
+    return x @ m.T.astype(np.float32)

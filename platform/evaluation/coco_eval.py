@@ -1,0 +1,63 @@
+"""COCO-panoptic evaluation of a checkpoint: predict with Ray Data actors, write the
+results-format files, score PQ against the GT files (restricted to the predicted images)."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from pix2seqd.models.config import SampleConfig
+from pix2seqd.platform.config import EvalConfig
+from pix2seqd.platform.data.coco_panoptic import CategoryMap, PanopticRecord
+from pix2seqd.platform.data.pipeline import record_item
+from pix2seqd.platform.evaluation.panoptic_io import write_predictions_json
+from pix2seqd.platform.evaluation.pq import pq_compute
+
+
+def gt_files(root: str | Path, split: str) -> tuple[Path, Path]:
+    """The GT JSON and PNG folder of a COCO-panoptic split."""
+    ann = Path(root) / "annotations"
+    return ann / f"panoptic_{split}.json", ann / f"panoptic_{split}"
+
+
+def evaluate_checkpoint(checkpoint_dir: str, records: Sequence[PanopticRecord], cmap: CategoryMap,
+                        gt_json: Path, gt_dir: Path, pred_dir: Path, sample: SampleConfig,
+                        ev: EvalConfig, use_gpu: bool = False) -> dict[str, Any]:
+    """Predict `records` (the first `ev.max_images` if > 0) and return the R.json dict."""
+    from pix2seqd.platform.evaluation.predict import predict_dataset
+
+    chosen = list(records[: ev.max_images] if ev.max_images > 0 else records)
+    pred_dir = Path(pred_dir)
+    t0 = time.perf_counter()
+    anns = predict_dataset([record_item(r) for r in chosen], checkpoint_dir, str(pred_dir), cmap,
+                           sample.steps, sample.td, sample.min_pixels, ev.batch_size,
+                           ev.num_actors, use_gpu)
+    t1 = time.perf_counter()
+    pred_json = pred_dir / "predictions.json"
+    write_predictions_json(pred_json, sorted(anns, key=lambda a: a["image_id"]), cmap)
+    subset = subset_gt(gt_json, {r.image_id for r in chosen}, pred_dir.parent / f"{pred_dir.name}_gt.json")
+    result = pq_compute(subset, pred_json, gt_dir, pred_dir)
+    result["timing"] = {"predict_s": t1 - t0, "score_s": time.perf_counter() - t1}
+    return result
+
+
+def subset_gt(gt_json: Path, image_ids: set[int], out: Path) -> Path:
+    """A copy of the GT JSON restricted to `image_ids` (PQ needs a prediction per GT image)."""
+    data = json.loads(Path(gt_json).read_text())
+    data["images"] = [im for im in data.get("images", []) if im["id"] in image_ids]
+    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in image_ids]
+    out.write_text(json.dumps(data))
+    return out
+
+
+def summary_metrics(result: dict[str, Any], prefix: str = "val/") -> dict[str, float]:
+    """R.json -> the MLflow metrics val/pq, val/pq_th, val/pq_st (+ sq, rq)."""
+    m = {f"{prefix}pq": result["All"]["pq"], f"{prefix}pq_th": result["Things"]["pq"],
+         f"{prefix}pq_st": result["Stuff"]["pq"], f"{prefix}sq": result["All"]["sq"],
+         f"{prefix}rq": result["All"]["rq"]}
+    return m
+
+
+def per_class_metrics(result: dict[str, Any]) -> dict[str, float]:
+    return {f"eval/pq_class/{cid}": v["pq"] for cid, v in result["per_class"].items()}

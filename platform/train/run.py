@@ -1,0 +1,129 @@
+"""Driver of a COCO-layout training run: data, Ray Train fit, evaluation, MLflow, summary."""
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from pix2seqd.platform import tracking
+from pix2seqd.platform.config import Config, flatten, override
+from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic
+from pix2seqd.platform.train.checkpoints import checkpoint_uri, resolve_checkpoint
+
+STORAGE_DEFAULT = tracking.HOME_DIR / "ray_results"
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Job inputs that are not part of the model/training config."""
+
+    preset: str = "tiny"
+    storage_path: str = ""
+    init_from: str = ""
+    summary_json: str = ""
+    run_name: str = ""
+    experiment: str = tracking.EXPERIMENT
+
+
+def train_coco(cfg: Config, opts: RunOptions) -> dict[str, Any]:
+    """Train on a COCO-panoptic layout, evaluate the final EMA weights, log everything."""
+    from pix2seqd.platform.data.default_data import resolve_data_root
+    from pix2seqd.platform.ray_env import init_ray
+
+    root = resolve_data_root(cfg.data.root)
+    cfg = override(cfg, {"data.root": str(root)})
+    train_recs, cmap = load_coco_panoptic(root, cfg.data.train_split)
+    val_recs, _ = load_coco_panoptic(root, cfg.data.val_split)
+    cfg = override(cfg, {"model.num_classes": cmap.num_classes})
+    started = init_ray()
+    mlc = tracking.client()
+    run_id = tracking.start_run(mlc, flatten(cfg), {"preset": opts.preset, "dataset": str(root)},
+                                run_name=opts.run_name or None, experiment=opts.experiment)
+    print(f"[pix2seqd] MLflow run {run_id} in {mlc.tracking_uri}")
+    try:
+        result = _fit(cfg, opts, train_recs, cmap, run_id, mlc.tracking_uri)
+        summary = _evaluate_and_log(cfg, opts, result, val_recs, cmap, root, mlc, run_id)
+        mlc.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        mlc.set_terminated(run_id, "FAILED")
+        raise
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    if opts.summary_json:
+        Path(opts.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts.summary_json).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _fit(cfg: Config, opts: RunOptions, records, cmap, run_id: str, uri: str):
+    import ray.train
+    from ray.train.torch import TorchTrainer
+
+    from pix2seqd.platform.data.pipeline import build_train_dataset
+    from pix2seqd.platform.train.loop import train_loop_per_worker
+
+    t = cfg.train
+    init_from = resolve_checkpoint(opts.init_from) if opts.init_from else ""
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": flatten(cfg), "run_id": run_id, "tracking_uri": uri,
+                           "init_from": init_from},
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=t.num_workers, use_gpu=t.use_gpu,
+            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
+        run_config=ray.train.RunConfig(
+            name=f"pix2seqd-{run_id[:12]}", storage_path=opts.storage_path or str(STORAGE_DEFAULT),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints)),
+        datasets={"train": build_train_dataset(records, cmap, cfg)},
+    )
+    t0 = time.perf_counter()
+    result = trainer.fit()
+    print(f"[pix2seqd] training finished in {time.perf_counter() - t0:.0f} s")
+    return result
+
+
+def _evaluate_and_log(cfg, opts, result, val_recs, cmap, root, mlc, run_id) -> dict[str, Any]:
+    from pix2seqd.platform.evaluation.coco_eval import (
+        evaluate_checkpoint, gt_files, per_class_metrics, summary_metrics,
+    )
+
+    storage = opts.storage_path or str(STORAGE_DEFAULT)
+    tags = {f"checkpoint/{m.get('step', i)}": checkpoint_uri(c.path, storage)
+            for i, (c, m) in enumerate(result.best_checkpoints)}
+    final = result.checkpoint
+    step = int(result.metrics.get("step", 0)) if result.metrics else 0
+    best_uri = checkpoint_uri(final.path, storage)
+    with final.as_directory() as ckpt_dir, tempfile.TemporaryDirectory() as tmp:
+        gt_json, gt_dir = gt_files(root, cfg.data.val_split)
+        pred_dir = Path(tmp) / "predictions"
+        res = evaluate_checkpoint(ckpt_dir, val_recs, cmap, gt_json, gt_dir, pred_dir,
+                                  cfg.sample, cfg.eval, cfg.train.use_gpu)
+        metrics = summary_metrics(res)
+        tracking.log_metrics(mlc, run_id, {**metrics, **per_class_metrics(res)}, step)
+        _log_eval_artifacts(mlc, run_id, res, val_recs, pred_dir, cfg.eval.overlays, Path(tmp))
+    tracking.set_tags(mlc, run_id, {**tags, "best_checkpoint": best_uri})
+    return {"mlflow_run_id": run_id, "tracking_uri": mlc.tracking_uri, "checkpoint": best_uri,
+            "metrics": {"pq": res["All"]["pq"], "pq_th": res["Things"]["pq"],
+                        "pq_st": res["Stuff"]["pq"]}}
+
+
+def _log_eval_artifacts(mlc, run_id, res, val_recs, pred_dir: Path, n_overlays: int, tmp: Path):
+    from pix2seqd.platform.evaluation.overlays import overlay
+
+    (tmp / "eval").mkdir(exist_ok=True)
+    (tmp / "eval" / "pq.json").write_text(json.dumps(res, indent=2))
+    lines = ["| category | PQ | SQ | RQ |", "|---|---|---|---|"]
+    lines += [f"| {cid} | {v['pq']:.4f} | {v['sq']:.4f} | {v['rq']:.4f} |"
+              for cid, v in sorted(res["per_class"].items(), key=lambda kv: int(kv[0]))]
+    (tmp / "eval" / "pq_per_class.md").write_text("\n".join(lines) + "\n")
+    mlc.log_artifacts(run_id, str(tmp / "eval"), "eval")
+    for rec in val_recs[:n_overlays]:
+        pred_png = pred_dir / f"{Path(rec.png_path).stem}.png"
+        out = overlay(rec.image_path, rec.png_path, pred_png, tmp / "overlays" / f"{rec.image_id}.png")
+        mlc.log_artifact(run_id, str(out), "overlays")

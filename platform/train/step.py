@@ -1,0 +1,75 @@
+"""Pieces of the training step that are independent of Ray: batch -> tensors, the loss module
+that DDP wraps, optimizer construction and state (de)serialisation."""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from pix2seqd.models.pix2seq_d import Pix2SeqD
+from pix2seqd.platform.config import Config
+
+
+class LossModule(torch.nn.Module):
+    """DDP hooks `forward`; the model's training objective is `Pix2SeqD.loss`."""
+
+    def __init__(self, model: Pix2SeqD):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images, masks, cond_masks=None):
+        return self.model.loss(images, masks, cond_masks)
+
+
+def to_model_inputs(batch: dict[str, torch.Tensor], device, pad_value: float):
+    """Ray batch -> (images (B, 3, T, T) float in [0, 1], masks (B, 2, Tm, Tm) int64).
+
+    batch['image'] (B, T, T, 3) uint8, batch['hw'] (B, 2) valid size, batch['mask']
+    (B, Tm, Tm, 2) uint8. Padding with `pad_value` is done here, on the device.
+    """
+    img = batch["image"].to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    hw = batch["hw"].to(device)
+    size = img.shape[-1]
+    rows = torch.arange(size, device=device)
+    valid = (rows[None, :, None] < hw[:, 0, None, None]) & (rows[None, None, :] < hw[:, 1, None, None])
+    img = torch.where(valid[:, None], img, torch.full_like(img, pad_value))
+    masks = batch["mask"].to(device, non_blocking=True).permute(0, 3, 1, 2).long()
+    cond = batch.get("cond")
+    if cond is not None:
+        cond = cond.to(device).permute(0, 1, 4, 2, 3).long()
+    return img, masks, cond
+
+
+def build_model(cfg: Config) -> Pix2SeqD:
+    return Pix2SeqD(cfg.model, cfg.diffusion, cfg.loss)
+
+
+def make_ema(model: torch.nn.Module) -> torch.nn.Module:
+    """EMA copy initialised from the online weights (spec §6.2: the port's choice)."""
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    return ema
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config, device) -> torch.optim.AdamW:
+    """AdamW with decoupled weight decay on every parameter (official: no exclusions)."""
+    o = cfg.optim
+    return torch.optim.AdamW(
+        model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
+        weight_decay=o.weight_decay, fused=torch.device(device).type == "cuda",
+    )
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
