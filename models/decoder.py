@@ -17,17 +17,16 @@ from .config import DecoderConfig
 from .encoder import glorot_conv, group_norm
 from .transformer import DecoderLayer, ScalarEmbedding, glorot_linear, position_codes_2d
 
-TINY_GAIN = 1e-5  # VarianceScaling(1e-10) = Glorot with gain √1e-10: official "zero" init
 
 
 class ResBlock(nn.Module):
     """h = conv(SiLU(GN(x))); h = SiLU(GN(h)·(1+scale)+shift); h = conv(h); (h + skip(x))/√2."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int):
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, init_gain: float):
         super().__init__()
         self.norm1, self.conv1 = group_norm(c_in), glorot_conv(c_in, c_out, 3)
         self.film = glorot_linear(emb_dim, 2 * c_out)
-        self.norm2, self.conv2 = group_norm(c_out), glorot_conv(c_out, c_out, 3, gain=TINY_GAIN)
+        self.norm2, self.conv2 = group_norm(c_out), glorot_conv(c_out, c_out, 3, gain=init_gain)
         self.skip = glorot_conv(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
@@ -75,6 +74,7 @@ class TransUNet(nn.Module):
     def __init__(self, cfg: DecoderConfig, in_channels: int, out_channels: int, kv_dim: int | None):
         super().__init__()
         dim, emb_dim = cfg.dim, 4 * cfg.dim
+        gain = math.sqrt(cfg.init_scale)  # VarianceScaling(s) = Glorot with gain √s
         self.time_emb = ScalarEmbedding(dim, emb_dim, cfg.time_scaling)
         self.conv_in, self.norm_in = glorot_conv(in_channels, dim, 1), group_norm(dim)
         chans = [dim * m for m in cfg.ch_mult]
@@ -83,7 +83,7 @@ class TransUNet(nn.Module):
         for i, ch in enumerate(chans):
             blocks = nn.ModuleList()
             for _ in range(cfg.n_res_blocks):
-                blocks.append(ResBlock(c, ch, emb_dim))
+                blocks.append(ResBlock(c, ch, emb_dim, gain))
                 c = ch
                 skips.append(c)
             self.down.append(blocks)
@@ -96,13 +96,13 @@ class TransUNet(nn.Module):
         for i, ch in reversed(list(enumerate(chans))):
             blocks = nn.ModuleList()
             for _ in range(cfg.n_res_blocks + 1):
-                blocks.append(ResBlock(c + skips.pop(), ch, emb_dim))
+                blocks.append(ResBlock(c + skips.pop(), ch, emb_dim, gain))
                 c = ch
             self.up.append(blocks)
             if i > 0:
                 self.upsample.append(glorot_conv(c, c, 3))
         self.norm_out = group_norm(c)
-        self.conv_out = glorot_conv(c, out_channels, 1, gain=TINY_GAIN)
+        self.conv_out = glorot_conv(c, out_channels, 1, gain=gain)
 
     def forward(self, x: torch.Tensor, gamma: torch.Tensor, memory: torch.Tensor | None = None
                 ) -> torch.Tensor:

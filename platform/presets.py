@@ -9,6 +9,8 @@ from dataclasses import replace
 
 from pix2seqd.models.config import (
     Conditioning,
+    DiffusionConfig,
+    LossConfig,
     DecoderConfig,
     EncoderConfig,
     ModelConfig,
@@ -58,7 +60,22 @@ def decoder_pretrain() -> Config:
 
 
 def tiny() -> Config:
-    """CPU-sized model on the generated data: ~1M parameters, image 64 / mask 32."""
+    """CPU-sized model on the generated data: 1.2M parameters, image 64 / mask 32.
+
+    Same code as the paper presets; only sizes and these training choices differ, each
+    measured on the generated set with 2 CPU workers and ~1,000 steps (commands in the
+    README / issue notes):
+    - decoder.init_scale 1.0 instead of the official near-zero 1e-10: with a 16-channel head
+      and ~1k steps the zero-initialised head grows too slowly (val class accuracy after
+      400 steps 0.71 vs 0.25);
+    - diffusion.b_scale 0.3 instead of 0.1: with fresh random ids per epoch and ~1k steps the
+      model learns to separate instances sooner (segment recall@0.5 after 600 steps 0.20 at
+      b=0.3, 0.11 at b=0.1, 0.07 at b=0.5); val PQ 0.15 vs 0.03 for the full default job;
+    - loss.p 0.6 instead of 0.2: things are small next to stuff and starve at p = 0.2;
+      full default job PQ 0.173 (PQ_th 0.050) at p = 0.6, 0.126-0.150 at 0.2, 0.081 at 1.0;
+    - optim.lr 3e-3 with 100 warm-up steps, sample.min_pixels 10 (images are ~64-96 px);
+    - train.time_budget_min 7.5 caps the job on slower machines (steps are sized to end first).
+    """
     model = ModelConfig(
         num_classes=8,
         max_instances=16,
@@ -66,16 +83,19 @@ def tiny() -> Config:
             depths=(1, 1, 1), width=8, norm=NormMode.BATCH, tf_layers=2, tf_dim=64,
             tf_heads=4, tf_mlp=128, drop_path=0.0, drop_units=0.0, fuse_dim=32,
         ),
-        decoder=DecoderConfig(dim=32, tf_dim=64, tf_layers=2, tf_heads=4, tf_mlp=128),
+        decoder=DecoderConfig(dim=16, ch_mult=(1, 2, 4, 4), tf_dim=64, tf_layers=2, tf_heads=4, init_scale=1.0,
+                              tf_mlp=128),
     )
     return Config(
         model=model,
+        diffusion=DiffusionConfig(b_scale=0.3),
+        loss=LossConfig(p=0.6),
         sample=SampleConfig(steps=20, td=2.0, min_pixels=10),
         data=DataConfig(image_size=64, scale_jitter=(1.0, 1.5), color_jitter=0.3),
-        optim=OptimConfig(lr=1e-3, warmup_steps=100, end_lr_factor=0.1, weight_decay=0.05),
+        optim=OptimConfig(lr=3e-3, warmup_steps=100, end_lr_factor=0.1, weight_decay=0.05),
         train=TrainConfig(
-            batch_size=32, steps=1500, ema_decay=0.99, num_workers=2, cpus_per_worker=0.5,
-            torch_threads=1, log_every=25, checkpoint_every=500, keep_checkpoints=2,
+            batch_size=16, steps=1100, ema_decay=0.99, num_workers=2, cpus_per_worker=0.5,
+            torch_threads=1, log_every=25, checkpoint_every=400, keep_checkpoints=2, time_budget_min=7.5,
         ),
         eval=EvalConfig(max_images=0, batch_size=16, overlays=4, num_actors=1),
     )

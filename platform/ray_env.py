@@ -17,13 +17,15 @@ def apply_env_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
-def init_ray(num_cpus: int | None = None) -> bool:
+def init_ray(train_cpus: float = 0.0) -> bool:
     """Join the cluster named by RAY_ADDRESS (as under `ray job submit`) or start a local Ray.
 
-    Returns True when this call started Ray (the caller then shuts it down). A local Ray
-    gets at least 2 logical CPUs so a Ray Data operator can always run next to the training
-    workers (with every CPU held by workers, the pipeline deadlocks).
+    Returns True when this call started Ray (the caller then shuts it down). A local Ray gets
+    at least one logical CPU more than the training workers hold (`train_cpus`), so a Ray Data
+    operator can always run next to them: with every CPU held by workers the pipeline hangs.
     """
+    import math
+
     import ray
 
     apply_env_defaults()
@@ -33,5 +35,18 @@ def init_ray(num_cpus: int | None = None) -> bool:
     if address:
         ray.init(address=address)
         return False
-    ray.init(num_cpus=num_cpus or max(2, os.cpu_count() or 1))
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, math.ceil(train_cpus) + 1))
     return True
+
+
+def check_cpus_for_training(train_cpus: float) -> None:
+    """Fail early, with the numbers, when the cluster cannot run the workers and the data
+    pipeline at once (instead of hanging)."""
+    import ray
+
+    total = ray.cluster_resources().get("CPU", 0.0)
+    if total < train_cpus + 0.5:
+        raise RuntimeError(
+            f"the Ray cluster has {total:g} CPUs but training needs {train_cpus:g} for its workers "
+            "plus at least 0.5 for the Ray Data pipeline; lower train.cpus_per_worker or "
+            "train.num_workers, or add nodes")

@@ -36,9 +36,15 @@ def default_coco_root(**params) -> Path:
         print(f"[pix2seqd] generating the default data set into {target} (once)")
         make_coco(tmp, p["seed"], p["n_train"], p["n_val"], p["min_size"], p["max_size"])
         (tmp / ".complete").write_text("ok\n")
+        if (target / ".complete").is_file():
+            return target  # another process finished first; keep its copy
         if target.exists():
             shutil.rmtree(target)
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if not (target / ".complete").is_file():
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

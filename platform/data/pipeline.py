@@ -29,20 +29,28 @@ def record_item(rec: PanopticRecord, epoch: int = 0) -> dict[str, Any]:
             "height": rec.height, "width": rec.width}
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
+    """The visiting order of `n` records in `epoch`: a permutation seeded by (seed, epoch)."""
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def stream_positions(positions: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stream positions -> (epoch, record index): epoch e visits every record once."""
+    epochs, k = np.divmod(np.asarray(positions, np.int64), n)
+    index = np.empty_like(k)
+    for e in np.unique(epochs):
+        sel = epochs == e
+        index[sel] = epoch_order(n, seed, int(e))[k[sel]]
+    return epochs, index
+
+
 def train_items(records: Sequence[PanopticRecord], num_samples: int, seed: int,
                 start: int = 0) -> list[dict[str, Any]]:
-    """Items start..num_samples-1 of the stream: epoch e visits every record once in the
-    order of a permutation seeded by (seed, e)."""
-    n = len(records)
-    if n == 0:
+    """Items start..num_samples-1 of the training stream, as rows (see `stream_positions`)."""
+    if len(records) == 0:
         raise ValueError("the training split has no images")
-    items = []
-    for pos in range(start, num_samples):
-        epoch, k = divmod(pos, n)
-        if k == 0 or not items:
-            order = np.random.default_rng([seed, epoch]).permutation(n)
-        items.append(record_item(records[order[k]], epoch))
-    return items
+    epochs, index = stream_positions(np.arange(start, num_samples), len(records), seed)
+    return [record_item(records[i], int(e)) for e, i in zip(epochs, index)]
 
 
 def decode_example(row: dict[str, Any], cmap: CategoryMap, crowd: str) -> tuple[np.ndarray, np.ndarray]:
@@ -58,29 +66,50 @@ def decode_example(row: dict[str, Any], cmap: CategoryMap, crowd: str) -> tuple[
 
 
 class TrainDecoder:
-    """map_batches function: rows -> {'image', 'hw', 'mask'} (see transforms.Example)."""
+    """map_batches function: rows -> {'image', 'hw', 'mask'} (see transforms.Example).
 
-    def __init__(self, cfg: Config, cmap: CategoryMap):
-        self.cfg, self.cmap = cfg, cmap
+    Rows are either record rows (`record_item`) or stream positions {'id': int}, which are
+    turned into (epoch, record) here, so the driver never materialises the whole stream.
+    """
+
+    def __init__(self, cfg: Config, cmap: CategoryMap, records: Sequence[dict[str, Any]] = (),
+                 start: int = 0):
+        self.cfg, self.cmap, self.records, self.start = cfg, cmap, list(records), start
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cfg, d = self.cfg, self.cfg.data
         mask_size = d.image_size // cfg.model.mask_stride
         out = {"image": [], "hw": [], "mask": []}
-        for row in _rows(batch):
+        for row in self._rows(batch):
             try:
-                image, label = decode_example(row, self.cmap, d.crowd)
+                ex = self.example(row, mask_size)
             except (ValueError, OSError) as err:
-                if d.skip_bad:
-                    print(f"[pix2seqd] skipping bad example: {err}")
-                    continue
-                raise
-            rng = np.random.default_rng([cfg.train.seed, int(row["epoch"]), int(row["image_id"])])
-            label[..., 1] = relabel_random(label[..., 1], cfg.model.max_instances, rng)
-            ex = train_transform(image, label, d.image_size, mask_size, d.scale_jitter,
-                                 d.color_jitter, d.hflip, rng)
+                if not d.skip_bad:
+                    raise
+                print(f"[pix2seqd] skipping bad example: {err}")
+                continue
             out["image"].append(ex.image), out["hw"].append(ex.hw), out["mask"].append(ex.mask)
         return _stack(out, d.image_size, mask_size)
+
+    def example(self, row: dict[str, Any], mask_size: int):
+        cfg, d = self.cfg, self.cfg.data
+        image, label = decode_example(row, self.cmap, d.crowd)
+        rng = np.random.default_rng([cfg.train.seed, int(row["epoch"]), int(row["image_id"])])
+        try:
+            label[..., 1] = relabel_random(label[..., 1], cfg.model.max_instances, rng)
+        except ValueError as err:
+            raise ValueError(f"{row['png_path']}: {err}") from None
+        return train_transform(image, label, d.image_size, mask_size, d.scale_jitter,
+                               d.color_jitter, d.hflip, rng)
+
+    def _rows(self, batch: dict[str, np.ndarray]):
+        if "id" not in batch:
+            yield from _rows(batch)
+            return
+        positions = np.asarray(batch["id"], np.int64) + self.start
+        epochs, index = stream_positions(positions, len(self.records), self.cfg.train.seed)
+        for e, i in zip(epochs, index):
+            yield {**self.records[i], "epoch": int(e)}
 
 
 def eval_inputs(row: dict[str, Any], size: int, mask_size: int) -> dict[str, np.ndarray]:
@@ -95,10 +124,12 @@ def build_train_dataset(records, cmap: CategoryMap, cfg: Config, start: int = 0)
     """The Ray Dataset of augmented training examples for the whole run."""
     import ray.data
 
-    total = cfg.train.steps * cfg.train.batch_size
-    items = train_items(records, total, cfg.train.seed, start)
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(200, len(items) // 64)))
-    return ds.map_batches(TrainDecoder(cfg, cmap), batch_size=32, batch_format="numpy",
+    if len(records) == 0:
+        raise ValueError("the training split has no images")
+    total = cfg.train.steps * cfg.train.batch_size - start
+    ds = ray.data.range(total, override_num_blocks=max(1, min(200, total // 256)))
+    rows = [record_item(r) for r in records]
+    return ds.map_batches(TrainDecoder(cfg, cmap, rows, start), batch_size=32, batch_format="numpy",
                           num_cpus=0.5)
 
 

@@ -32,10 +32,12 @@ class Predictor:
     """Ray Data callable class: rows {'image_id','image_path','png_path'} -> annotations."""
 
     def __init__(self, checkpoint_dir: str, steps: int, td: float, min_pixels: int,
-                 pred_dir: str, cmap: CategoryMap, seed: int = 0, threads: int = 0):
+                 pred_dir: str, cmap: CategoryMap, seed: int = 0, threads: int = 0,
+                 use_gpu: bool = False):
         if threads > 0:
             torch.set_num_threads(threads)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        # Only a GPU Ray reserved for this actor; a visible one may belong to someone else.
+        self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         self.model, self.cfg = load_for_inference(checkpoint_dir, self.device)
         self.steps, self.td, self.min_pixels = steps, td, min_pixels
         self.pred_dir, self.cmap, self.seed = Path(pred_dir), cmap, seed
@@ -87,6 +89,6 @@ def predict_dataset(items: list[dict[str, Any]], checkpoint_dir: str, pred_dir: 
         num_gpus=1 if use_gpu else 0, num_cpus=1,
         fn_constructor_kwargs=dict(checkpoint_dir=checkpoint_dir, steps=steps, td=td,
                                    min_pixels=min_pixels, pred_dir=pred_dir, cmap=cmap,
-                                   seed=seed, threads=0 if use_gpu else 1),
+                                   seed=seed, threads=0 if use_gpu else 1, use_gpu=use_gpu),
     )
     return [json.loads(r["annotation"]) for r in ds.take_all()]

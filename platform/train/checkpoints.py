@@ -7,10 +7,11 @@ from pathlib import Path
 
 def checkpoint_uri(path: str, storage_path: str) -> str:
     """Ray's checkpoint path (filesystem-relative for remote stores) -> a full URI."""
-    if "://" in storage_path and "://" not in path:
-        scheme = storage_path.split("://", 1)[0]
-        return f"{scheme}://{path.lstrip('/')}"
-    return path
+    if "://" not in storage_path or "://" in path or storage_path.startswith("file://"):
+        return path
+    scheme = storage_path.split("://", 1)[0]
+    query = storage_path.split("?", 1)[1] if "?" in storage_path else ""
+    return f"{scheme}://{path.lstrip('/')}" + (f"?{query}" if query else "")
 
 
 def resolve_checkpoint(ref: str) -> str:

@@ -31,14 +31,16 @@ class RunOptions:
 def train_coco(cfg: Config, opts: RunOptions) -> dict[str, Any]:
     """Train on a COCO-panoptic layout, evaluate the final EMA weights, log everything."""
     from pix2seqd.platform.data.default_data import resolve_data_root
-    from pix2seqd.platform.ray_env import init_ray
+    from pix2seqd.platform.ray_env import check_cpus_for_training, init_ray
 
+    validate_training_config(cfg)
     root = resolve_data_root(cfg.data.root)
     cfg = override(cfg, {"data.root": str(root)})
-    train_recs, cmap = load_coco_panoptic(root, cfg.data.train_split)
-    val_recs, _ = load_coco_panoptic(root, cfg.data.val_split)
+    train_recs, val_recs, cmap = _load_splits(root, cfg)
     cfg = override(cfg, {"model.num_classes": cmap.num_classes})
-    started = init_ray()
+    train_cpus = cfg.train.num_workers * cfg.train.cpus_per_worker
+    started = init_ray(train_cpus)
+    check_cpus_for_training(train_cpus)
     mlc = tracking.client()
     run_id = tracking.start_run(mlc, flatten(cfg), {"preset": opts.preset, "dataset": str(root)},
                                 run_name=opts.run_name or None, experiment=opts.experiment)
@@ -61,6 +63,35 @@ def train_coco(cfg: Config, opts: RunOptions) -> dict[str, Any]:
     return summary
 
 
+def validate_training_config(cfg: Config) -> None:
+    """Reject settings that would silently change the run or crash mid-way."""
+    t = cfg.train
+    per_step = t.num_workers * t.accum
+    if t.batch_size % per_step or t.batch_size < per_step:
+        raise ValueError(f"train.batch_size={t.batch_size} must be a positive multiple of "
+                         f"train.num_workers * train.accum = {per_step}")
+    for key in ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "num_workers"):
+        if getattr(t, key) <= 0:
+            raise ValueError(f"train.{key} must be > 0, got {getattr(t, key)}")
+    if cfg.data.crowd not in ("segment", "void"):
+        raise ValueError(f"data.crowd must be 'segment' or 'void', got {cfg.data.crowd!r}")
+    if cfg.data.image_size % 16:
+        raise ValueError(f"data.image_size={cfg.data.image_size} must be a multiple of 16")
+
+
+def _load_splits(root: Path, cfg: Config):
+    """Train and val records; both splits must exist, be non-empty and share categories."""
+    train_recs, cmap = load_coco_panoptic(root, cfg.data.train_split)
+    val_recs, val_cmap = load_coco_panoptic(root, cfg.data.val_split)
+    for split, recs in ((cfg.data.train_split, train_recs), (cfg.data.val_split, val_recs)):
+        if not recs:
+            raise ValueError(f"{root}/annotations/panoptic_{split}.json lists no annotated image")
+    if cmap.to_coco() != val_cmap.to_coco():
+        raise ValueError(f"{root}/annotations: panoptic_{cfg.data.train_split}.json and "
+                         f"panoptic_{cfg.data.val_split}.json list different categories")
+    return train_recs, val_recs, cmap
+
+
 def _fit(cfg: Config, opts: RunOptions, records, cmap, run_id: str, uri: str):
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -78,7 +109,7 @@ def _fit(cfg: Config, opts: RunOptions, records, cmap, run_id: str, uri: str):
             num_workers=t.num_workers, use_gpu=t.use_gpu,
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
         run_config=ray.train.RunConfig(
-            name=f"pix2seqd-{run_id[:12]}", storage_path=opts.storage_path or str(STORAGE_DEFAULT),
+            name=f"pix2seqd-{run_id[:12]}", storage_path=storage_path(opts),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints)),
         datasets={"train": build_train_dataset(records, cmap, cfg)},
     )
@@ -88,17 +119,27 @@ def _fit(cfg: Config, opts: RunOptions, records, cmap, run_id: str, uri: str):
     return result
 
 
+def storage_path(opts: RunOptions) -> str:
+    """The Ray Train storage path: a URI as given, a local path made absolute."""
+    path = opts.storage_path or str(STORAGE_DEFAULT)
+    if "://" in path:
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
 def _evaluate_and_log(cfg, opts, result, val_recs, cmap, root, mlc, run_id) -> dict[str, Any]:
     from pix2seqd.platform.evaluation.coco_eval import (
         evaluate_checkpoint, gt_files, per_class_metrics, summary_metrics,
     )
 
-    storage = opts.storage_path or str(STORAGE_DEFAULT)
+    storage = storage_path(opts)
     tags = {f"checkpoint/{m.get('step', i)}": checkpoint_uri(c.path, storage)
             for i, (c, m) in enumerate(result.best_checkpoints)}
     final = result.checkpoint
     step = int(result.metrics.get("step", 0)) if result.metrics else 0
     best_uri = checkpoint_uri(final.path, storage)
+    # Recorded before evaluating, so a failed evaluation still leaves resolvable checkpoints.
+    tracking.set_tags(mlc, run_id, {**tags, "best_checkpoint": best_uri})
     with final.as_directory() as ckpt_dir, tempfile.TemporaryDirectory() as tmp:
         gt_json, gt_dir = gt_files(root, cfg.data.val_split)
         pred_dir = Path(tmp) / "predictions"
@@ -107,7 +148,6 @@ def _evaluate_and_log(cfg, opts, result, val_recs, cmap, root, mlc, run_id) -> d
         metrics = summary_metrics(res)
         tracking.log_metrics(mlc, run_id, {**metrics, **per_class_metrics(res)}, step)
         _log_eval_artifacts(mlc, run_id, res, val_recs, pred_dir, cfg.eval.overlays, Path(tmp))
-    tracking.set_tags(mlc, run_id, {**tags, "best_checkpoint": best_uri})
     return {"mlflow_run_id": run_id, "tracking_uri": mlc.tracking_uri, "checkpoint": best_uri,
             "metrics": {"pq": res["All"]["pq"], "pq_th": res["Things"]["pq"],
                         "pq_st": res["Stuff"]["pq"]}}
@@ -125,5 +165,7 @@ def _log_eval_artifacts(mlc, run_id, res, val_recs, pred_dir: Path, n_overlays: 
     mlc.log_artifacts(run_id, str(tmp / "eval"), "eval")
     for rec in val_recs[:n_overlays]:
         pred_png = pred_dir / f"{Path(rec.png_path).stem}.png"
+        if not pred_png.is_file():  # not among the evaluated images (eval.max_images)
+            continue
         out = overlay(rec.image_path, rec.png_path, pred_png, tmp / "overlays" / f"{rec.image_id}.png")
         mlc.log_artifact(run_id, str(out), "overlays")

@@ -48,7 +48,7 @@ def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch
     mlc = mlflow.tracking.MlflowClient(mlflow_server)
     run = mlc.get_run(summary["mlflow_run_id"])
     assert run.info.status == "FINISHED"
-    assert run.data.params["optim.lr"] == "0.001"
+    assert run.data.params["optim.lr"] == "0.003"
     assert run.data.params["train.steps"] == "4"
     assert run.data.params["model.num_classes"] == "8"  # 7 generated categories + void
     for key in ("train/loss", "train/lr", "train/img_per_s", "train/data_wait_frac",

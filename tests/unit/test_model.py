@@ -185,3 +185,24 @@ def test_frozen_batch_norm_stays_fixed_under_train():
     batch = Encoder(TINY.encoder, mask_stride=2).train()
     batch(torch.rand(2, 3, 32, 32))
     assert not torch.equal(batch.backbone.bn1.running_mean, torch.zeros(8))
+
+
+def test_init_scale_controls_the_zero_initialised_convolutions():
+    from dataclasses import replace
+
+    from pix2seqd.models.config import DecoderConfig, DiffusionConfig, LossConfig, ModelConfig
+    from pix2seqd.models.pix2seq_d import Pix2SeqD
+
+    small = DecoderConfig(dim=16, tf_dim=32, tf_layers=1, tf_heads=2, tf_mlp=32)
+    stds = {}
+    for scale in (1e-10, 1.0):
+        torch.manual_seed(0)
+        cfg = ModelConfig(num_classes=8, max_instances=16, decoder=replace(small, init_scale=scale),
+                          encoder=replace(ModelConfig().encoder, depths=(1, 1, 1), width=8,
+                                          tf_layers=1, tf_dim=32, tf_heads=2, tf_mlp=32, fuse_dim=16))
+        dec = Pix2SeqD(cfg, DiffusionConfig(), LossConfig()).decoder
+        stds[scale] = (dec.conv_out.weight.std().item(), dec.down[0][0].conv2.weight.std().item())
+    # Glorot-uniform std = sqrt(scale * 2 / (fan_in + fan_out)); official scale 1e-10
+    assert stds[1e-10][0] < 1e-6 and stds[1e-10][1] < 1e-6
+    assert stds[1.0][0] > 1e-2 and stds[1.0][1] > 1e-2
+    assert stds[1.0][0] / stds[1e-10][0] == pytest.approx(1e5, rel=1e-3)

@@ -69,3 +69,26 @@ def test_train_decoder_is_deterministic_and_labels_are_consistent(coco):
     classes, ids = one["mask"][..., 0], one["mask"][..., 1]
     assert classes.max() < cmap.num_classes and ids.max() < cfg.model.max_instances
     assert ((classes == 0) == (ids == 0)).mean() > 0.99  # void pixels carry no id
+
+
+def test_stream_positions_match_the_item_list_and_offsets(coco):
+    recs, cmap = load_coco_panoptic(coco, "train2017")
+    cfg = tiny()
+    rows = [record_item(r) for r in recs]
+    items = train_items(recs, 20, seed=cfg.train.seed)
+    dec = TrainDecoder(cfg, cmap, rows)
+    via_ids = list(dec._rows({"id": np.arange(20)}))
+    assert [(r["epoch"], r["image_id"]) for r in via_ids] == [(i["epoch"], i["image_id"]) for i in items]
+    shifted = list(TrainDecoder(cfg, cmap, rows, start=7)._rows({"id": np.arange(13)}))
+    assert [(r["epoch"], r["image_id"]) for r in shifted] == [(r["epoch"], r["image_id"]) for r in via_ids[7:]]
+
+
+def test_too_many_segments_error_names_the_png(coco):
+    from dataclasses import replace
+
+    recs, cmap = load_coco_panoptic(coco, "train2017")
+    cfg = tiny()
+    cfg = replace(cfg, model=replace(cfg.model, max_instances=2))
+    row = record_item(max(recs, key=lambda r: len(r.segments)))
+    with pytest.raises(ValueError, match=str(row["png_path"])):
+        TrainDecoder(cfg, cmap).example(row, 32)
