@@ -30,7 +30,6 @@ class DataConfig:
 
     dataset: str = "coco"
     root: str = ""
-    prepared: str = ""
     train_split: str = "train2017"
     val_split: str = "val2017"
     image_size: int = 256
