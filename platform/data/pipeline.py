@@ -8,6 +8,7 @@ Files are read inside the map tasks, so the driver ships paths, not pixels.
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Sequence
 
@@ -29,9 +30,14 @@ def record_item(rec: PanopticRecord, epoch: int = 0) -> dict[str, Any]:
             "height": rec.height, "width": rec.width}
 
 
+@functools.lru_cache(maxsize=4)
 def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The visiting order of `n` records in `epoch`: a permutation seeded by (seed, epoch)."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
+    """The visiting order of `n` records in `epoch`: a permutation seeded by (seed, epoch).
+
+    Cached: every batch of an epoch needs the same permutation (read-only)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    order.flags.writeable = False
+    return order
 
 
 def stream_positions(positions: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -42,15 +48,6 @@ def stream_positions(positions: np.ndarray, n: int, seed: int) -> tuple[np.ndarr
         sel = epochs == e
         index[sel] = epoch_order(n, seed, int(e))[k[sel]]
     return epochs, index
-
-
-def train_items(records: Sequence[PanopticRecord], num_samples: int, seed: int,
-                start: int = 0) -> list[dict[str, Any]]:
-    """Items start..num_samples-1 of the training stream, as rows (see `stream_positions`)."""
-    if len(records) == 0:
-        raise ValueError("the training split has no images")
-    epochs, index = stream_positions(np.arange(start, num_samples), len(records), seed)
-    return [record_item(records[i], int(e)) for e, i in zip(epochs, index)]
 
 
 def decode_example(row: dict[str, Any], cmap: CategoryMap, crowd: str) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic
-from pix2seqd.platform.data.pipeline import TrainDecoder, record_item, train_items
+from pix2seqd.platform.data.pipeline import TrainDecoder, record_item
 from pix2seqd.platform.data.transforms import eval_transform, relabel_random, train_transform
 from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.synthetic.coco import make_coco
@@ -46,15 +46,24 @@ def test_eval_transform_keeps_aspect():
     assert tuple(ex.hw) == (64, 32)
 
 
+def _stream(recs, cmap, n, seed, start=0):
+    from dataclasses import replace
+
+    cfg = tiny()
+    cfg = replace(cfg, train=replace(cfg.train, seed=seed))
+    dec = TrainDecoder(cfg, cmap, [record_item(r) for r in recs], start)
+    return [(r["epoch"], r["image_id"]) for r in dec._rows({"id": np.arange(n - start)})]
+
+
 def test_train_stream_order_is_a_function_of_the_seed(coco):
-    recs, _ = load_coco_panoptic(coco, "train2017")
-    a = [(i["epoch"], i["image_id"]) for i in train_items(recs, 15, seed=4)]
-    b = [(i["epoch"], i["image_id"]) for i in train_items(recs, 15, seed=4)]
-    c = [(i["epoch"], i["image_id"]) for i in train_items(recs, 15, seed=5)]
+    recs, cmap = load_coco_panoptic(coco, "train2017")
+    a = _stream(recs, cmap, 15, seed=4)
+    b = _stream(recs, cmap, 15, seed=4)
+    c = _stream(recs, cmap, 15, seed=5)
     assert a == b and a != c
     assert sorted(x[1] for x in a[:6]) == sorted(r.image_id for r in recs)  # one epoch = every image once
     assert [x[0] for x in a] == [0] * 6 + [1] * 6 + [2] * 3
-    assert [(i["epoch"], i["image_id"]) for i in train_items(recs, 15, seed=4, start=9)] == a[9:]
+    assert _stream(recs, cmap, 15, seed=4, start=9) == a[9:]
 
 
 def test_train_decoder_is_deterministic_and_labels_are_consistent(coco):
@@ -71,14 +80,14 @@ def test_train_decoder_is_deterministic_and_labels_are_consistent(coco):
     assert ((classes == 0) == (ids == 0)).mean() > 0.99  # void pixels carry no id
 
 
-def test_stream_positions_match_the_item_list_and_offsets(coco):
+def test_stream_positions_match_record_rows_and_offsets(coco):
     recs, cmap = load_coco_panoptic(coco, "train2017")
     cfg = tiny()
     rows = [record_item(r) for r in recs]
-    items = train_items(recs, 20, seed=cfg.train.seed)
     dec = TrainDecoder(cfg, cmap, rows)
     via_ids = list(dec._rows({"id": np.arange(20)}))
-    assert [(r["epoch"], r["image_id"]) for r in via_ids] == [(i["epoch"], i["image_id"]) for i in items]
+    by_id = {r["image_id"]: r for r in rows}
+    assert all({**by_id[r["image_id"]], "epoch": r["epoch"]} == r for r in via_ids)
     shifted = list(TrainDecoder(cfg, cmap, rows, start=7)._rows({"id": np.arange(13)}))
     assert [(r["epoch"], r["image_id"]) for r in shifted] == [(r["epoch"], r["image_id"]) for r in via_ids[7:]]
 
