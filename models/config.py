@@ -75,6 +75,9 @@ class DecoderConfig:
     time_scaling: float = 1.0      # γ is embedded as sin/cos of γ * time_scaling
     conditional: Conditioning = Conditioning.CAT_ATTN
     cond_frames: int = 0           # video: previous frames whose masks condition the decoder (2)
+    # video training: probability that a conditioning frame is replaced by a missing one
+    # (official frames_dropout; 0.2 in the DAVIS sweep)
+    frame_dropout: float = 0.2
     self_cond: bool = False
     # Variance scale of the "zero" initialised convolutions (each ResBlock's last conv and the
     # output head); official VarianceScaling(1e-10). Tiny, briefly trained models learn
@@ -111,3 +114,4 @@ class SampleConfig:
     steps: int = 20
     td: float = 2.0
     min_pixels: int = 80
+    later_steps: int = 0           # video: steps for frames after the first (0: `steps`)

@@ -19,6 +19,7 @@ from .decoder import TransUNet
 from .diffusion import corrupt, ddim_sample, gamma_cosine
 from .encoder import Encoded, Encoder
 from .losses import instance_weights, mask_loss
+from .video import drop_frames
 
 MASK_BITS = 2 * N_BITS  # class bits + id bits
 SELF_COND_RATE = 0.5    # official self_cond_rate
@@ -106,6 +107,8 @@ class Pix2SeqD(nn.Module):
         weights = instance_weights(masks[:, 1], self.loss_cfg.p, self.cfg.max_instances)
         gamma = gamma_cosine(torch.rand(x0.shape[0], device=x0.device))
         x_t = corrupt(x0, gamma, torch.randn_like(x0))
+        if cond_masks is not None and self.training:
+            cond_masks = drop_frames(cond_masks, self.cfg.decoder.frame_dropout)
         cond = self.cond_bits(cond_masks, x0)
         x0_prev = torch.zeros_like(x0)
         if self.cfg.decoder.self_cond:

@@ -25,7 +25,8 @@ class DataConfig:
     """Input data and augmentation (official transform order, spec §1.5).
 
     `root` empty means the project's generated data set (cached under the user's home).
-    `image_size` is the square training/eval canvas; masks are image_size / mask_stride.
+    `image_size` is the training/eval canvas height, `image_width` its width (0: square);
+    masks are the canvas / mask_stride.
     """
 
     dataset: str = "coco"
@@ -33,12 +34,17 @@ class DataConfig:
     train_split: str = "train2017"
     val_split: str = "val2017"
     image_size: int = 256
+    image_width: int = 0
     scale_jitter: tuple[float, float] = (1.0, 3.0)
     color_jitter: float = 1.0
     hflip: bool = True
     pad_value: float = 0.3
     crowd: str = "segment"
     skip_bad: bool = False
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return self.image_size, self.image_width or self.image_size
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ from pix2seqd.platform.config import Config
 from pix2seqd.platform.data.coco_panoptic import (
     CategoryMap, PanopticRecord, decode_label_map, parse_segments,
 )
-from pix2seqd.platform.data.transforms import eval_transform, relabel_random, train_transform
+from pix2seqd.platform.data.transforms import (
+    eval_transform, relabel_random, train_transform, void_smallest)
 
 
 def record_item(rec: PanopticRecord, epoch: int = 0) -> dict[str, Any]:
@@ -92,10 +93,8 @@ class TrainDecoder:
         cfg, d = self.cfg, self.cfg.data
         image, label = decode_example(row, self.cmap, d.crowd)
         rng = np.random.default_rng([cfg.train.seed, int(row["epoch"]), int(row["image_id"])])
-        try:
-            label[..., 1] = relabel_random(label[..., 1], cfg.model.max_instances, rng)
-        except ValueError as err:
-            raise ValueError(f"{row['png_path']}: {err}") from None
+        label, _ = void_smallest(label, cfg.model.max_instances)
+        label[..., 1] = relabel_random(label[..., 1], cfg.model.max_instances, rng)
         return train_transform(image, label, d.image_size, mask_size, d.scale_jitter,
                                d.color_jitter, d.hflip, rng)
 

@@ -67,6 +67,29 @@ def color_jitter(image, strength, rng):
     return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def void_smallest(label, max_instances):
+    """Keep the K-1 largest segments of a compact-id label map; the rest become void.
+
+    label: (H, W, 2) int (class, compact id 1..N, 0 = null), changed in place.
+    Returns: (label, number of segments made void). Pix2Seq-D cannot represent more than
+    K-1 segments per image; dropping the smallest loses the least area.
+    """
+    ids = label[..., 1]
+    n = int(ids.max(initial=0))
+    if n <= max_instances - 1:
+        return label, 0
+    area = np.bincount(ids.ravel(), minlength=n + 1)[1:]
+    order = np.argsort(-area, kind="stable")  # ties: the lower id stays
+    keep = np.zeros(n + 1, bool)
+    keep[1 + order[: max_instances - 1]] = True
+    new_id = np.zeros(n + 1, ids.dtype)
+    new_id[keep] = np.arange(1, max_instances)
+    dropped = ~keep[ids]
+    label[dropped] = 0
+    label[..., 1] = new_id[ids]
+    return label, n - (max_instances - 1)
+
+
 def relabel_random(ids, max_instances, rng):
     """COCO `object_order='random'`: compact ids 1..N -> distinct ids drawn from [1, K-1].
 

@@ -77,6 +77,9 @@ def validate_training_config(cfg: Config) -> None:
         raise ValueError(f"data.crowd must be 'segment' or 'void', got {cfg.data.crowd!r}")
     if cfg.data.image_size % 16:
         raise ValueError(f"data.image_size={cfg.data.image_size} must be a multiple of 16")
+    if cfg.data.image_width not in (0, cfg.data.image_size):
+        raise ValueError(f"data.image_width={cfg.data.image_width}: the COCO-panoptic pipeline "
+                         "trains on square canvases; leave it 0")
 
 
 def _load_splits(root: Path, cfg: Config):

@@ -11,11 +11,7 @@ from pix2seqd.models.encoder import Encoder
 from pix2seqd.models.pix2seq_d import Pix2SeqD
 from pix2seqd.models.resnet import ResNetC4, load_torchvision_resnet
 
-TINY = ModelConfig(
-    num_classes=8, max_instances=16,
-    encoder=EncoderConfig(depths=(1, 1, 1), width=8, tf_layers=2, tf_dim=64, tf_heads=4, tf_mlp=128,
-                          fuse_dim=32, norm=NormMode.BATCH),
-    decoder=DecoderConfig(dim=32, tf_dim=64, tf_layers=2, tf_heads=4, tf_mlp=128))
+from helpers_model import TINY, tiny, toy_batch
 
 # First keys of torchvision's resnet50().state_dict(), in order.
 TORCHVISION_FIRST_KEYS = [
@@ -30,21 +26,6 @@ TORCHVISION_FIRST_KEYS = [
     "layer1.0.downsample.1.running_mean", "layer1.0.downsample.1.running_var",
     "layer1.0.downsample.1.num_batches_tracked", "layer1.1.conv1.weight",
 ]
-
-
-def tiny(**decoder_changes) -> ModelConfig:
-    return dataclasses.replace(TINY, decoder=dataclasses.replace(TINY.decoder, **decoder_changes))
-
-
-def toy_batch(b: int = 2, size: int = 32):
-    torch.manual_seed(0)
-    images = torch.rand(b, 3, size, size)
-    m = size // 2
-    cls = torch.zeros(b, m, m, dtype=torch.long)
-    ids = torch.zeros_like(cls)
-    cls[:, : m // 2], ids[:, : m // 2] = 3, 1
-    cls[:, m // 2:, m // 2:], ids[:, m // 2:, m // 2:] = 5, 2
-    return images, torch.stack([cls, ids], dim=1)
 
 
 def test_paper_model_has_94_49m_parameters():

@@ -6,7 +6,8 @@ import pytest
 
 from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic
 from pix2seqd.platform.data.pipeline import TrainDecoder, record_item
-from pix2seqd.platform.data.transforms import eval_transform, relabel_random, train_transform
+from pix2seqd.platform.data.transforms import (
+    eval_transform, relabel_random, train_transform, void_smallest)
 from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.synthetic.coco import make_coco
 
@@ -27,6 +28,19 @@ def test_relabel_random_draws_distinct_ids_without_replacement():
     assert set(np.unique(out)) - {0} <= set(range(1, 16))
     with pytest.raises(ValueError, match="max_instances=3"):
         relabel_random(ids, 3, np.random.default_rng(0))
+
+
+def test_more_than_k_minus_1_segments_the_smallest_become_void():
+    # areas: id 1 -> 4 px, id 2 -> 1 px, id 3 -> 3 px, id 4 -> 1 px; K = 3 keeps two segments
+    ids = np.array([[1, 1, 2, 3], [1, 1, 3, 3], [0, 4, 0, 0]])
+    classes = np.where(ids > 0, ids + 10, 0)
+    label = np.stack([classes, ids], axis=-1)
+    out, dropped = void_smallest(label.copy(), 3)
+    assert dropped == 2
+    np.testing.assert_array_equal(out[..., 1], [[1, 1, 0, 2], [1, 1, 2, 2], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(out[..., 0], [[11, 11, 0, 13], [11, 11, 13, 13], [0, 0, 0, 0]])
+    same, none = void_smallest(label.copy(), 16)
+    assert none == 0 and np.array_equal(same, label)
 
 
 def test_train_transform_pads_and_resizes_masks():
@@ -74,7 +88,7 @@ def test_train_decoder_is_deterministic_and_labels_are_consistent(coco):
     one, two = TrainDecoder(cfg, cmap)(batch), TrainDecoder(cfg, cmap)(batch)
     for k in ("image", "hw", "mask"):
         assert np.array_equal(one[k], two[k])
-    assert one["image"].shape == (3, 64, 64, 3) and one["mask"].shape == (3, 32, 32, 2)
+    assert one["image"].shape == (3, 64, 64, 3) and one["mask"].shape == (3, 16, 16, 2)
     classes, ids = one["mask"][..., 0], one["mask"][..., 1]
     assert classes.max() < cmap.num_classes and ids.max() < cfg.model.max_instances
     assert ((classes == 0) == (ids == 0)).mean() > 0.99  # void pixels carry no id

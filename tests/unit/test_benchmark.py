@@ -1,0 +1,29 @@
+"""jobs/benchmark.py model: keys of docs/cli.md, pinned parameter / FLOP counts."""
+import json
+
+import pytest
+
+from pix2seqd.jobs import benchmark
+
+
+def test_model_benchmark_tiny_keys_and_pinned_counts(tmp_path):
+    out = tmp_path / "model.json"
+    result = benchmark.main(["model", "--preset", "tiny", "--quick", "--json", str(out)])
+    assert json.loads(out.read_text()) == result
+    for key in ("device", "versions", "params", "gflops_per_train_image", "encoder_ms",
+                "decoder_step_ms", "sampling_ratio"):
+        assert key in result
+    assert result["device"].startswith("cpu")
+    assert result["params"] == 1_190_664
+    # torch's flop counter: convolutions and matmuls of one forward + backward at 64 px
+    assert result["gflops_per_train_image"] == pytest.approx(0.2154496, rel=1e-6)
+    assert result["encoder_ms"] > 0 and result["decoder_step_ms"] > 0
+    assert result["sampling_ratio"] > 0.5
+
+
+def test_cuda_requested_without_cuda_is_a_clear_error():
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        benchmark.main(["model", "--device", "cuda"])
