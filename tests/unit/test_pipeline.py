@@ -106,12 +106,16 @@ def test_stream_positions_match_record_rows_and_offsets(coco):
     assert [(r["epoch"], r["image_id"]) for r in shifted] == [(r["epoch"], r["image_id"]) for r in via_ids[7:]]
 
 
-def test_too_many_segments_error_names_the_png(coco):
+def test_too_many_segments_keep_the_largest_k_minus_1(coco):
     from dataclasses import replace
 
     recs, cmap = load_coco_panoptic(coco, "train2017")
     cfg = tiny()
-    cfg = replace(cfg, model=replace(cfg.model, max_instances=2))
-    row = record_item(max(recs, key=lambda r: len(r.segments)))
-    with pytest.raises(ValueError, match=str(row["png_path"])):
-        TrainDecoder(cfg, cmap).example(row, 32)
+    cfg = replace(cfg, model=replace(cfg.model, max_instances=3),
+                  data=replace(cfg.data, scale_jitter=(1.0, 1.0), hflip=False, color_jitter=0.0))
+    rec = max(recs, key=lambda r: len(r.segments))
+    assert len(rec.segments) > 2
+    ex = TrainDecoder(cfg, cmap).example(record_item(rec), 16)
+    ids = ex.mask[..., 1]
+    assert set(np.unique(ids)) - {0} <= {1, 2} and len(set(np.unique(ids)) - {0}) == 2
+    assert ((ex.mask[..., 0] == 0) == (ids == 0)).all()  # dropped segments are void, not relabelled
