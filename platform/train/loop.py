@@ -16,7 +16,8 @@ from pix2seqd.platform.config import Config, from_flat
 from pix2seqd.platform.train import checkpoint as ckpt_io
 from pix2seqd.platform.train.schedule import ema_update, lr_factor
 from pix2seqd.platform.train.step import (
-    LossModule, build_model, make_ema, make_optimizer, rng_state, set_rng_state, to_model_inputs,
+    LossModule, build_model, make_ema, make_optimizer, rng_state, set_rng_state, sync_batch_norm,
+    to_model_inputs,
 )
 
 
@@ -59,8 +60,7 @@ def _build_state(cfg: Config, init_from: str, device, world: int) -> dict[str, A
     model = build_model(cfg)
     if init_from:
         model.load_state_dict(ckpt_io.load(init_from)["ema"])
-    if cfg.model.encoder.norm.value == "sync" and world > 1 and device.type == "cuda":
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = sync_batch_norm(model, cfg, world, device)
     model.to(device)
     ema = make_ema(model)
     unused = cfg.model.decoder.conditional.value == "none"

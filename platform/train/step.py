@@ -45,6 +45,16 @@ def build_model(cfg: Config) -> Pix2SeqD:
     return Pix2SeqD(cfg.model, cfg.diffusion, cfg.loss)
 
 
+def sync_batch_norm(model: torch.nn.Module, cfg: Config, world: int, device: torch.device
+                    ) -> torch.nn.Module:
+    """`model.encoder.norm=sync` (the official synchronised BN): convert the encoder's
+    BatchNorm layers to SyncBatchNorm when several CUDA workers train. On CPU (gloo) torch
+    has no SyncBatchNorm kernel, so each worker keeps its own batch statistics."""
+    if cfg.model.encoder.norm.value == "sync" and world > 1 and device.type == "cuda":
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model
+
+
 def make_ema(model: torch.nn.Module) -> torch.nn.Module:
     """EMA copy initialised from the online weights (spec §6.2: the port's choice)."""
     ema = copy.deepcopy(model).eval()
