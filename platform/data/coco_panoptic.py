@@ -20,7 +20,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Literal, Mapping, Sequence
+from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
@@ -52,7 +52,7 @@ class Segment:
 class PanopticRecord:
     """One annotated image: its JPEG, its id PNG and the segments the PNG uses."""
 
-    image_id: int
+    image_id: int | str  # COCO: int; Cityscapes: the file stem
     image_path: Path
     png_path: Path
     width: int
@@ -183,10 +183,32 @@ def load_coco_panoptic(root: str | Path, split: str) -> tuple[list[PanopticRecor
     """
     root = Path(root)
     json_path = root / "annotations" / f"panoptic_{split}.json"
+    return _load_panoptic(json_path, root / split, root / "annotations" / f"panoptic_{split}",
+                          lambda file_name: root / split / file_name)
+
+
+def load_cityscapes_panoptic(root: str | Path, split: str
+                             ) -> tuple[list[PanopticRecord], CategoryMap]:
+    """Read the Cityscapes panoptic layout that cityscapesscripts' createPanopticImgs.py
+    writes: `gtFine/cityscapes_panoptic_<split>.json` and `gtFine/cityscapes_panoptic_<split>/`
+    (COCO-panoptic format; category ids are Cityscapes label ids, image ids are file stems),
+    images in `leftImg8bit/<split>/<city>/<stem>_leftImg8bit.png`. Errors as load_coco_panoptic.
+    """
+    root = Path(root)
+    gt = root / "gtFine"
+    images = root / "leftImg8bit" / split
+    return _load_panoptic(gt / f"cityscapes_panoptic_{split}.json", images,
+                          gt / f"cityscapes_panoptic_{split}",
+                          lambda file_name: images / file_name.split("_", 1)[0] / file_name)
+
+
+def _load_panoptic(json_path: Path, image_dir: Path, png_dir: Path,
+                   image_path_of: Callable[[str], Path]
+                   ) -> tuple[list[PanopticRecord], CategoryMap]:
     data = _read_json(json_path)
-    for folder in (root / split, root / "annotations" / f"panoptic_{split}"):
+    for folder in (image_dir, png_dir):
         if not folder.is_dir():
-            raise FileNotFoundError(f"COCO-panoptic folder not found: {folder}")
+            raise FileNotFoundError(f"panoptic data folder not found: {folder}")
     categories = CategoryMap.from_coco(data["categories"], str(json_path))
     images = _index_images(data["images"], json_path)
     records, seen = [], set()
@@ -203,8 +225,8 @@ def load_coco_panoptic(root: str | Path, split: str) -> tuple[list[PanopticRecor
         im = images[image_id]
         records.append(PanopticRecord(
             image_id=image_id,
-            image_path=root / split / im["file_name"],
-            png_path=root / "annotations" / f"panoptic_{split}" / ann["file_name"],
+            image_path=image_path_of(im["file_name"]),
+            png_path=png_dir / ann["file_name"],
             width=int(im["width"]),
             height=int(im["height"]),
             segments=parse_segments(ann["segments_info"], f"{json_path} image {image_id}"),

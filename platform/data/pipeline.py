@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import zlib
 from typing import Any, Sequence
 
 import numpy as np
@@ -63,6 +64,14 @@ def decode_example(row: dict[str, Any], cmap: CategoryMap, crowd: str) -> tuple[
     return image, label
 
 
+def image_seed(image_id: int | str) -> int:
+    """A non-negative int for the example's random stream: COCO ids as they are, string ids
+    (Cityscapes stems) through CRC-32, which unlike hash() is the same in every process."""
+    if isinstance(image_id, (int, np.integer)):
+        return int(image_id)
+    return zlib.crc32(str(image_id).encode())
+
+
 class TrainDecoder:
     """map_batches function: rows -> {'image', 'hw', 'mask'} (see transforms.Example).
 
@@ -92,7 +101,7 @@ class TrainDecoder:
     def example(self, row: dict[str, Any], mask_size: int):
         cfg, d = self.cfg, self.cfg.data
         image, label = decode_example(row, self.cmap, d.crowd)
-        rng = np.random.default_rng([cfg.train.seed, int(row["epoch"]), int(row["image_id"])])
+        rng = np.random.default_rng([cfg.train.seed, int(row["epoch"]), image_seed(row["image_id"])])
         label, _ = void_smallest(label, cfg.model.max_instances)
         label[..., 1] = relabel_random(label[..., 1], cfg.model.max_instances, rng)
         return train_transform(image, label, d.image_size, mask_size, d.scale_jitter,
