@@ -12,8 +12,9 @@ from typing import Any, Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pix2seqd.models.pix2seq_d import Pix2SeqD
+from pix2seqd.models.pix2seq_d import MASK_BITS, Pix2SeqD
 from pix2seqd.platform.config import Config
+from pix2seqd.platform.train.step import build_model
 
 SAMPLE_STEPS = 20
 
@@ -71,7 +72,7 @@ def inference_timings(model: Pix2SeqD, cfg: Config, device: torch.device, batch:
     sample / (encoder + 20 x decoder step); the sampler's own overhead makes it > 1."""
     images, masks, cond = dummy_batch(cfg, batch, device)
     encoded = model.encode(images)
-    x_t = torch.randn(batch, 16, *masks.shape[-2:], device=device)
+    x_t = torch.randn(batch, MASK_BITS, *masks.shape[-2:], device=device)
     gamma = torch.full((batch,), 0.5, device=device)
     cond_bits = model.cond_bits(cond, x_t)
     zeros = torch.zeros_like(x_t)
@@ -93,7 +94,7 @@ def benchmark_model(cfg: Config, device: str, batch: int = 1, quick: bool = Fals
     """The `model` keys of the benchmark JSON (docs/cli.md)."""
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = Pix2SeqD(cfg.model, cfg.diffusion, cfg.loss).to(dev)
+    model = build_model(cfg).to(dev)
     model.train()
     gflops = train_gflops_per_image(model, cfg, dev)
     model.eval()

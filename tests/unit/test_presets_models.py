@@ -5,6 +5,7 @@ import torch
 
 from pix2seqd.models.pix2seq_d import Pix2SeqD
 from pix2seqd.platform.presets import PRESETS, get_preset
+from pix2seqd.platform.train.step import build_model
 
 PAPER = ["coco_lowres", "coco_highres", "r50_ablation", "decoder_pretrain", "davis"]
 PAPER_PARAMS = 94_492_480
@@ -19,7 +20,7 @@ EXPECTED = {name: PAPER_PARAMS for name in PAPER} | {
 def build(name: str) -> Pix2SeqD:
     cfg = get_preset(name)
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
-        return Pix2SeqD(cfg.model, cfg.diffusion, cfg.loss)
+        return build_model(cfg)
 
 
 @pytest.mark.parametrize("name", PAPER)
@@ -43,7 +44,7 @@ def test_preset_sizes():
 
 def test_tiny_is_the_same_model_code_with_smaller_sizes():
     cfg = get_preset("tiny")
-    model = Pix2SeqD(cfg.model, cfg.diffusion, cfg.loss)
+    model = build_model(cfg)
     paper = build("coco_lowres")
     assert type(model.encoder) is type(paper.encoder) and type(model.decoder) is type(paper.decoder)
     own = {n.split(".")[0] for n, _ in model.named_parameters()}
