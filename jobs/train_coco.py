@@ -2,6 +2,7 @@
 
     python jobs/train_coco.py                       # tiny preset on the generated data set
     python jobs/train_coco.py --data-root /data/coco --preset coco_lowres --set train.use_gpu=true
+    python jobs/train_coco.py --prepared s3://bucket/coco-prepared --preset coco_lowres
 """
 from __future__ import annotations
 
@@ -18,9 +19,15 @@ def main(argv: list[str] | None = None) -> dict:
     add_training_flags(parser)
     parser.add_argument("--data-root", default="",
                         help="COCO-panoptic folder (default: the generated data set, made once)")
+    parser.add_argument("--prepared", default="", metavar="URI",
+                        help="Parquet shards written by jobs/prepare_data.py (folder or s3://)")
     parser.add_argument("--run-name", default="", help="MLflow run name")
     args = parser.parse_args(argv)
+    if args.data_root and args.prepared:
+        parser.error("give --data-root or --prepared, not both")
     extra = {"data.root": args.data_root} if args.data_root else {}
+    if args.prepared:
+        extra["data.prepared"] = args.prepared
     cfg = build_config(args, extra)
     opts = RunOptions(preset=args.preset, storage_path=args.storage_path, init_from=args.init_from,
                       summary_json=args.summary_json, run_name=args.run_name)

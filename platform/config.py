@@ -20,17 +20,37 @@ from pix2seqd.models.config import (
 )
 
 
+class DatasetKind(str, enum.Enum):
+    """The official layouts the readers understand (`data.dataset`)."""
+
+    COCO = "coco"
+    CITYSCAPES = "cityscapes"
+    DAVIS = "davis"
+
+
+class CrowdMode(str, enum.Enum):
+    """What training does with `iscrowd` segments (`data.crowd`): keep each as one segment
+    of its class (official Cityscapes path, spec §1.6), or make it void."""
+
+    SEGMENT = "segment"
+    VOID = "void"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Input data and augmentation (official transform order, spec §1.5).
 
     `root` empty means the project's generated data set (cached under the user's home).
+    `prepared` (a folder or s3:// URI written by jobs/prepare_data.py) replaces `root`.
+    `skip_bad` leaves out records that fail validation (counted in MLflow) instead of
+    stopping the run before its first step.
     `image_size` is the training/eval canvas height, `image_width` its width (0: square);
     masks are the canvas / mask_stride.
     """
 
-    dataset: str = "coco"
+    dataset: DatasetKind = DatasetKind.COCO
     root: str = ""
+    prepared: str = ""
     train_split: str = "train2017"
     val_split: str = "val2017"
     image_size: int = 256
@@ -39,7 +59,7 @@ class DataConfig:
     color_jitter: float = 1.0
     hflip: bool = True
     pad_value: float = 0.3
-    crowd: str = "segment"
+    crowd: CrowdMode = CrowdMode.SEGMENT
     skip_bad: bool = False
 
     @property

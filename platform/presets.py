@@ -17,7 +17,9 @@ from pix2seqd.models.config import (
     NormMode,
     SampleConfig,
 )
-from pix2seqd.platform.config import Config, DataConfig, EvalConfig, OptimConfig, TrainConfig
+from pix2seqd.platform.config import (
+    Config, DataConfig, DatasetKind, EvalConfig, OptimConfig, TrainConfig,
+)
 
 
 def coco_lowres() -> Config:
@@ -73,7 +75,7 @@ def davis() -> Config:
         base,
         model=model,
         sample=SampleConfig(steps=32, later_steps=8, td=1.0, min_pixels=10),
-        data=replace(base.data, dataset="davis", image_size=512, image_width=1024,
+        data=replace(base.data, dataset=DatasetKind.DAVIS, image_size=512, image_width=1024,
                      scale_jitter=(1.0, 1.0), color_jitter=0.0, train_split="train", val_split="val"),
         optim=replace(base.optim, lr=3e-5, warmup_steps=0, end_lr_factor=1.0),
         train=replace(base.train, batch_size=32, steps=50_000, ema_decay=0.99, checkpoint_every=1_000),

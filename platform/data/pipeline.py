@@ -9,6 +9,7 @@ Files are read inside the map tasks, so the driver ships paths, not pixels.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import zlib
 from typing import Any, Sequence
@@ -18,8 +19,10 @@ from PIL import Image
 
 from pix2seqd.platform.config import Config
 from pix2seqd.platform.data.coco_panoptic import (
-    CategoryMap, PanopticRecord, decode_label_map, parse_segments,
+    CategoryMap, PanopticRecord, decode_label_map, parse_segments, read_id_png,
 )
+from pix2seqd.platform.data.prepared import read_row
+from pix2seqd.platform.data.validate import require_present
 from pix2seqd.platform.data.transforms import (
     eval_transform, relabel_random, train_transform, void_smallest)
 
@@ -53,15 +56,46 @@ def stream_positions(positions: np.ndarray, n: int, seed: int) -> tuple[np.ndarr
 
 
 def decode_example(row: dict[str, Any], cmap: CategoryMap, crowd: str) -> tuple[np.ndarray, np.ndarray]:
-    """Read one row's JPEG and PNG -> image (H, W, 3) uint8, label (H, W, 2) int32."""
-    with Image.open(row["image_path"]) as im:
-        image = np.asarray(im.convert("RGB"))
-    segments = parse_segments(json.loads(row["segments"]), row["png_path"])
-    label = decode_label_map(row["png_path"], segments, cmap, crowd=crowd, name=str(row["png_path"]))
+    """Read one row's image and PNG -> image (H, W, 3) uint8, label (H, W, 2) int32.
+
+    Rows of the raw layout name files (`image_path`, `png_path`, `segments`); rows of a
+    prepared split name a shard row (`shard`, `row`) holding the same bytes."""
+    if "shard" in row:
+        data = read_row(str(row["shard"]), int(row["row"]))
+        where = f"{row['shard']} row {row['row']}"
+        image_src, png_src = io.BytesIO(data["image"]), data["png"]
+        segs, names = data["segments"], (f"{where} ({data['file_name']})", f"{where} ({data['png_name']})")
+    else:
+        image_src, png_src = row["image_path"], row["png_path"]
+        segs, names = row["segments"], (str(row["image_path"]), str(row["png_path"]))
+    try:
+        with Image.open(image_src) as im:
+            image = np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError) as err:
+        raise ValueError(f"{names[0]}: cannot decode image ({err})") from None
+    segments = parse_segments(json.loads(segs), names[1])
+    ids = read_id_png(png_src, names[1])
+    require_present(ids, segments, names[1])
+    label = decode_label_map(ids, segments, cmap, crowd=crowd, name=names[1])
     if label.shape[:2] != image.shape[:2]:
-        raise ValueError(f"{row['png_path']}: PNG size {label.shape[:2]} differs from image "
-                         f"{row['image_path']} size {image.shape[:2]}")
+        raise ValueError(f"{names[1]}: PNG size {label.shape[:2]} differs from image "
+                         f"{names[0]} size {image.shape[:2]}")
     return image, label
+
+
+def rank_positions(local: np.ndarray, rank: int, world: int, global_batch: int, start: int = 0
+                   ) -> np.ndarray:
+    """Local example numbers of one rank -> positions in the global stream.
+
+    Optimizer step s uses positions [s*B, (s+1)*B); rank r takes the r-th contiguous slice
+    of b = B / world of them, so every rank's stream is fixed by (seed, rank, world) alone
+    and a run restarted at step s starts at position start = s*B.
+    """
+    b = global_batch // world
+    local = np.asarray(local, np.int64)
+    return start + (local // b) * global_batch + rank * b + local % b
 
 
 def image_seed(image_id: int | str) -> int:
@@ -75,13 +109,15 @@ def image_seed(image_id: int | str) -> int:
 class TrainDecoder:
     """map_batches function: rows -> {'image', 'hw', 'mask'} (see transforms.Example).
 
-    Rows are either record rows (`record_item`) or stream positions {'id': int}, which are
-    turned into (epoch, record) here, so the driver never materialises the whole stream.
+    Rows are either record rows (`record_item`, or prepared rows) or the rank's local
+    example numbers {'id': int}, which are turned into (epoch, record) here through
+    `rank_positions`, so the driver never materialises the whole stream.
     """
 
     def __init__(self, cfg: Config, cmap: CategoryMap, records: Sequence[dict[str, Any]] = (),
-                 start: int = 0):
+                 start: int = 0, rank: int = 0, world: int = 1):
         self.cfg, self.cmap, self.records, self.start = cfg, cmap, list(records), start
+        self.rank, self.world = rank, world
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cfg, d = self.cfg, self.cfg.data
@@ -111,7 +147,8 @@ class TrainDecoder:
         if "id" not in batch:
             yield from _rows(batch)
             return
-        positions = np.asarray(batch["id"], np.int64) + self.start
+        positions = rank_positions(batch["id"], self.rank, self.world, self.cfg.train.batch_size,
+                                   self.start)
         epochs, index = stream_positions(positions, len(self.records), self.cfg.train.seed)
         for e, i in zip(epochs, index):
             yield {**self.records[i], "epoch": int(e)}
@@ -125,17 +162,31 @@ def eval_inputs(row: dict[str, Any], size: int, mask_size: int) -> dict[str, np.
     return {"image": ex.image, "hw": ex.hw, "orig_hw": np.array(image.shape[:2], np.int32)}
 
 
-def build_train_dataset(records, cmap: CategoryMap, cfg: Config, start: int = 0):
-    """The Ray Dataset of augmented training examples for the whole run."""
+def build_train_datasets(rows: Sequence[dict[str, Any]], cmap: CategoryMap, cfg: Config,
+                         start: int = 0) -> dict[str, Any]:
+    """{'train_<rank>': Ray Dataset} of augmented examples, one per training worker.
+
+    rows: record rows (`record_item`) or prepared rows (`prepared.load_prepared`).
+    start: global stream position to begin at (optimizer step x global batch).
+    Each rank's dataset is ordered (preserve_order), so with a seed the examples every
+    worker sees, and their order, are fixed; Ray Train hands each worker its own dataset
+    (`DataConfig(datasets_to_split=[])`, then `get_dataset_shard(f"train_{rank}")`).
+    """
+    if len(rows) == 0:
+        raise ValueError("the training split has no images")
+    world = cfg.train.num_workers
+    return {f"train_{r}": build_rank_dataset(rows, cmap, cfg, r, world, start) for r in range(world)}
+
+
+def build_rank_dataset(rows, cmap: CategoryMap, cfg: Config, rank: int, world: int, start: int = 0):
+    """The Ray Dataset of rank `rank`'s training examples from `start` to the last step."""
     import ray.data
 
-    if len(records) == 0:
-        raise ValueError("the training split has no images")
-    total = cfg.train.steps * cfg.train.batch_size - start
+    total = (cfg.train.steps * cfg.train.batch_size - start) // world
     ds = ray.data.range(total, override_num_blocks=max(1, min(200, total // 256)))
-    rows = [record_item(r) for r in records]
-    return ds.map_batches(TrainDecoder(cfg, cmap, rows, start), batch_size=32, batch_format="numpy",
-                          num_cpus=0.5)
+    ds.context.execution_options.preserve_order = True
+    return ds.map_batches(TrainDecoder(cfg, cmap, rows, start, rank, world), batch_size=32,
+                          batch_format="numpy", num_cpus=0.5)
 
 
 def _rows(batch: dict[str, np.ndarray]):

@@ -4,13 +4,12 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pix2seqd.platform import tracking
-from pix2seqd.platform.config import Config, flatten, override
-from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic
+from pix2seqd.platform.config import Config, DatasetKind, flatten, override
 from pix2seqd.platform.train.checkpoints import checkpoint_uri, resolve_checkpoint
 
 STORAGE_DEFAULT = tracking.HOME_DIR / "ray_results"
@@ -29,30 +28,25 @@ class RunOptions:
 
 
 def train_coco(cfg: Config, opts: RunOptions) -> dict[str, Any]:
-    """Train on a COCO-panoptic layout, evaluate the final EMA weights, log everything."""
-    from pix2seqd.platform.data.default_data import resolve_data_root
+    """Train on a COCO or Cityscapes panoptic layout (or its prepared shards), evaluate the
+    final EMA weights, log everything."""
     from pix2seqd.platform.ray_env import check_cpus_for_training, init_ray
+    from pix2seqd.platform.train.inputs import load_train_inputs
 
     validate_training_config(cfg)
-    root = resolve_data_root(cfg.data.root)
-    cfg = override(cfg, {"data.root": str(root)})
-    train_recs, val_recs, cmap = _load_splits(root, cfg)
-    cfg = override(cfg, {"model.num_classes": cmap.num_classes})
     train_cpus = cfg.train.num_workers * cfg.train.cpus_per_worker
     started = init_ray(train_cpus)
-    check_cpus_for_training(train_cpus)
-    mlc = tracking.client()
-    run_id = tracking.start_run(mlc, flatten(cfg), {"preset": opts.preset, "dataset": str(root)},
-                                run_name=opts.run_name or None, experiment=opts.experiment)
-    print(f"[pix2seqd] MLflow run {run_id} in {mlc.tracking_uri}")
+    inputs = None
     try:
-        result = _fit(cfg, opts, train_recs, cmap, run_id, mlc.tracking_uri)
-        summary = _evaluate_and_log(cfg, opts, result, val_recs, cmap, root, mlc, run_id)
-        mlc.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        mlc.set_terminated(run_id, "FAILED")
-        raise
+        check_cpus_for_training(train_cpus)
+        inputs = load_train_inputs(cfg)
+        if not cfg.data.prepared:
+            cfg = override(cfg, {"data.root": inputs.source})
+        cfg = override(cfg, {"model.num_classes": inputs.cmap.num_classes})
+        summary = _tracked_run(cfg, opts, inputs)
     finally:
+        if inputs is not None:
+            inputs.close()
         if started:
             import ray
 
@@ -61,6 +55,36 @@ def train_coco(cfg: Config, opts: RunOptions) -> dict[str, Any]:
         Path(opts.summary_json).parent.mkdir(parents=True, exist_ok=True)
         Path(opts.summary_json).write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _tracked_run(cfg: Config, opts: RunOptions, inputs) -> dict[str, Any]:
+    """The MLflow run around fit + evaluation; marked FAILED if anything raises."""
+    mlc = tracking.client()
+    tags = {"preset": opts.preset, "dataset": cfg.data.dataset.value, "data_source": inputs.source}
+    run_id = tracking.start_run(mlc, flatten(cfg), tags, run_name=opts.run_name or None,
+                                experiment=opts.experiment)
+    print(f"[pix2seqd] MLflow run {run_id} in {mlc.tracking_uri}")
+    try:
+        _log_data_report(mlc, run_id, inputs)
+        result = _fit(cfg, opts, inputs.train_rows, inputs.cmap, run_id, mlc.tracking_uri)
+        summary = _evaluate_and_log(cfg, opts, result, inputs, mlc, run_id)
+        mlc.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        mlc.set_terminated(run_id, "FAILED")
+        raise
+    return summary
+
+
+def _log_data_report(mlc, run_id: str, inputs) -> None:
+    """Skipped bad records and segments made void (K-1 limit) as metrics, and the report."""
+    tracking.log_metrics(mlc, run_id, inputs.metrics, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "validation_report.json"
+        path.write_text(json.dumps(inputs.report, indent=2))
+        mlc.log_artifact(run_id, str(path), "data")
+    if inputs.metrics.get("data/bad_records"):
+        print(f"[pix2seqd] skipped {inputs.metrics['data/bad_records']:g} bad training records "
+              "(--skip-bad); see the run's data/validation_report.json")
 
 
 def validate_training_config(cfg: Config) -> None:
@@ -73,8 +97,9 @@ def validate_training_config(cfg: Config) -> None:
     for key in ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "num_workers"):
         if getattr(t, key) <= 0:
             raise ValueError(f"train.{key} must be > 0, got {getattr(t, key)}")
-    if cfg.data.crowd not in ("segment", "void"):
-        raise ValueError(f"data.crowd must be 'segment' or 'void', got {cfg.data.crowd!r}")
+    if cfg.data.dataset not in (DatasetKind.COCO, DatasetKind.CITYSCAPES):
+        raise ValueError(f"data.dataset={cfg.data.dataset.value!r}: this job trains panoptic "
+                         "image data sets (coco, cityscapes)")
     if cfg.data.image_size % 16:
         raise ValueError(f"data.image_size={cfg.data.image_size} must be a multiple of 16")
     if cfg.data.image_width not in (0, cfg.data.image_size):
@@ -82,24 +107,11 @@ def validate_training_config(cfg: Config) -> None:
                          "trains on square canvases; leave it 0")
 
 
-def _load_splits(root: Path, cfg: Config):
-    """Train and val records; both splits must exist, be non-empty and share categories."""
-    train_recs, cmap = load_coco_panoptic(root, cfg.data.train_split)
-    val_recs, val_cmap = load_coco_panoptic(root, cfg.data.val_split)
-    for split, recs in ((cfg.data.train_split, train_recs), (cfg.data.val_split, val_recs)):
-        if not recs:
-            raise ValueError(f"{root}/annotations/panoptic_{split}.json lists no annotated image")
-    if cmap.to_coco() != val_cmap.to_coco():
-        raise ValueError(f"{root}/annotations: panoptic_{cfg.data.train_split}.json and "
-                         f"panoptic_{cfg.data.val_split}.json list different categories")
-    return train_recs, val_recs, cmap
-
-
 def _fit(cfg: Config, opts: RunOptions, records, cmap, run_id: str, uri: str):
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from pix2seqd.platform.data.pipeline import build_train_dataset
+    from pix2seqd.platform.data.pipeline import build_train_datasets
     from pix2seqd.platform.train.loop import train_loop_per_worker
 
     t = cfg.train
@@ -114,7 +126,9 @@ def _fit(cfg: Config, opts: RunOptions, records, cmap, run_id: str, uri: str):
         run_config=ray.train.RunConfig(
             name=f"pix2seqd-{run_id[:12]}", storage_path=storage_path(opts),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints)),
-        datasets={"train": build_train_dataset(records, cmap, cfg)},
+        datasets=build_train_datasets(records, cmap, cfg),
+        # each worker reads its own ordered dataset (train_<rank>): a seeded, exact order
+        dataset_config=ray.train.DataConfig(datasets_to_split=[]),
     )
     t0 = time.perf_counter()
     result = trainer.fit()
@@ -130,9 +144,9 @@ def storage_path(opts: RunOptions) -> str:
     return str(Path(path).expanduser().resolve())
 
 
-def _evaluate_and_log(cfg, opts, result, val_recs, cmap, root, mlc, run_id) -> dict[str, Any]:
+def _evaluate_and_log(cfg, opts, result, inputs, mlc, run_id) -> dict[str, Any]:
     from pix2seqd.platform.evaluation.coco_eval import (
-        evaluate_checkpoint, gt_files, per_class_metrics, summary_metrics,
+        evaluate_checkpoint, per_class_metrics, summary_metrics,
     )
 
     storage = storage_path(opts)
@@ -144,13 +158,14 @@ def _evaluate_and_log(cfg, opts, result, val_recs, cmap, root, mlc, run_id) -> d
     # Recorded before evaluating, so a failed evaluation still leaves resolvable checkpoints.
     tracking.set_tags(mlc, run_id, {**tags, "best_checkpoint": best_uri})
     with final.as_directory() as ckpt_dir, tempfile.TemporaryDirectory() as tmp:
-        gt_json, gt_dir = gt_files(root, cfg.data.val_split)
+        gt_json, gt_dir = inputs.eval_gt
         pred_dir = Path(tmp) / "predictions"
-        res = evaluate_checkpoint(ckpt_dir, val_recs, cmap, gt_json, gt_dir, pred_dir,
-                                  cfg.sample, cfg.eval, cfg.train.use_gpu)
+        res = evaluate_checkpoint(ckpt_dir, inputs.val_records, inputs.cmap, gt_json, gt_dir,
+                                  pred_dir, cfg.sample, cfg.eval, cfg.train.use_gpu)
         metrics = summary_metrics(res)
         tracking.log_metrics(mlc, run_id, {**metrics, **per_class_metrics(res)}, step)
-        _log_eval_artifacts(mlc, run_id, res, val_recs, pred_dir, cfg.eval.overlays, Path(tmp))
+        _log_eval_artifacts(mlc, run_id, res, inputs.val_records, pred_dir, cfg.eval.overlays,
+                            Path(tmp))
     return {"mlflow_run_id": run_id, "tracking_uri": mlc.tracking_uri, "checkpoint": best_uri,
             "metrics": {"pq": res["All"]["pq"], "pq_th": res["Things"]["pq"],
                         "pq_st": res["Stuff"]["pq"]}}

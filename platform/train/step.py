@@ -23,21 +23,24 @@ class LossModule(torch.nn.Module):
 
 
 def to_model_inputs(batch: dict[str, torch.Tensor], device, pad_value: float):
-    """Ray batch -> (images (B, 3, T, T) float in [0, 1], masks (B, 2, Tm, Tm) int64).
+    """Ray batch -> (images (B, 3, H, W) float in [0, 1], masks (B, 2, Hm, Wm) int64,
+    cond (B, F, 2, Hm, Wm) int64 or None).
 
-    batch['image'] (B, T, T, 3) uint8, batch['hw'] (B, 2) valid size, batch['mask']
-    (B, Tm, Tm, 2) uint8. Padding with `pad_value` is done here, on the device.
+    batch['image'] (B, H, W, 3) uint8, batch['hw'] (B, 2) valid size, batch['mask']
+    (B, Hm, Wm, 2) uint8; video batches also carry batch['cond_mask'] (B, F, Hm, Wm, 2)
+    uint8, the masks of the F previous frames, oldest first (image batches: cond is None).
+    Padding with `pad_value` is done here, on the device.
     """
     img = batch["image"].to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
     hw = batch["hw"].to(device)
-    size = img.shape[-1]
-    rows = torch.arange(size, device=device)
-    valid = (rows[None, :, None] < hw[:, 0, None, None]) & (rows[None, None, :] < hw[:, 1, None, None])
+    rows = torch.arange(img.shape[-2], device=device)
+    cols = torch.arange(img.shape[-1], device=device)
+    valid = (rows[None, :, None] < hw[:, 0, None, None]) & (cols[None, None, :] < hw[:, 1, None, None])
     img = torch.where(valid[:, None], img, torch.full_like(img, pad_value))
     masks = batch["mask"].to(device, non_blocking=True).permute(0, 3, 1, 2).long()
-    cond = batch.get("cond")
+    cond = batch.get("cond_mask")
     if cond is not None:
-        cond = cond.to(device).permute(0, 1, 4, 2, 3).long()
+        cond = cond.to(device, non_blocking=True).permute(0, 1, 4, 2, 3).long()
     return img, masks, cond
 
 

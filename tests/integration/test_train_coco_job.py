@@ -2,22 +2,13 @@
 server: params, metrics and a checkpoint that loads must land in the MLflow run."""
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+from helpers_jobs import load_job
 
-ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
-
-
-def _job(name: str):
-    spec = importlib.util.spec_from_file_location(f"job_{name}", ROOT / "jobs" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch):
@@ -36,7 +27,7 @@ def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch
             "--summary-json", str(summary_path), "--run-name", "itest"]
     for s in sets:
         args += ["--set", s]
-    summary = _job("train_coco").main(args)
+    summary = load_job("train_coco").main(args)
 
     assert json.loads(summary_path.read_text()) == summary
     assert set(summary) == {"mlflow_run_id", "tracking_uri", "checkpoint", "metrics"}
@@ -56,8 +47,10 @@ def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch
         assert key in run.data.metrics, key
     assert any(k.startswith("eval/pq_class/") for k in run.data.metrics)
     assert len(mlc.get_metric_history(run.info.run_id, "train/loss")) == 4
+    assert run.data.metrics["data/bad_records"] == 0 and "data/voided_segments" in run.data.metrics
     tags = run.data.tags
     assert tags["preset"] == "tiny" and "git_commit" in tags
+    assert tags["dataset"] == "coco" and tags["data_source"] == str(data)
     assert {"checkpoint/2", "checkpoint/4"} <= set(tags)
     arts = {a.path for a in mlc.list_artifacts(run.info.run_id, "overlays")}
     assert len(arts) == 2

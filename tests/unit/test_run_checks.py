@@ -9,7 +9,8 @@ from pix2seqd.platform.config import override
 from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.synthetic.coco import make_coco
 from pix2seqd.platform.train.checkpoints import checkpoint_uri, resolve_checkpoint
-from pix2seqd.platform.train.run import _load_splits, validate_training_config
+from pix2seqd.platform.train.inputs import load_splits
+from pix2seqd.platform.train.run import validate_training_config
 
 
 @pytest.mark.parametrize("updates, match", [
@@ -19,6 +20,8 @@ from pix2seqd.platform.train.run import _load_splits, validate_training_config
     ({"train.checkpoint_every": 0}, "train.checkpoint_every"),
     ({"data.crowd": "ignore"}, "data.crowd"),
     ({"data.image_size": 72}, "data.image_size=72"),
+    ({"data.dataset": "davis"}, "data.dataset='davis'"),
+    ({"data.dataset": "kitti"}, "data.dataset"),
 ])
 def test_bad_training_settings_are_rejected(updates, match):
     with pytest.raises(ValueError, match=match):
@@ -32,19 +35,19 @@ def test_default_preset_is_valid():
 def test_split_checks_name_the_file(tmp_path):
     make_coco(tmp_path, seed=0, n_train=2, n_val=1, min_size=32, max_size=40)
     cfg = tiny()
-    train, val, cmap = _load_splits(tmp_path, cfg)
+    train, val, cmap = load_splits(tmp_path, cfg)
     assert len(train) == 2 and len(val) == 1 and cmap.num_classes == 8
     path = tmp_path / "annotations" / "panoptic_val2017.json"
     data = json.loads(path.read_text())
     data["categories"] = data["categories"][:-1]
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="different categories"):
-        _load_splits(tmp_path, cfg)
+        load_splits(tmp_path, cfg)
     data["annotations"], data["images"] = [], []
     data["categories"] = json.loads((tmp_path / "annotations" / "panoptic_train2017.json").read_text())["categories"]
     path.write_text(json.dumps(data))
     with pytest.raises(ValueError, match="panoptic_val2017.json lists no annotated image"):
-        _load_splits(tmp_path, cfg)
+        load_splits(tmp_path, cfg)
 
 
 def test_checkpoint_references():

@@ -1,0 +1,251 @@
+"""DAVIS training clips as Ray Data map_batches functions (spec §5.1-5.2).
+
+A training example is a clip of `clip_len` = cond_frames + 1 consecutive frames: the image
+and mask of the last frame are the target, the ground-truth masks of the frames before it
+condition the decoder, oldest first (frames t-2, t-1: the order of `Pix2SeqD.cond_bits`
+and `sample_video`). Frame dropout is applied by the model (`models.video.drop_frames`).
+
+Each rank reads its own dataset of local indices k; `ClipDecoder.positions` maps them to
+global stream positions so that optimizer step s is made of the positions
+[s·B, (s+1)·B) of one stream, rank r holding the r-th block of B/world. Positions become
+(epoch, clip) as in `pipeline.stream_positions`, and each clip's randomness comes from
+(seed, epoch, video name, first frame): the data are a function of the config and the
+number of workers only changes who decodes what.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from PIL import Image
+
+from pix2seqd.platform.config import Config
+from pix2seqd.platform.data.davis import VOID, VideoRecord, davis_label_map, read_davis_mask
+from pix2seqd.platform.data.pipeline import image_seed, rank_positions, stream_positions
+from pix2seqd.platform.data.transforms import _resize, color_jitter
+
+
+@dataclass(frozen=True)
+class ClipExample:
+    """One transformed clip, canvas (H, W), mask size (Hm, Wm) = (H, W) / mask_stride.
+
+    image: (H, W, 3) uint8 of the last frame, zeros outside the valid region; hw: (2,) int32
+    valid height, width; mask: (Hm, Wm, 2) uint8 [class, id] of the last frame;
+    cond_mask: (clip_len-1, Hm, Wm, 2) uint8 of the earlier frames, oldest first.
+    """
+
+    image: np.ndarray
+    hw: np.ndarray
+    mask: np.ndarray
+    cond_mask: np.ndarray
+
+
+def clip_index(videos: Sequence[VideoRecord], clip_len: int = 3) -> list[tuple[int, int]]:
+    """(video index, first frame) of every window of `clip_len` consecutive frames, sliding
+    with stride 1 as the official TFRecord writer does. A video with fewer than `clip_len`
+    frames gives no clip (it has no frame with `clip_len`-1 real predecessors)."""
+    if clip_len < 1:
+        raise ValueError(f"clip_len must be >= 1, got {clip_len}")
+    return [(v, f) for v, video in enumerate(videos) for f in range(len(video.frames) - clip_len + 1)]
+
+
+def read_clip(video: VideoRecord, first: int, clip_len: int, max_instances: int
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Frames first..first+clip_len-1 -> image (h, w, 3) uint8 of the last frame and ids
+    (h, w, clip_len) uint8 of every frame: DAVIS object ids by `davis_label_map`'s rules
+    (void -> 0; an id >= max_instances is an error).
+
+    Only the last frame's JPEG is decoded: the earlier frames condition the model through
+    their masks alone (spec §5.1). Unreadable files, sizes that differ from the last frame
+    and ids >= max_instances are ValueErrors naming the file.
+    """
+    last = first + clip_len - 1
+    image = _read(video.frames[last], _read_rgb, "cannot decode image")
+    frames = []
+    for path in video.masks[first:last + 1]:
+        raw = _read(path, read_davis_mask, "cannot read DAVIS annotation")
+        if raw.shape != image.shape[:2]:
+            raise ValueError(f"{path}: annotation size {raw.shape} differs from frame "
+                             f"{video.frames[last]} size {image.shape[:2]}")
+        # davis_label_map's rules (void -> 0, id check) applied to the values that can
+        # occur (0..max, void) and then looked up per pixel: a 256-entry table, not a pass
+        # over the int64 (H, W, 2) map
+        top = int(raw.max(where=raw != VOID, initial=0))
+        values = np.append(np.arange(top + 1), VOID).astype(np.uint8)
+        lut = np.zeros(256, np.uint8)
+        lut[values] = davis_label_map(values[None], max_instances, str(path))[0, :, 1]
+        frames.append(np.take(lut, raw))
+    return image, np.stack(frames, axis=-1)
+
+
+def shuffle_ids(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """object_order 'shuffle': a random permutation of the non-zero ids present, one table
+    for the whole array (every frame of a clip), 0 stays 0. ids: non-negative int (...) ->
+    same shape and dtype.
+
+    The official code permutes 1..max_id; on the compact ids of DAVIS the two agree, and
+    when an object is absent from a clip this keeps the clip's set of ids unchanged."""
+    present = np.flatnonzero(np.bincount(ids.ravel()))
+    present = present[present > 0]
+    table = np.arange(int(ids.max(initial=0)) + 1).astype(ids.dtype)
+    table[present] = rng.permutation(present)
+    return table[ids]
+
+
+def clip_transform(image: np.ndarray, labels: np.ndarray, canvas: tuple[int, int],
+                   mask_hw: tuple[int, int], scale_range: tuple[float, float],
+                   color_strength: float, hflip: bool, rng: np.random.Generator
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The train transform of spec §1.5 on a (H, W) canvas, one geometric draw for all frames.
+
+    image (h, w, 3) uint8 of the last frame; labels (h, w, ...) of every frame (e.g. ids
+    (h, w, T)). Scale jitter (aspect kept; at s = 1 the frame fits the canvas), crop, flip,
+    colour jitter (image only), pad bottom/right (zeros), labels nearest to mask_hw.
+    Returns image (H, W, 3) uint8, hw (2,) int32 valid size, labels (Hm, Wm, ...).
+
+    The image is resized bicubic (official video train transforms). The labels' chain of
+    nearest-neighbour steps (resize, crop, flip, pad, resize to mask size) is one gather
+    with the composed indices: the same result as `transforms._resize_label` step by step,
+    without full-resolution intermediates.
+    """
+    (H, W), (h, w) = canvas, image.shape[:2]
+    s = rng.uniform(*scale_range)
+    r = min(s * H / h, s * W / w)
+    nh, nw = max(1, round(h * r)), max(1, round(w * r))
+    y0 = int(rng.integers(0, max(0, nh - H) + 1))
+    x0 = int(rng.integers(0, max(0, nw - W) + 1))
+    flip = hflip and rng.random() < 0.5
+    vh, vw = min(nh, H), min(nw, W)
+    image = _resize(image, nh, nw, Image.BICUBIC)[y0:y0 + vh, x0:x0 + vw]
+    if flip:
+        image = image[:, ::-1]
+    if color_strength > 0:
+        image = color_jitter(image, color_strength, rng)
+    out = np.zeros((H, W, 3), np.uint8)
+    out[:vh, :vw] = image
+    rows, row_ok = _label_index(h, nh, y0, vh, H, mask_hw[0], False)
+    cols, col_ok = _label_index(w, nw, x0, vw, W, mask_hw[1], flip)
+    lab = labels[rows[:, None], cols[None, :]]
+    lab[~(row_ok[:, None] & col_ok[None, :])] = 0
+    return out, np.array([vh, vw], np.int32), lab
+
+
+def _label_index(n_src: int, n_resized: int, offset: int, n_valid: int, n_canvas: int,
+                 n_mask: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Along one axis: mask pixel -> source pixel through resize, crop at `offset`, flip,
+    pad to n_canvas and resize to n_mask; and whether it lies in the valid (unpadded) part."""
+    c = _nearest(n_canvas, n_mask)
+    valid = c < n_valid
+    c = np.minimum(c, n_valid - 1)
+    if flip:
+        c = n_valid - 1 - c
+    return _nearest(n_src, n_resized)[offset + c], valid
+
+
+def _nearest(n_in: int, n_out: int) -> np.ndarray:
+    """Nearest-neighbour source index of each of n_out pixels, the pixel-centre convention
+    of transforms._resize_label."""
+    return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64), n_in - 1)
+
+
+class ClipDecoder:
+    """map_batches function for one rank: rows {'id': local index} -> {'image', 'hw',
+    'mask', 'cond_mask'} (see ClipExample; stacked over the batch).
+
+    videos: the split's VideoRecords; clips: `clip_index(videos, cond_frames + 1)`;
+    start: the global stream position the run resumes from (step · batch_size).
+    """
+
+    def __init__(self, cfg: Config, videos: Sequence[VideoRecord], clips: Sequence[tuple[int, int]],
+                 start: int = 0, rank: int = 0, world: int = 1):
+        if cfg.model.decoder.cond_frames < 1:
+            raise ValueError("video clips need a video model (model.decoder.cond_frames >= 1)")
+        if cfg.train.batch_size % world:
+            raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by {world} workers")
+        if not clips:
+            raise ValueError("no training clips: every video is shorter than the clip length")
+        self.cfg, self.videos, self.clips = cfg, list(videos), list(clips)
+        self.start, self.rank, self.world = start, rank, world
+        self.clip_len = cfg.model.decoder.cond_frames + 1
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        epochs, index = stream_positions(self.positions(batch["id"]), len(self.clips), self.cfg.train.seed)
+        out = []
+        for e, i in zip(epochs, index):
+            try:
+                out.append(self.example(self.clips[i], int(e)))
+            except (ValueError, OSError) as err:
+                if not self.cfg.data.skip_bad:
+                    raise
+                print(f"[pix2seqd] skipping bad clip: {err}")
+        return self._stack(out)
+
+    def positions(self, ids: np.ndarray) -> np.ndarray:
+        """Local indices of this rank -> global stream positions (int64)."""
+        return rank_positions(ids, self.rank, self.world, self.cfg.train.batch_size, self.start)
+
+    def example(self, clip: tuple[int, int], epoch: int) -> ClipExample:
+        """Decode and augment clip (video index, first frame) as seen in `epoch`."""
+        cfg, d = self.cfg, self.cfg.data
+        video, first = self.videos[clip[0]], clip[1]
+        image, ids = read_clip(video, first, self.clip_len, cfg.model.max_instances)
+        rng = np.random.default_rng([cfg.train.seed, epoch, image_seed(video.name), first])
+        image, hw, ids = clip_transform(image, ids, d.image_hw, self._mask_hw(), d.scale_jitter,
+                                        d.color_jitter, d.hflip, rng)
+        # after the (id-agnostic) geometry: the same relabelling, on the small arrays
+        ids = np.moveaxis(shuffle_ids(ids, rng), -1, 0)  # (T, Hm, Wm)
+        mask = np.stack([np.zeros_like(ids), ids], axis=-1)  # class channel 0 (spec §5.2)
+        return ClipExample(image, hw, mask[-1], mask[:-1])
+
+    def _mask_hw(self) -> tuple[int, int]:
+        (h, w), s = self.cfg.data.image_hw, self.cfg.model.mask_stride
+        return h // s, w // s
+
+    def _stack(self, out: list[ClipExample]) -> dict[str, np.ndarray]:
+        if out:
+            return {k: np.stack([getattr(ex, k) for ex in out]) for k in ("image", "hw", "mask", "cond_mask")}
+        (h, w), (hm, wm) = self.cfg.data.image_hw, self._mask_hw()
+        return {"image": np.zeros((0, h, w, 3), np.uint8), "hw": np.zeros((0, 2), np.int32),
+                "mask": np.zeros((0, hm, wm, 2), np.uint8),
+                "cond_mask": np.zeros((0, self.clip_len - 1, hm, wm, 2), np.uint8)}
+
+
+def build_video_train_dataset(videos: Sequence[VideoRecord], cfg: Config, rank: int, world: int,
+                              start: int = 0):
+    """The Ray Dataset of rank `rank`'s training clips from global position `start` to the
+    end of the run: (train.steps · batch_size − start) / world examples, in a fixed order."""
+    import ray.data
+
+    clips = clip_index(videos, cfg.model.decoder.cond_frames + 1)
+    decoder = ClipDecoder(cfg, videos, clips, start, rank, world)
+    count = (cfg.train.steps * cfg.train.batch_size - start) // world
+    ds = ray.data.range(count, override_num_blocks=max(1, min(200, count // 256)))
+    ds.context.execution_options.preserve_order = True
+    # 16 clips per task: a 512 x 1024 example is ~2.4 MB, so output blocks stay ~40 MB
+    return ds.map_batches(decoder, batch_size=16, batch_format="numpy", num_cpus=0.5)
+
+
+def build_video_train_datasets(videos: Sequence[VideoRecord], cfg: Config, start: int = 0
+                               ) -> dict[str, Any]:
+    """{'train_<rank>': Ray Dataset} for train.num_workers ranks, the layout of
+    pipeline.build_train_datasets (each worker reads its own dataset)."""
+    world = cfg.train.num_workers
+    return {f"train_{r}": build_video_train_dataset(videos, cfg, r, world, start) for r in range(world)}
+
+
+def _read_rgb(path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _read(path, reader, what: str) -> Any:
+    """reader(path), with decoding errors (truncated, not an image) as ValueError naming the
+    file; a missing file stays FileNotFoundError, as in pipeline.decode_example."""
+    try:
+        # prepared shards: a RowRef stands for the file and opens as bytes
+        return reader(path.open_bytes() if hasattr(path, "open_bytes") else path)
+    except FileNotFoundError:
+        raise
+    except (OSError, SyntaxError) as err:
+        raise ValueError(f"{path}: {what} ({err})") from None
