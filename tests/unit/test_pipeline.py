@@ -119,3 +119,32 @@ def test_too_many_segments_keep_the_largest_k_minus_1(coco):
     ids = ex.mask[..., 1]
     assert set(np.unique(ids)) - {0} <= {1, 2} and len(set(np.unique(ids)) - {0}) == 2
     assert ((ex.mask[..., 0] == 0) == (ids == 0)).all()  # dropped segments are void, not relabelled
+
+
+def test_rank_positions_split_each_step_between_ranks():
+    from pix2seqd.platform.data.pipeline import rank_positions
+
+    local = np.arange(6)
+    r0 = rank_positions(local, 0, 2, 4)
+    r1 = rank_positions(local, 1, 2, 4)
+    assert r0.tolist() == [0, 1, 4, 5, 8, 9] and r1.tolist() == [2, 3, 6, 7, 10, 11]
+    assert rank_positions(local, 1, 2, 4, start=8).tolist() == [10, 11, 14, 15, 18, 19]
+
+
+@pytest.mark.ray
+def test_rank_dataset_is_ordered_and_equals_the_decoder(ray_session, coco):
+    from dataclasses import replace
+
+    from pix2seqd.platform.data.pipeline import build_train_datasets
+
+    recs, cmap = load_coco_panoptic(coco, "train2017")
+    cfg = tiny()
+    cfg = replace(cfg, train=replace(cfg.train, batch_size=4, steps=5, num_workers=2))
+    rows = [record_item(r) for r in recs]
+    datasets = build_train_datasets(rows, cmap, cfg, start=4)
+    assert sorted(datasets) == ["train_0", "train_1"]
+    first = [b["mask"] for b in datasets["train_1"].iter_batches(batch_size=2, batch_format="numpy")]
+    again = [b["mask"] for b in datasets["train_1"].iter_batches(batch_size=2, batch_format="numpy")]
+    assert len(first) == 4 and all(np.array_equal(a, b) for a, b in zip(first, again))
+    direct = TrainDecoder(cfg, cmap, rows, start=4, rank=1, world=2)({"id": np.arange(8)})
+    assert np.array_equal(np.concatenate(first), direct["mask"])
