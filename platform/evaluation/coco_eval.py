@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from pix2seqd.models.config import SampleConfig
 from pix2seqd.platform.config import EvalConfig
@@ -35,18 +35,26 @@ def evaluate_checkpoint(checkpoint_dir: str, records: Sequence[PanopticRecord], 
                            ev.num_actors, use_gpu)
     t1 = time.perf_counter()
     pred_json = pred_dir / "predictions.json"
+    # hotcoco reads integer image ids only; Cityscapes ids are file stems, so both files
+    # are scored under the records' positions (results are per class, not per image)
+    numeric = {r.image_id: (r.image_id if isinstance(r.image_id, int) else k)
+               for k, r in enumerate(chosen)}
+    anns = [{**a, "image_id": numeric[a["image_id"]]} for a in anns]
     write_predictions_json(pred_json, sorted(anns, key=lambda a: a["image_id"]), cmap)
-    subset = subset_gt(gt_json, {r.image_id for r in chosen}, pred_dir.parent / f"{pred_dir.name}_gt.json")
+    subset = subset_gt(gt_json, numeric, pred_dir.parent / f"{pred_dir.name}_gt.json")
     result = pq_compute(subset, pred_json, gt_dir, pred_dir)
     result["timing"] = {"predict_s": t1 - t0, "score_s": time.perf_counter() - t1}
     return result
 
 
-def subset_gt(gt_json: Path, image_ids: set[int], out: Path) -> Path:
-    """A copy of the GT JSON restricted to `image_ids` (PQ needs a prediction per GT image)."""
+def subset_gt(gt_json: Path, image_ids: Mapping[int | str, int], out: Path) -> Path:
+    """A copy of the GT JSON restricted to the keys of `image_ids` (PQ needs a prediction
+    per GT image), each id replaced by its value."""
     data = json.loads(Path(gt_json).read_text())
-    data["images"] = [im for im in data.get("images", []) if im["id"] in image_ids]
-    data["annotations"] = [a for a in data["annotations"] if a["image_id"] in image_ids]
+    data["images"] = [{**im, "id": image_ids[im["id"]]} for im in data.get("images", [])
+                      if im["id"] in image_ids]
+    data["annotations"] = [{**a, "image_id": image_ids[a["image_id"]]} for a in data["annotations"]
+                           if a["image_id"] in image_ids]
     out.write_text(json.dumps(data))
     return out
 

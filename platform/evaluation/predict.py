@@ -13,7 +13,7 @@ import torch
 from pix2seqd.models.postprocess import majority_vote, to_original
 from pix2seqd.platform.config import Config, from_flat
 from pix2seqd.platform.data.coco_panoptic import CategoryMap
-from pix2seqd.platform.data.pipeline import eval_inputs
+from pix2seqd.platform.data.pipeline import eval_inputs, image_seed
 from pix2seqd.platform.evaluation.panoptic_io import write_prediction
 from pix2seqd.platform.train import checkpoint as ckpt_io
 from pix2seqd.platform.train.step import build_model, to_model_inputs
@@ -50,7 +50,7 @@ class Predictor:
         for row, pred, inp in zip(rows, preds, inputs):
             label = self.postprocess(pred, inp)
             name = Path(str(row["png_path"])).stem
-            anns.append(json.dumps(write_prediction(label, self.cmap, int(row["image_id"]),
+            anns.append(json.dumps(write_prediction(label, self.cmap, plain_id(row["image_id"]),
                                                     self.pred_dir, name, layout="2hw")))
         return {"image_id": batch["image_id"], "annotation": np.array(anns, dtype=object)}
 
@@ -62,7 +62,8 @@ class Predictor:
                  "hw": torch.from_numpy(np.stack([i["hw"] for i in inputs])),
                  "mask": torch.zeros(len(rows), 1, 1, 2, dtype=torch.uint8)}
         images, _, _ = to_model_inputs(batch, self.device, self.cfg.data.pad_value)
-        gen = torch.Generator(device=self.device).manual_seed(self.seed * 1_000_003 + int(rows[0]["image_id"]))
+        seed = self.seed * 1_000_003 + image_seed(rows[0]["image_id"])
+        gen = torch.Generator(device=self.device).manual_seed(seed)
         pred = self.model.sample(images, self.steps, self.td, generator=gen)
         return list(pred.cpu()), inputs
 
@@ -74,6 +75,11 @@ class Predictor:
         out = majority_vote(full, self.cfg.model.num_classes, self.cfg.model.max_instances,
                             self.min_pixels)
         return out.numpy()
+
+
+def plain_id(value: Any) -> int | str:
+    """A Ray Data image id (numpy scalar) as JSON can hold it: COCO int, Cityscapes str."""
+    return int(value) if isinstance(value, (int, np.integer)) else str(value)
 
 
 def predict_dataset(items: list[dict[str, Any]], checkpoint_dir: str, pred_dir: str,
