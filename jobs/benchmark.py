@@ -2,6 +2,8 @@
 
     python jobs/benchmark.py model --preset tiny --json /tmp/model.json
     python jobs/benchmark.py model --preset coco_lowres --device cuda --batch 8
+    python jobs/benchmark.py gpu --preset r50_ablation --quick --json /tmp/gpu.json
+    python jobs/benchmark.py gpu --preset tiny --device cpu --quick --no-compile
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 from pix2seqd.platform.benchmarks.report import environment, print_table
 from pix2seqd.platform.cli import add_common_flags, build_config
@@ -17,27 +20,58 @@ from pix2seqd.platform.cli import add_common_flags, build_config
 def model(args: argparse.Namespace) -> dict:
     from pix2seqd.platform.benchmarks.model_bench import benchmark_model
 
-    return benchmark_model(build_config(args), args.device, args.batch, args.quick)
+    return benchmark_model(build_config(args), args.device, args.batch or 1, args.quick)
 
 
-SUBCOMMANDS = {"model": model}
+def gpu(args: argparse.Namespace) -> dict:
+    from pix2seqd.platform.benchmarks.gpu_bench import GpuBenchSettings, run_gpu_benchmark
+
+    head = {**environment(args.device), "preset": args.preset}
+    settings = GpuBenchSettings(quick=args.quick, compile=not args.no_compile,
+                                compile_backend=args.compile_backend,
+                                peak_tflops=args.peak_tflops, batch=args.batch)
+    return run_gpu_benchmark(build_config(args), args.preset, args.device, settings,
+                             save=lambda part: write_json(args.json, {**head, **part}))
 
 
-def main(argv: list[str] | None = None) -> dict:
+SUBCOMMANDS = {"model": model, "gpu": gpu}
+DEFAULT_DEVICE = {"gpu": "cuda"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=sorted(SUBCOMMANDS), help="what to measure")
     add_common_flags(parser)
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--batch", type=int, default=1, help="images per timed call")
+    parser.add_argument("--device", default=None, choices=("cpu", "cuda"),
+                        help="default: cuda for gpu, cpu otherwise")
+    parser.add_argument("--batch", type=int, default=0,
+                        help="model: images per timed call (default 1); gpu: training batch "
+                             "(default the preset's per-GPU batch)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--json", default="", help="write the results here")
+    parser.add_argument("--json", default="", help="write the results here (gpu: after each part)")
+    parser.add_argument("--peak-tflops", type=float, default=0.0,
+                        help="gpu: peak bf16 TFLOP/s for MFU (default 0: look up the card)")
+    parser.add_argument("--no-compile", action="store_true", help="gpu: skip torch.compile")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="gpu: torch.compile backend (inductor; aot_eager to debug)")
     args = parser.parse_args(argv)
+    args.device = args.device or DEFAULT_DEVICE.get(args.what, "cpu")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
     result = {**environment(args.device), "preset": args.preset, **SUBCOMMANDS[args.what](args)}
     print_table(f"benchmark {args.what} ({args.preset}, {result['device']})", result)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    write_json(args.json, result)
     return result
+
+
+def write_json(path: str, result: dict[str, Any]) -> None:
+    """Write `result` to `path` (no-op for an empty path); gpu calls it after every part."""
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,17 +19,33 @@ def device_name(device: str) -> str:
 
 
 def environment(device: str) -> dict[str, Any]:
+    """Device name and versions; cuda / cudnn are None on a CPU build of torch."""
     return {
         "device": device_name(device),
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
-                     "numpy": np.__version__},
+                     "numpy": np.__version__, "cuda": torch.version.cuda,
+                     "cudnn": torch.backends.cudnn.version()},
     }
 
 
 def print_table(title: str, result: dict[str, Any]) -> None:
+    """One line per key; a list of dicts (e.g. top_kernels) gets one indented line per row."""
     print(title)
     for key, value in result.items():
         if key in ("device", "versions"):
             continue
-        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
-        print(f"  {key:<24s} {shown}")
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            print(f"  {key}")
+            for row in value:
+                print("    " + "  ".join(f"{k}={_shown(v)}" for k, v in row.items()))
+            continue
+        print(f"  {key:<24s} {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """Floats to 4 significant digits, also inside dicts (sample20_ms per preset and batch)."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_shown(v)}" for k, v in value.items()) + "}"
+    return str(value)
