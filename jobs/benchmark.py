@@ -2,6 +2,7 @@
 
     python jobs/benchmark.py model --preset tiny --json /tmp/model.json
     python jobs/benchmark.py model --preset coco_lowres --device cuda --batch 8
+    python jobs/benchmark.py data --preset coco_lowres --json /tmp/data.json
     python jobs/benchmark.py gpu --preset r50_ablation --quick --json /tmp/gpu.json
     python jobs/benchmark.py gpu --preset tiny --device cpu --quick --no-compile
 """
@@ -34,7 +35,13 @@ def gpu(args: argparse.Namespace) -> dict:
                              save=lambda part: write_json(args.json, {**head, **part}))
 
 
-SUBCOMMANDS = {"model": model, "gpu": gpu}
+def data(args: argparse.Namespace) -> dict:
+    from pix2seqd.platform.benchmarks.data_bench import benchmark_data
+
+    return benchmark_data(build_config(args), args.quick, batch=args.batch)
+
+
+SUBCOMMANDS = {"model": model, "data": data, "gpu": gpu}
 DEFAULT_DEVICE = {"gpu": "cuda"}
 
 
@@ -45,8 +52,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, choices=("cpu", "cuda"),
                         help="default: cuda for gpu, cpu otherwise")
     parser.add_argument("--batch", type=int, default=0,
-                        help="model: images per timed call (default 1); gpu: training batch "
-                             "(default the preset's per-GPU batch)")
+                        help="model: images per timed call (default 1); data: examples per "
+                             "batch (default 32); gpu: training batch (default the preset's "
+                             "per-GPU batch)")
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--json", default="", help="write the results here (gpu: after each part)")
     parser.add_argument("--peak-tflops", type=float, default=0.0,

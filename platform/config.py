@@ -44,6 +44,10 @@ class DataConfig:
     `prepared` (a folder or s3:// URI written by jobs/prepare_data.py) replaces `root`.
     `skip_bad` leaves out records that fail validation (counted in MLflow) instead of
     stopping the run before its first step.
+    `exact_order`: every worker reads its own ordered dataset, so which examples each rank
+    sees, in which order, is fixed by the seed (exact resume); off, one dataset is split
+    across the workers by Ray Train (same examples per step overall, assignment to ranks
+    dynamic), which measured about 3x faster on a 2-core machine.
     `image_size` is the training/eval canvas height, `image_width` its width (0: square);
     masks are the canvas / mask_stride.
     """
@@ -61,6 +65,7 @@ class DataConfig:
     pad_value: float = 0.3
     crowd: CrowdMode = CrowdMode.SEGMENT
     skip_bad: bool = False
+    exact_order: bool = False
 
     @property
     def image_hw(self) -> tuple[int, int]:

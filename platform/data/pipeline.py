@@ -162,9 +162,13 @@ def eval_inputs(row: dict[str, Any], size: int, mask_size: int) -> dict[str, np.
     return {"image": ex.image, "hw": ex.hw, "orig_hw": np.array(image.shape[:2], np.int32)}
 
 
+ROWS_PER_TASK = 128
+
+
 def build_train_datasets(rows: Sequence[dict[str, Any]], cmap: CategoryMap, cfg: Config,
                          start: int = 0) -> dict[str, Any]:
-    """{'train_<rank>': Ray Dataset} of augmented examples, one per training worker.
+    """{'train_<rank>': Ray Dataset} of augmented examples, one per training worker, with
+    data.exact_order; otherwise {'train': the whole stream}, split by Ray Train.
 
     rows: record rows (`record_item`) or prepared rows (`prepared.load_prepared`).
     start: global stream position to begin at (optimizer step x global batch).
@@ -174,6 +178,8 @@ def build_train_datasets(rows: Sequence[dict[str, Any]], cmap: CategoryMap, cfg:
     """
     if len(rows) == 0:
         raise ValueError("the training split has no images")
+    if not cfg.data.exact_order:  # one ordered stream; Ray Train splits it across workers
+        return {"train": build_rank_dataset(rows, cmap, cfg, 0, 1, start)}
     world = cfg.train.num_workers
     return {f"train_{r}": build_rank_dataset(rows, cmap, cfg, r, world, start) for r in range(world)}
 
@@ -184,6 +190,10 @@ def build_rank_dataset(rows, cmap: CategoryMap, cfg: Config, rank: int, world: i
 
     total = (cfg.train.steps * cfg.train.batch_size - start) // world
     ds = ray.data.range(total, override_num_blocks=max(1, min(200, total // 256)))
+    # Map tasks of 128 examples: a task hands its output over when it ends, so with
+    # preserve_order the range's large blocks made the consumer wait for whole blocks
+    # (260 s to the first batch at coco_lowres, benchmark.py data).
+    ds = ds.repartition(target_num_rows_per_block=ROWS_PER_TASK)
     ds.context.execution_options.preserve_order = True
     return ds.map_batches(TrainDecoder(cfg, cmap, rows, start, rank, world), batch_size=32,
                           batch_format="numpy", num_cpus=0.5)

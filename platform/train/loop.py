@@ -32,7 +32,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     state = _build_state(cfg, loop_config.get("init_from", ""), device, world)
     mlc = tracking.client(loop_config["tracking_uri"]) if rank == 0 and loop_config.get("run_id") else None
-    shard = ray.train.get_dataset_shard(f"train_{rank}")
+    shard = ray.train.get_dataset_shard(f"train_{rank}" if cfg.data.exact_order else "train")
     micro = cfg.train.batch_size // (world * cfg.train.accum)
     batches = iter(shard.iter_torch_batches(batch_size=micro, drop_last=True))
     meter = _Meter()

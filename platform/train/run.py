@@ -127,8 +127,8 @@ def _fit(cfg: Config, opts: RunOptions, records, cmap, run_id: str, uri: str):
             name=f"pix2seqd-{run_id[:12]}", storage_path=storage_path(opts),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints)),
         datasets=build_train_datasets(records, cmap, cfg),
-        # each worker reads its own ordered dataset (train_<rank>): a seeded, exact order
-        dataset_config=ray.train.DataConfig(datasets_to_split=[]),
+        # data.exact_order: each worker reads its own ordered dataset (train_<rank>)
+        dataset_config=ray.train.DataConfig(datasets_to_split=[] if cfg.data.exact_order else "all"),
     )
     t0 = time.perf_counter()
     result = trainer.fit()

@@ -71,7 +71,8 @@ def test_prepare_to_s3_and_train_from_it(s3_server, mlflow_server, tmp_path, mon
 
     sets = ["train.steps=3", "train.batch_size=4", "train.checkpoint_every=3", "train.log_every=1",
             "sample.steps=2", "eval.max_images=2", "eval.batch_size=2", "eval.overlays=1",
-            "data.image_size=32", "optim.warmup_steps=1"]
+            "data.image_size=32", "optim.warmup_steps=1",
+            "data.exact_order=true"]  # each worker reads its own ordered dataset
     args = ["--prepared", out, "--storage-path", str(tmp_path / "ray"), "--run-name", "s3"]
     summary = load_job("train_coco").main(args + [x for s in sets for x in ("--set", s)])
 

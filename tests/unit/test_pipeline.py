@@ -141,6 +141,8 @@ def test_rank_dataset_is_ordered_and_equals_the_decoder(ray_session, coco):
     cfg = tiny()
     cfg = replace(cfg, train=replace(cfg.train, batch_size=4, steps=5, num_workers=2))
     rows = [record_item(r) for r in recs]
+    assert list(build_train_datasets(rows, cmap, cfg)) == ["train"]  # split by Ray Train
+    cfg = replace(cfg, data=replace(cfg.data, exact_order=True))
     datasets = build_train_datasets(rows, cmap, cfg, start=4)
     assert sorted(datasets) == ["train_0", "train_1"]
     first = [b["mask"] for b in datasets["train_1"].iter_batches(batch_size=2, batch_format="numpy")]
