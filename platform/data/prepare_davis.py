@@ -24,7 +24,9 @@ from PIL import Image
 
 from pix2seqd.platform.data import prepared
 from pix2seqd.platform.data.davis import VOID, VideoRecord, load_davis
-from pix2seqd.platform.data.validate import Check, ValidationReport, read_bytes, summarise
+from pix2seqd.platform.data.validate import (
+    Check, ValidationReport, decoded_size, read_bytes, summarise,
+)
 
 SCHEMA = pa.schema([
     ("video", pa.string()), ("frame", pa.int32()), ("file_name", pa.string()),
@@ -33,25 +35,25 @@ SCHEMA = pa.schema([
 ])
 
 
-def check_frame(image: bytes, mask: bytes, names: tuple[str, str]) -> tuple[str, int]:
-    """(problem or '', number of objects) of one DAVIS frame given its encoded bytes."""
+def check_frame(image: bytes, mask: bytes, names: tuple[str, str]
+                ) -> tuple[str, int, tuple[int, int]]:
+    """(problem or '', number of objects, (height, width)) of one DAVIS frame given its
+    encoded bytes."""
     try:
-        with Image.open(io.BytesIO(image)) as im:
-            im.load()
-            hw = (im.height, im.width)
-    except (OSError, SyntaxError) as err:
-        return f"{names[0]}: cannot decode image ({err})", 0
+        hw = decoded_size(image, names[0])
+    except ValueError as err:
+        return str(err), 0, (0, 0)
     try:
         with Image.open(io.BytesIO(mask)) as m:
             if m.mode not in ("P", "L"):
-                return f"{names[1]}: DAVIS annotation must be a palette PNG, got mode {m.mode}", 0
+                return f"{names[1]}: DAVIS annotation must be a palette PNG, got mode {m.mode}", 0, hw
             ids = np.asarray(m, dtype=np.uint8)
     except (OSError, SyntaxError) as err:
-        return f"{names[1]}: cannot read annotation PNG ({err})", 0
+        return f"{names[1]}: cannot read annotation PNG ({err})", 0, hw
     if ids.shape != hw:
-        return f"{names[1]}: annotation size {ids.shape} differs from image {names[0]} size {hw}", 0
+        return f"{names[1]}: annotation size {ids.shape} differs from image {names[0]} size {hw}", 0, hw
     objects = np.unique(ids[(ids != 0) & (ids != VOID)])
-    return "", len(objects)
+    return "", len(objects), hw
 
 
 def frame_items(videos: Sequence[VideoRecord], rows_per_shard: int) -> list[dict[str, Any]]:
@@ -96,11 +98,10 @@ class FrameShardWriter:
             image, mask = read_bytes(fr["image_path"]), read_bytes(fr["mask_path"])
         except OSError as err:
             return None, str(err), 0
-        problem, objects = check_frame(image, mask, (fr["image_path"], fr["mask_path"]))
+        names = (fr["image_path"], fr["mask_path"])
+        problem, objects, (height, width) = check_frame(image, mask, names)
         if problem:
             return None, problem, 0
-        with Image.open(io.BytesIO(image)) as im:
-            height, width = im.height, im.width
         row = {"video": fr["video"], "frame": fr["frame"],
                "file_name": fr["image_path"].rsplit("/", 1)[-1],
                "mask_name": fr["mask_path"].rsplit("/", 1)[-1],

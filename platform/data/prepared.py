@@ -203,7 +203,7 @@ class RowRef:
 def materialize(uri: str, split: str, out: Path) -> Path:
     """Write a prepared split back as a COCO-panoptic layout under `out` (for PQ scoring
     and the eval pipeline, which read files). Returns `out`."""
-    rows, cmap, index = load_prepared(uri, split)
+    _, cmap, index = load_prepared(uri, split)
     images, anns = [], []
     (out / split).mkdir(parents=True, exist_ok=True)
     png_dir = out / "annotations" / f"panoptic_{split}"

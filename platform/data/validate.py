@@ -41,7 +41,7 @@ def check_example(image: bytes, png: bytes, segments: Sequence[Segment], size: t
     size: (height, width) from the JSON; names: (image file, PNG file) for messages.
     """
     try:
-        hw_image = _decoded_size(image, names[0])
+        hw_image = decoded_size(image, names[0])
         ids = read_id_png(png, names[1])
         if ids.shape != hw_image:
             return f"{names[1]}: PNG size {ids.shape} differs from image {names[0]} size {hw_image}", 0
@@ -62,7 +62,7 @@ def require_present(ids: np.ndarray, segments: Sequence[Segment], name: str) -> 
         raise ValueError(f"{name}: segments_info ids {absent} do not occur in the PNG")
 
 
-def _decoded_size(data: bytes, name: str) -> tuple[int, int]:
+def decoded_size(data: bytes, name: str) -> tuple[int, int]:
     """Decode the whole image (a truncated file fails only when the pixels are read)."""
     try:
         with Image.open(io.BytesIO(data)) as im:

@@ -15,12 +15,6 @@ from pix2seqd.platform.evaluation.panoptic_io import write_predictions_json
 from pix2seqd.platform.evaluation.pq import pq_compute
 
 
-def gt_files(root: str | Path, split: str) -> tuple[Path, Path]:
-    """The GT JSON and PNG folder of a COCO-panoptic split."""
-    ann = Path(root) / "annotations"
-    return ann / f"panoptic_{split}.json", ann / f"panoptic_{split}"
-
-
 def evaluate_checkpoint(checkpoint_dir: str, records: Sequence[PanopticRecord], cmap: CategoryMap,
                         gt_json: Path, gt_dir: Path, pred_dir: Path, sample: SampleConfig,
                         ev: EvalConfig, use_gpu: bool = False) -> dict[str, Any]:
