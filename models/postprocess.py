@@ -51,3 +51,13 @@ def majority_vote(pred: torch.Tensor, num_classes: int, max_instances: int, min_
     new_cls = id_class[ids]
     new_ids = torch.where(new_cls == 0, torch.zeros_like(ids), ids)
     return torch.stack([new_cls, new_ids])
+
+
+def drop_small_ids(ids: torch.Tensor, max_instances: int, min_pixels: int) -> torch.Tensor:
+    """Video post-processing: ids with fewer than `min_pixels` pixels become 0 (background).
+    ids: int (H, W) in 0..K−1 -> int64 (H, W). The class channel plays no part (DAVIS)."""
+    ids = ids.long().clamp(0, max_instances - 1)
+    if min_pixels <= 0:
+        return ids
+    small = torch.bincount(ids.reshape(-1), minlength=max_instances) < min_pixels
+    return torch.where(small[ids], torch.zeros_like(ids), ids)

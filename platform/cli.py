@@ -38,3 +38,31 @@ def build_config(args: argparse.Namespace, extra: dict[str, str] | None = None) 
         updates["data.skip_bad"] = True
     updates.update(parse_overrides(args.overrides))
     return override(cfg, updates)
+
+
+def add_checkpoint_flags(parser: argparse.ArgumentParser, video: bool = False) -> None:
+    """--checkpoint and the sampler flags of the evaluation jobs; each sampler flag left out
+    keeps the checkpoint's own config value (paper values in brackets)."""
+    parser.add_argument("--checkpoint", default="", metavar="CKPT",
+                        help="checkpoint: folder, s3:// URI or runs:/<mlflow run id>")
+    if video:
+        parser.add_argument("--first-steps", type=int, help="sampling steps on the first frame [32]")
+        parser.add_argument("--later-steps", type=int, help="sampling steps on later frames [8]")
+    else:
+        parser.add_argument("--steps", type=int, help="sampling steps [20]")
+    parser.add_argument("--td", type=float, help="DDIM time difference τ_d [2; video 1]")
+    parser.add_argument("--min-pixels", type=int,
+                        help="segments smaller than this (original resolution) are dropped [80; video 10]")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the checkpoint's config by dotted path, "
+                             "e.g. eval.num_actors=4 (repeatable)")
+
+
+def checkpoint_overrides(args: argparse.Namespace) -> dict[str, object]:
+    """Sampler flags that were given, then --set (which wins), as dotted-path overrides."""
+    flags = {"sample.steps": getattr(args, "steps", None) or getattr(args, "first_steps", None),
+             "sample.later_steps": getattr(args, "later_steps", None),
+             "sample.td": args.td, "sample.min_pixels": args.min_pixels}
+    updates: dict[str, object] = {k: v for k, v in flags.items() if v is not None}
+    updates.update(parse_overrides(args.overrides))
+    return updates

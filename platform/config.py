@@ -112,12 +112,13 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation after (and during) training. `max_images` 0 = the whole split."""
+    """Evaluation after (and during) training. `max_images` 0 = the whole split;
+    `num_actors` 0 = one inference actor per GPU, or per CPU but one (ray_env.inference_actors)."""
 
     max_images: int = 0
     batch_size: int = 8
     overlays: int = 4
-    num_actors: int = 1
+    num_actors: int = 0
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
 """Starting or joining Ray, with settings that keep small machines from hanging."""
 from __future__ import annotations
 
+import contextlib
 import os
+from typing import Iterator
 
 # Quiet, private defaults; any value the user set wins.
 _ENV_DEFAULTS = {
@@ -50,3 +52,35 @@ def check_cpus_for_training(train_cpus: float) -> None:
             f"the Ray cluster has {total:g} CPUs but training needs {train_cpus:g} for its workers "
             "plus at least 0.5 for the Ray Data pipeline; lower train.cpus_per_worker or "
             "train.num_workers, or add nodes")
+
+
+def cluster_gpus() -> int:
+    """GPUs of the Ray cluster this process is connected to."""
+    import ray
+
+    return int(ray.cluster_resources().get("GPU", 0))
+
+
+def inference_actors(requested: int, use_gpu: bool) -> int:
+    """How many inference actors to run: `requested`, or with 0 one per GPU (GPU actors) or
+    one per CPU but one, which is left to the Ray Data operators that feed them."""
+    import ray
+
+    if requested > 0:
+        return requested
+    if use_gpu:
+        return max(1, cluster_gpus())
+    return max(1, int(ray.cluster_resources().get("CPU", 1)) - 1)
+
+
+@contextlib.contextmanager
+def ray_session(train_cpus: float = 0.0) -> Iterator[None]:
+    """`init_ray` for the duration of a block; shuts Ray down only if it started it."""
+    started = init_ray(train_cpus)
+    try:
+        yield
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()

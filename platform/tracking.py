@@ -53,14 +53,18 @@ def experiment_id(mlc, name: str = EXPERIMENT) -> str:
 
 def start_run(mlc, params: Mapping[str, Any], tags: Mapping[str, str],
               run_name: str | None = None, experiment: str = EXPERIMENT,
-              parent_run_id: str | None = None) -> str:
-    """Create a run with the flattened config as params; returns the run id."""
+              parent_run_id: str | None = None, in_experiment: str | None = None) -> str:
+    """Create a run with the flattened config as params; returns the run id.
+
+    `in_experiment` (an experiment id) wins over `experiment` (a name): nested runs go to their
+    parent's experiment."""
     from mlflow.entities import Param
 
     all_tags = {"git_commit": git_commit(), **tags}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = mlc.create_run(experiment_id(mlc, experiment), run_name=run_name, tags=all_tags)
+    exp = in_experiment or experiment_id(mlc, experiment)
+    run = mlc.create_run(exp, run_name=run_name, tags=all_tags)
     run_id = run.info.run_id
     items = [Param(k, _param_str(v)) for k, v in sorted(params.items())]
     for i in range(0, len(items), 100):

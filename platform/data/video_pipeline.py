@@ -61,7 +61,7 @@ def read_clip(video: VideoRecord, first: int, clip_len: int, max_instances: int
     and ids >= max_instances are ValueErrors naming the file.
     """
     last = first + clip_len - 1
-    image = _read(video.frames[last], _read_rgb, "cannot decode image")
+    image = read_frame(video.frames[last])
     frames = []
     for path in video.masks[first:last + 1]:
         raw = _read(path, read_davis_mask, "cannot read DAVIS annotation")
@@ -232,6 +232,22 @@ def build_video_train_datasets(videos: Sequence[VideoRecord], cfg: Config, start
     pipeline.build_train_datasets (each worker reads its own dataset)."""
     world = cfg.train.num_workers
     return {f"train_{r}": build_video_train_dataset(videos, cfg, r, world, start) for r in range(world)}
+
+
+def read_frame(path) -> np.ndarray:
+    """A frame (file path or prepared-shard RowRef) -> (h, w, 3) uint8; ValueError naming the
+    file when it does not decode."""
+    return _read(path, _read_rgb, "cannot decode image")
+
+
+def frame_eval_input(image: np.ndarray, canvas: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A frame for streaming inference: (h, w, 3) uint8 -> (canvas (H, W, 3) uint8, valid hw
+    (2,) int32), the training geometry at scale 1 without crop, flip or colour jitter (the
+    frame fits the canvas, aspect kept, padded bottom/right)."""
+    dummy = np.zeros(image.shape[:2] + (1,), np.uint8)
+    out, hw, _ = clip_transform(image, dummy, canvas, (1, 1), (1.0, 1.0), 0.0, False,
+                                np.random.default_rng(0))
+    return out, hw
 
 
 def _read_rgb(path) -> np.ndarray:

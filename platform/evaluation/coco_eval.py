@@ -10,21 +10,25 @@ from typing import Any, Mapping, Sequence
 from pix2seqd.models.config import SampleConfig
 from pix2seqd.platform.config import EvalConfig
 from pix2seqd.platform.data.coco_panoptic import CategoryMap, PanopticRecord
-from pix2seqd.platform.data.pipeline import record_item
 from pix2seqd.platform.evaluation.panoptic_io import write_predictions_json
 from pix2seqd.platform.evaluation.pq import pq_compute
 
 
-def evaluate_checkpoint(checkpoint_dir: str, records: Sequence[PanopticRecord], cmap: CategoryMap,
+def evaluate_checkpoint(checkpoint: str, records: Sequence[PanopticRecord], cmap: CategoryMap,
                         gt_json: Path, gt_dir: Path, pred_dir: Path, sample: SampleConfig,
                         ev: EvalConfig, use_gpu: bool = False) -> dict[str, Any]:
-    """Predict `records` (the first `ev.max_images` if > 0) and return the R.json dict."""
+    """Predict `records` (the first `ev.max_images` if > 0) with the checkpoint at
+    `checkpoint` (a folder or storage URI every actor can read); return the R.json dict.
+
+    Writes `pred_dir/*.png`, `pred_dir/predictions.json` and the GT restricted to the
+    predicted images, `pred_dir/groundtruth.json` (score with it, or the full GT JSON when
+    every image was predicted)."""
     from pix2seqd.platform.evaluation.predict import predict_dataset
 
     chosen = list(records[: ev.max_images] if ev.max_images > 0 else records)
     pred_dir = Path(pred_dir)
     t0 = time.perf_counter()
-    anns = predict_dataset([record_item(r) for r in chosen], checkpoint_dir, str(pred_dir), cmap,
+    anns = predict_dataset([predict_item(r) for r in chosen], checkpoint, str(pred_dir), cmap,
                            sample.steps, sample.td, sample.min_pixels, ev.batch_size,
                            ev.num_actors, use_gpu)
     t1 = time.perf_counter()
@@ -35,10 +39,16 @@ def evaluate_checkpoint(checkpoint_dir: str, records: Sequence[PanopticRecord], 
                for k, r in enumerate(chosen)}
     anns = [{**a, "image_id": numeric[a["image_id"]]} for a in anns]
     write_predictions_json(pred_json, sorted(anns, key=lambda a: a["image_id"]), cmap)
-    subset = subset_gt(gt_json, numeric, pred_dir.parent / f"{pred_dir.name}_gt.json")
+    subset = subset_gt(gt_json, numeric, pred_dir / "groundtruth.json")
     result = pq_compute(subset, pred_json, gt_dir, pred_dir)
     result["timing"] = {"predict_s": t1 - t0, "score_s": time.perf_counter() - t1}
     return result
+
+
+def predict_item(rec: PanopticRecord) -> dict[str, Any]:
+    """A val record as a prediction row: its result PNG is named after its GT PNG."""
+    return {"image_id": rec.image_id, "image_path": str(rec.image_path),
+            "name": Path(rec.png_path).stem}
 
 
 def subset_gt(gt_json: Path, image_ids: Mapping[int | str, int], out: Path) -> Path:
@@ -51,15 +61,3 @@ def subset_gt(gt_json: Path, image_ids: Mapping[int | str, int], out: Path) -> P
                            if a["image_id"] in image_ids]
     out.write_text(json.dumps(data))
     return out
-
-
-def summary_metrics(result: dict[str, Any], prefix: str = "val/") -> dict[str, float]:
-    """R.json -> the MLflow metrics val/pq, val/pq_th, val/pq_st (+ sq, rq)."""
-    m = {f"{prefix}pq": result["All"]["pq"], f"{prefix}pq_th": result["Things"]["pq"],
-         f"{prefix}pq_st": result["Stuff"]["pq"], f"{prefix}sq": result["All"]["sq"],
-         f"{prefix}rq": result["All"]["rq"]}
-    return m
-
-
-def per_class_metrics(result: dict[str, Any]) -> dict[str, float]:
-    return {f"eval/pq_class/{cid}": v["pq"] for cid, v in result["per_class"].items()}

@@ -1,7 +1,9 @@
-"""Overlay images for MLflow: image | ground truth | prediction, side by side."""
+"""Overlay images for people and MLflow: the image, then each id map blended on it, side by
+side (training eval: image | ground truth | prediction; predict: image | prediction)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -17,18 +19,23 @@ def colorize(ids: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def overlay(image_path: str | Path, gt_png: str | Path, pred_png: str | Path, out: Path,
-            alpha: float = 0.55, scale: int = 2) -> Path:
-    """Write a 3-panel PNG: the image, GT segments blended on it, predicted segments."""
-    with Image.open(image_path) as im:
-        image = np.asarray(im.convert("RGB")).astype(np.float32)
-    panels = [image]
-    for png in (gt_png, pred_png):
-        seg = colorize(read_id_png(png)).astype(np.float32)
-        panels.append((1 - alpha) * image + alpha * seg)
+def overlay_panels(image: np.ndarray, id_maps: Sequence[np.ndarray], out: Path,
+                   alpha: float = 0.55, scale: int = 2) -> Path:
+    """Write a PNG strip: `image` (H, W, 3) uint8, then every (H, W) id map blended on it."""
+    base = image.astype(np.float32)
+    panels = [base] + [(1 - alpha) * base + alpha * colorize(ids).astype(np.float32)
+                       for ids in id_maps]
     strip = np.concatenate(panels, axis=1).clip(0, 255).astype(np.uint8)
     pil = Image.fromarray(strip)
     pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
     out.parent.mkdir(parents=True, exist_ok=True)
     pil.save(out)
     return out
+
+
+def overlay(image_path: str | Path, gt_png: str | Path, pred_png: str | Path, out: Path,
+            alpha: float = 0.55, scale: int = 2) -> Path:
+    """Write a 3-panel PNG: the image, GT segments blended on it, predicted segments."""
+    with Image.open(image_path) as im:
+        image = np.asarray(im.convert("RGB"))
+    return overlay_panels(image, [read_id_png(gt_png), read_id_png(pred_png)], out, alpha, scale)

@@ -16,6 +16,7 @@ from pix2seqd.platform.data.coco_panoptic import CategoryMap
 from pix2seqd.platform.data.pipeline import eval_inputs, image_seed
 from pix2seqd.platform.evaluation.panoptic_io import write_prediction
 from pix2seqd.platform.train import checkpoint as ckpt_io
+from pix2seqd.platform.train.checkpoints import resolve_checkpoint
 from pix2seqd.platform.train.step import build_model, to_model_inputs
 
 
@@ -28,17 +29,30 @@ def load_for_inference(checkpoint_dir: str, device: str = "cpu") -> tuple[torch.
     return model.to(device).eval(), cfg
 
 
-class Predictor:
-    """Ray Data callable class: rows {'image_id','image_path','png_path'} -> annotations."""
+def checkpoint_info(checkpoint_dir: str) -> tuple[Config, dict[str, Any]]:
+    """(config, meta) of a checkpoint without reading its weights into memory (mmap).
 
-    def __init__(self, checkpoint_dir: str, steps: int, td: float, min_pixels: int,
+    meta: 'step', 'mlflow_run_id', 'tracking_uri', 'categories' (COCO list; empty for
+    checkpoints written before they were recorded)."""
+    snap = ckpt_io.load(checkpoint_dir, mmap=True)
+    meta = {k: snap.get(k, d) for k, d in (("step", 0), ("mlflow_run_id", ""),
+                                            ("tracking_uri", ""), ("categories", []))}
+    return from_flat(snap["config"]), meta
+
+
+class Predictor:
+    """Ray Data callable class: rows {'image_id', 'image_path', 'name'} -> annotations; the
+    result PNG of a row is `<pred_dir>/<name>.png`."""
+
+    def __init__(self, checkpoint: str, steps: int, td: float, min_pixels: int,
                  pred_dir: str, cmap: CategoryMap, seed: int = 0, threads: int = 0,
                  use_gpu: bool = False):
         if threads > 0:
             torch.set_num_threads(threads)
         # Only a GPU Ray reserved for this actor; a visible one may belong to someone else.
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.model, self.cfg = load_for_inference(checkpoint_dir, self.device)
+        # a folder or storage URI: each actor fetches it on its own node
+        self.model, self.cfg = load_for_inference(resolve_checkpoint(checkpoint), self.device)
         self.steps, self.td, self.min_pixels = steps, td, min_pixels
         self.pred_dir, self.cmap, self.seed = Path(pred_dir), cmap, seed
 
@@ -49,9 +63,8 @@ class Predictor:
         anns = []
         for row, pred, inp in zip(rows, preds, inputs):
             label = self.postprocess(pred, inp)
-            name = Path(str(row["png_path"])).stem
             anns.append(json.dumps(write_prediction(label, self.cmap, plain_id(row["image_id"]),
-                                                    self.pred_dir, name, layout="2hw")))
+                                                    self.pred_dir, str(row["name"]), layout="2hw")))
         return {"image_id": batch["image_id"], "annotation": np.array(anns, dtype=object)}
 
     def predict_rows(self, rows: list[dict[str, Any]]):
@@ -82,18 +95,21 @@ def plain_id(value: Any) -> int | str:
     return int(value) if isinstance(value, (int, np.integer)) else str(value)
 
 
-def predict_dataset(items: list[dict[str, Any]], checkpoint_dir: str, pred_dir: str,
+def predict_dataset(items: list[dict[str, Any]], checkpoint: str, pred_dir: str,
                     cmap: CategoryMap, steps: int, td: float, min_pixels: int,
                     batch_size: int, num_actors: int, use_gpu: bool, seed: int = 0) -> list[dict]:
     """Run `Predictor` actors over `items`; returns the results-format annotations."""
     import ray.data
 
+    from pix2seqd.platform.ray_env import inference_actors
+
     Path(pred_dir).mkdir(parents=True, exist_ok=True)
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(64, len(items) // batch_size)))
     ds = ds.map_batches(
-        Predictor, batch_size=batch_size, batch_format="numpy", concurrency=num_actors,
+        Predictor, batch_size=batch_size, batch_format="numpy",
+        concurrency=inference_actors(num_actors, use_gpu),
         num_gpus=1 if use_gpu else 0, num_cpus=1,
-        fn_constructor_kwargs=dict(checkpoint_dir=checkpoint_dir, steps=steps, td=td,
+        fn_constructor_kwargs=dict(checkpoint=checkpoint, steps=steps, td=td,
                                    min_pixels=min_pixels, pred_dir=pred_dir, cmap=cmap,
                                    seed=seed, threads=0 if use_gpu else 1, use_gpu=use_gpu),
     )

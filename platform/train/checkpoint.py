@@ -30,14 +30,16 @@ def save(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
     return directory / FILE
 
 
-def load(directory: str | os.PathLike, map_location: str = "cpu") -> dict[str, Any]:
-    """Load a checkpoint directory (or the file itself) written by `save`."""
+def load(directory: str | os.PathLike, map_location: str = "cpu", mmap: bool = False
+         ) -> dict[str, Any]:
+    """Load a checkpoint directory (or the file itself) written by `save`. `mmap`: tensors
+    stay on disk until touched (for reading the config and metadata of a large file)."""
     path = Path(directory)
     if path.is_dir():
         path = path / FILE
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint file at {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
 def config_to_storable(flat: dict[str, Any]) -> dict[str, Any]:

@@ -14,10 +14,18 @@ def checkpoint_uri(path: str, storage_path: str) -> str:
     return f"{scheme}://{path.lstrip('/')}" + (f"?{query}" if query else "")
 
 
+def checkpoint_location(ref: str) -> str:
+    """CKPT reference -> the folder or storage URI it names (`runs:/` looked up in MLflow),
+    without downloading: what remote actors resolve for themselves."""
+    if ref.startswith("runs:/"):
+        return _best_of_run(ref[len("runs:/"):].strip("/"))
+    return ref
+
+
 def resolve_checkpoint(ref: str) -> str:
     """CKPT reference -> a local directory holding checkpoint.pt (downloads when remote)."""
     if ref.startswith("runs:/"):
-        return resolve_checkpoint(_best_of_run(ref[len("runs:/"):].strip("/")))
+        return resolve_checkpoint(checkpoint_location(ref))
     if "://" in ref and not ref.startswith("file://"):
         return _download(ref)
     path = Path(ref.removeprefix("file://")).expanduser()

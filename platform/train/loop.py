@@ -31,6 +31,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.train.seed * 1000 + rank)
     device = ray.train.torch.get_device()
     state = _build_state(cfg, loop_config.get("init_from", ""), device, world)
+    state["meta"] = checkpoint_meta(loop_config)
     mlc = tracking.client(loop_config["tracking_uri"]) if rank == 0 and loop_config.get("run_id") else None
     shard = ray.train.get_dataset_shard(f"train_{rank}" if cfg.data.exact_order else "train")
     micro = cfg.train.batch_size // (world * cfg.train.accum)
@@ -54,6 +55,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             last_saved = step
     if last_saved != state["step"]:
         _report(state, cfg, rank, meter.last_loss)
+
+
+def checkpoint_meta(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint records about where it came from: its MLflow run (so evaluations
+    nest under it) and the data set's categories (so prediction needs no data set)."""
+    return {"mlflow_run_id": loop_config.get("run_id") or "",
+            "tracking_uri": loop_config.get("tracking_uri") or "",
+            "categories": list(loop_config.get("categories") or [])}
 
 
 def _build_state(cfg: Config, init_from: str, device, world: int) -> dict[str, Any]:
@@ -140,6 +149,7 @@ def _snapshot(state, cfg: Config) -> dict[str, Any]:
         "model": state["model"].state_dict(), "ema": state["ema"].state_dict(),
         "optimizer": state["optimizer"].state_dict(), "step": state["step"],
         "rng": rng_state(), "config": ckpt_io.config_to_storable(flatten(cfg)),
+        **state["meta"],
     }
 
 

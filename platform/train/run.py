@@ -119,7 +119,7 @@ def _fit(cfg: Config, opts: RunOptions, records, cmap, run_id: str, uri: str):
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": flatten(cfg), "run_id": run_id, "tracking_uri": uri,
-                           "init_from": init_from},
+                           "init_from": init_from, "categories": cmap.to_coco()},
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu,
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
@@ -145,9 +145,8 @@ def storage_path(opts: RunOptions) -> str:
 
 
 def _evaluate_and_log(cfg, opts, result, inputs, mlc, run_id) -> dict[str, Any]:
-    from pix2seqd.platform.evaluation.coco_eval import (
-        evaluate_checkpoint, per_class_metrics, summary_metrics,
-    )
+    from pix2seqd.platform.evaluation.coco_eval import evaluate_checkpoint
+    from pix2seqd.platform.evaluation.tracked import log_pq_artifacts, pq_metrics, timing_metrics
 
     storage = storage_path(opts)
     tags = {f"checkpoint/{m.get('step', i)}": checkpoint_uri(c.path, storage)
@@ -157,33 +156,13 @@ def _evaluate_and_log(cfg, opts, result, inputs, mlc, run_id) -> dict[str, Any]:
     best_uri = checkpoint_uri(final.path, storage)
     # Recorded before evaluating, so a failed evaluation still leaves resolvable checkpoints.
     tracking.set_tags(mlc, run_id, {**tags, "best_checkpoint": best_uri})
-    with final.as_directory() as ckpt_dir, tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         gt_json, gt_dir = inputs.eval_gt
         pred_dir = Path(tmp) / "predictions"
-        res = evaluate_checkpoint(ckpt_dir, inputs.val_records, inputs.cmap, gt_json, gt_dir,
+        res = evaluate_checkpoint(best_uri, inputs.val_records, inputs.cmap, gt_json, gt_dir,
                                   pred_dir, cfg.sample, cfg.eval, cfg.train.use_gpu)
-        metrics = summary_metrics(res)
-        tracking.log_metrics(mlc, run_id, {**metrics, **per_class_metrics(res)}, step)
-        _log_eval_artifacts(mlc, run_id, res, inputs.val_records, pred_dir, cfg.eval.overlays,
-                            Path(tmp))
+        tracking.log_metrics(mlc, run_id, {**pq_metrics(res), **timing_metrics(res)}, step)
+        log_pq_artifacts(mlc, run_id, res, inputs.val_records, pred_dir, cfg.eval.overlays)
     return {"mlflow_run_id": run_id, "tracking_uri": mlc.tracking_uri, "checkpoint": best_uri,
             "metrics": {"pq": res["All"]["pq"], "pq_th": res["Things"]["pq"],
                         "pq_st": res["Stuff"]["pq"]}}
-
-
-def _log_eval_artifacts(mlc, run_id, res, val_recs, pred_dir: Path, n_overlays: int, tmp: Path):
-    from pix2seqd.platform.evaluation.overlays import overlay
-
-    (tmp / "eval").mkdir(exist_ok=True)
-    (tmp / "eval" / "pq.json").write_text(json.dumps(res, indent=2))
-    lines = ["| category | PQ | SQ | RQ |", "|---|---|---|---|"]
-    lines += [f"| {cid} | {v['pq']:.4f} | {v['sq']:.4f} | {v['rq']:.4f} |"
-              for cid, v in sorted(res["per_class"].items(), key=lambda kv: int(kv[0]))]
-    (tmp / "eval" / "pq_per_class.md").write_text("\n".join(lines) + "\n")
-    mlc.log_artifacts(run_id, str(tmp / "eval"), "eval")
-    for rec in val_recs[:n_overlays]:
-        pred_png = pred_dir / f"{Path(rec.png_path).stem}.png"
-        if not pred_png.is_file():  # not among the evaluated images (eval.max_images)
-            continue
-        out = overlay(rec.image_path, rec.png_path, pred_png, tmp / "overlays" / f"{rec.image_id}.png")
-        mlc.log_artifact(run_id, str(out), "overlays")

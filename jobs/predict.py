@@ -1,0 +1,34 @@
+"""Segment an image, a folder of images, or a folder of video frames with a checkpoint.
+
+    python jobs/predict.py --checkpoint runs:/<run id> --input photo.jpg --out preds/
+    python jobs/predict.py --checkpoint CKPT --input frames/ --out preds/   # a video model
+
+Writes panoptic PNGs, predictions.json and overlays/<name>.png (image | prediction); a video
+model writes DAVIS palette PNGs <folder>/<frame>.png instead (see platform/evaluation/predict_job.py).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from pix2seqd.platform.cli import add_checkpoint_flags, checkpoint_overrides
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_checkpoint_flags(parser, video=True)
+    parser.add_argument("--steps", type=int, help="sampling steps (image model) [20]")
+    parser.add_argument("--input", required=True, help="an image, a folder of images or of frames")
+    parser.add_argument("--out", required=True, help="output folder")
+    args = parser.parse_args(argv)
+    if not args.checkpoint:
+        parser.error("--checkpoint is required")
+    from pix2seqd.platform.evaluation.predict_job import predict_path
+
+    summary = predict_path(args.checkpoint, args.input, args.out, checkpoint_overrides(args))
+    print(json.dumps(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()
