@@ -42,7 +42,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     while state["step"] < cfg.train.steps:
         if deadline is not None and _agree_to_stop(time.monotonic() > deadline, device, world):
             break
-        loss = _optimizer_step(state, cfg, batches, device, meter)
+        loss = optimizer_step(state, cfg, batches, device, meter)
         if loss is None:
             break
         step = state["step"]
@@ -86,7 +86,7 @@ def _build_state(cfg: Config, init_from: str, device, world: int) -> dict[str, A
     return state
 
 
-def _optimizer_step(state, cfg: Config, batches, device, meter) -> float | None:
+def optimizer_step(state, cfg: Config, batches, device, meter) -> float | None:
     """One optimizer step over `accum` micro-batches; None when the data ran out."""
     ddp, opt = state["ddp"], state["optimizer"]
     ddp.train()
