@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 from pix2seqd.platform.config import Config, override, parse_overrides
 from pix2seqd.platform.presets import PRESETS, get_preset
@@ -24,13 +25,48 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
                         help="stop training cleanly after MIN minutes, then evaluate")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip (and report) unreadable examples instead of failing")
+    parser.add_argument("--resume", default="", metavar="RUN",
+                        help="continue a stopped run (runs:/<id> or the MLflow run id) from its "
+                             "latest checkpoint: same config, storage path and MLflow run; "
+                             "--set may change fields, e.g. train.steps")
     parser.add_argument("--summary-json", default="", metavar="PATH",
                         help="write the run summary (run id, checkpoint, metrics) here")
 
 
-def build_config(args: argparse.Namespace, extra: dict[str, str] | None = None) -> Config:
-    """Preset, then flag-derived values, then --set overrides (which win)."""
+def add_source_flags(parser: argparse.ArgumentParser, root_flag: str, root_help: str) -> None:
+    """The data source of a training job (a layout folder or prepared shards) and its run name."""
+    parser.add_argument(root_flag, default="", help=root_help)
+    parser.add_argument("--prepared", default="", metavar="URI",
+                        help="Parquet shards written by jobs/prepare_data.py (folder or s3://)")
+    parser.add_argument("--run-name", default="", help="MLflow run name")
+
+
+def training_setup(parser: argparse.ArgumentParser, args: argparse.Namespace, root: str,
+                   transform: Callable[[Config], Config] | None = None):
+    """(Config, RunOptions) of a training job: preset (through `transform`), data source
+    flags, --set; with --resume, the stopped run's own config and storage, then --set."""
+    from pix2seqd.platform.train.fit import RunOptions, resume_run
+
+    if root and args.prepared:
+        parser.error("give a data root or --prepared, not both")
+    extra = {"data.root": root} if root else {}
+    if args.prepared:
+        extra["data.prepared"] = args.prepared
+    cfg = build_config(args, extra, transform)
+    opts = RunOptions(preset=args.preset, storage_path=args.storage_path, init_from=args.init_from,
+                      summary_json=args.summary_json, run_name=args.run_name)
+    if args.resume:
+        cfg, opts = resume_run(args.resume, opts, parse_overrides(args.overrides))
+    return cfg, opts
+
+
+def build_config(args: argparse.Namespace, extra: dict[str, str] | None = None,
+                 transform: Callable[[Config], Config] | None = None) -> Config:
+    """Preset (passed through `transform`, e.g. presets.as_video), then flag-derived values,
+    then --set overrides (which win)."""
     cfg = get_preset(args.preset)
+    if transform is not None:
+        cfg = transform(cfg)
     updates: dict[str, object] = dict(extra or {})
     if getattr(args, "time_budget", None) is not None:
         updates["train.time_budget_min"] = args.time_budget

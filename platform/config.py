@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from pix2seqd.models.config import (
@@ -92,6 +92,8 @@ class TrainConfig:
 
     `batch_size` is the global batch (all workers, after accumulation).
     `time_budget_min` > 0 stops training cleanly after that many minutes, then evaluates.
+    `max_failures`: worker-group failures Ray Train recovers from (restarting from the
+    latest checkpoint) before the run fails.
     """
 
     batch_size: int = 512
@@ -108,17 +110,24 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     time_budget_min: float = 0.0
+    max_failures: int = 3
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation after (and during) training. `max_images` 0 = the whole split;
-    `num_actors` 0 = one inference actor per GPU, or per CPU but one (ray_env.inference_actors)."""
+    `num_actors` 0 = one inference actor per GPU, or per CPU but one (ray_env.inference_actors).
+    `every_steps` > 0: during training, rank 0 scores the EMA weights on the first
+    `periodic_images` val images every that many steps (a multiple of
+    train.checkpoint_every) and at the end; the best of those checkpoints by val/pq is kept
+    apart and is the run's `best_checkpoint`. 0: only the final evaluation."""
 
     max_images: int = 0
     batch_size: int = 8
     overlays: int = 4
     num_actors: int = 0
+    every_steps: int = 0
+    periodic_images: int = 32
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,20 @@ def decoder_pretrain() -> Config:
     return replace(base, model=model)
 
 
+def cityscapes() -> Config:
+    """Cityscapes fine-tuning from a COCO checkpoint (--init-from), at a single resolution as
+    the paper says (§4.1). The official settings are not public; these are the port's: the
+    high-res COCO stage's sizes and learning rate (image 1024 / mask 512, lr 1e-5, no
+    warm-up, no jitter), 19 classes + void, 2975 training images at batch 16 for 100 epochs."""
+    base = coco_highres()
+    return replace(
+        base,
+        model=replace(base.model, num_classes=20),
+        data=replace(base.data, dataset=DatasetKind.CITYSCAPES, train_split="train", val_split="val"),
+        train=replace(base.train, steps=18_600, checkpoint_every=1_860),
+    )
+
+
 def davis() -> Config:
     """DAVIS 2017 video model (spec §5.2-5.3): image 512 x 1024 / mask 256 x 512, the decoder
     conditioned on the masks of frames t-2 and t-1 (304 input channels), K = 16, class
@@ -130,12 +144,34 @@ def tiny() -> Config:
     )
 
 
+def as_video(cfg: Config) -> Config:
+    """The streaming video model of an image preset (spec §5.2-5.3), for train_davis:
+    decoder conditioned on the masks of frames t-2 and t-1 with frame dropout 0.2, one
+    class (void: the class channel is all zero), at most 16 ids, DAVIS splits, no scale or
+    colour jitter, constant learning rate without warm-up, EMA 0.99, sampling 32 steps on
+    the first frame then 8, td 1, min_pixels 10 (paper values). Sizes, steps and batch stay
+    the preset's. A preset that already is a video model (davis) is returned unchanged."""
+    if cfg.model.decoder.cond_frames > 0:
+        return cfg
+    model = replace(cfg.model, num_classes=1, max_instances=min(16, cfg.model.max_instances),
+                    decoder=replace(cfg.model.decoder, cond_frames=2, frame_dropout=0.2))
+    return replace(
+        cfg, model=model,
+        sample=SampleConfig(steps=32, later_steps=8, td=1.0, min_pixels=10),
+        data=replace(cfg.data, dataset=DatasetKind.DAVIS, scale_jitter=(1.0, 1.0), color_jitter=0.0,
+                     train_split="train", val_split="val"),
+        optim=replace(cfg.optim, warmup_steps=0, end_lr_factor=1.0),
+        train=replace(cfg.train, ema_decay=0.99),
+    )
+
+
 PRESETS = {
     "tiny": tiny,
     "coco_lowres": coco_lowres,
     "coco_highres": coco_highres,
     "r50_ablation": r50_ablation,
     "decoder_pretrain": decoder_pretrain,
+    "cityscapes": cityscapes,
     "davis": davis,
 }
 

@@ -91,6 +91,10 @@ def set_tags(mlc, run_id: str, tags: Mapping[str, str]) -> None:
 
 
 def git_commit() -> str:
+    """The source commit: PIX2SEQD_GIT_COMMIT when set (jobs submitted to a cluster run a
+    copy without .git), else `git rev-parse HEAD` next to this file, else 'unknown'."""
+    if os.environ.get("PIX2SEQD_GIT_COMMIT"):
+        return os.environ["PIX2SEQD_GIT_COMMIT"]
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,

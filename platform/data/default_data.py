@@ -13,6 +13,7 @@ from pathlib import Path
 # Bump when the generator's output changes, so stale caches are not reused.
 GENERATOR_VERSION = 1
 DEFAULT_COCO = {"seed": 0, "n_train": 800, "n_val": 100, "min_size": 64, "max_size": 96}
+DEFAULT_DAVIS = {"seed": 0, "n_train": 30, "n_val": 10, "min_size": 64, "max_size": 96}
 
 
 def cache_dir() -> Path:
@@ -27,6 +28,22 @@ def default_coco_root(**params) -> Path:
 
     p = {**DEFAULT_COCO, **params}
     name = "coco-v{}-s{seed}-t{n_train}-v{n_val}-{min_size}-{max_size}".format(GENERATOR_VERSION, **p)
+    return _cached(name, lambda out: make_coco(out, p["seed"], p["n_train"], p["n_val"],
+                                               p["min_size"], p["max_size"]))
+
+
+def default_davis_root(**params) -> Path:
+    """The generated DAVIS-2017 set (DEFAULT_DAVIS: sequences of 10-16 frames), cached."""
+    from pix2seqd.platform.synthetic.davis import make_davis
+
+    p = {**DEFAULT_DAVIS, **params}
+    name = "davis-v{}-s{seed}-t{n_train}-v{n_val}-{min_size}-{max_size}".format(GENERATOR_VERSION, **p)
+    return _cached(name, lambda out: make_davis(out, p["seed"], p["n_train"], p["n_val"],
+                                                p["min_size"], p["max_size"]))
+
+
+def _cached(name: str, write) -> Path:
+    """cache_dir()/synthetic/<name>, made by `write(folder)` into a temporary folder first."""
     target = cache_dir() / "synthetic" / name
     if (target / ".complete").is_file():
         return target
@@ -34,7 +51,7 @@ def default_coco_root(**params) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
         print(f"[pix2seqd] generating the default data set into {target} (once)")
-        make_coco(tmp, p["seed"], p["n_train"], p["n_val"], p["min_size"], p["max_size"])
+        write(tmp)
         (tmp / ".complete").write_text("ok\n")
         if (target / ".complete").is_file():
             return target  # another process finished first; keep its copy
@@ -51,10 +68,11 @@ def default_coco_root(**params) -> Path:
     return target
 
 
-def resolve_data_root(root: str) -> Path:
-    """`data.root` -> a folder; empty means the generated default set."""
+def resolve_data_root(root: str, video: bool = False) -> Path:
+    """`data.root` -> a folder; empty means the generated default set (COCO panoptic, or
+    DAVIS 2017 with `video`)."""
     if not root:
-        return default_coco_root()
+        return default_davis_root() if video else default_coco_root()
     path = Path(root).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"data root {root!r} is not a folder")

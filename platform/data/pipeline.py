@@ -154,10 +154,14 @@ class TrainDecoder:
             yield {**self.records[i], "epoch": int(e)}
 
 
-def eval_inputs(row: dict[str, Any], size: int, mask_size: int) -> dict[str, np.ndarray]:
-    """One val row -> padded image and sizes for prediction."""
-    with Image.open(row["image_path"]) as im:
-        image = np.asarray(im.convert("RGB"))
+def read_rgb(path) -> np.ndarray:
+    """An image file (or file-like) -> (h, w, 3) uint8."""
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def image_inputs(image: np.ndarray, size: int, mask_size: int) -> dict[str, np.ndarray]:
+    """An RGB image (h, w, 3) uint8 -> padded canvas, valid size and original size."""
     ex = eval_transform(image, size, mask_size)
     return {"image": ex.image, "hw": ex.hw, "orig_hw": np.array(image.shape[:2], np.int32)}
 
@@ -165,27 +169,14 @@ def eval_inputs(row: dict[str, Any], size: int, mask_size: int) -> dict[str, np.
 ROWS_PER_TASK = 128
 
 
-def build_train_datasets(rows: Sequence[dict[str, Any]], cmap: CategoryMap, cfg: Config,
-                         start: int = 0) -> dict[str, Any]:
-    """{'train_<rank>': Ray Dataset} of augmented examples, one per training worker, with
-    data.exact_order; otherwise {'train': the whole stream}, split by Ray Train.
-
-    rows: record rows (`record_item`) or prepared rows (`prepared.load_prepared`).
-    start: global stream position to begin at (optimizer step x global batch).
-    Each rank's dataset is ordered (preserve_order), so with a seed the examples every
-    worker sees, and their order, are fixed; Ray Train hands each worker its own dataset
-    (`DataConfig(datasets_to_split=[])`, then `get_dataset_shard(f"train_{rank}")`).
-    """
-    if len(rows) == 0:
-        raise ValueError("the training split has no images")
-    if not cfg.data.exact_order:  # one ordered stream; Ray Train splits it across workers
-        return {"train": build_rank_dataset(rows, cmap, cfg, 0, 1, start)}
-    world = cfg.train.num_workers
-    return {f"train_{r}": build_rank_dataset(rows, cmap, cfg, r, world, start) for r in range(world)}
-
-
 def build_rank_dataset(rows, cmap: CategoryMap, cfg: Config, rank: int, world: int, start: int = 0):
-    """The Ray Dataset of rank `rank`'s training examples from `start` to the last step."""
+    """The Ray Dataset of rank `rank`'s training examples from global stream position
+    `start` (optimizer step x global batch) to the last step, in a fixed order.
+
+    rows: record rows (`record_item`) or prepared rows (`prepared.load_prepared`). With
+    rank 0 of world 1 it is the whole stream, which Ray Train splits across the workers
+    (the default); per-rank datasets (data.exact_order) are built by each worker itself
+    (train/loop.py), so that every rank's examples and their order are fixed by the seed."""
     import ray.data
 
     total = (cfg.train.steps * cfg.train.batch_size - start) // world

@@ -226,14 +226,6 @@ def build_video_train_dataset(videos: Sequence[VideoRecord], cfg: Config, rank: 
     return ds.map_batches(decoder, batch_size=16, batch_format="numpy", num_cpus=0.5)
 
 
-def build_video_train_datasets(videos: Sequence[VideoRecord], cfg: Config, start: int = 0
-                               ) -> dict[str, Any]:
-    """{'train_<rank>': Ray Dataset} for train.num_workers ranks, the layout of
-    pipeline.build_train_datasets (each worker reads its own dataset)."""
-    world = cfg.train.num_workers
-    return {f"train_{r}": build_video_train_dataset(videos, cfg, r, world, start) for r in range(world)}
-
-
 def read_frame(path) -> np.ndarray:
     """A frame (file path or prepared-shard RowRef) -> (h, w, 3) uint8; ValueError naming the
     file when it does not decode."""

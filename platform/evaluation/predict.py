@@ -13,7 +13,7 @@ import torch
 from pix2seqd.models.postprocess import majority_vote, to_original
 from pix2seqd.platform.config import Config, from_flat
 from pix2seqd.platform.data.coco_panoptic import CategoryMap
-from pix2seqd.platform.data.pipeline import eval_inputs, image_seed
+from pix2seqd.platform.data.pipeline import image_inputs, image_seed, read_rgb
 from pix2seqd.platform.evaluation.panoptic_io import write_prediction
 from pix2seqd.platform.train import checkpoint as ckpt_io
 from pix2seqd.platform.train.checkpoints import resolve_checkpoint
@@ -59,35 +59,40 @@ class Predictor:
     @torch.no_grad()
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["image_id"]))]
-        preds, inputs = self.predict_rows(rows)
-        anns = []
-        for row, pred, inp in zip(rows, preds, inputs):
-            label = self.postprocess(pred, inp)
-            anns.append(json.dumps(write_prediction(label, self.cmap, plain_id(row["image_id"]),
-                                                    self.pred_dir, str(row["name"]), layout="2hw")))
+        images = [read_rgb(r["image_path"]) for r in rows]
+        seed = self.seed * 1_000_003 + image_seed(rows[0]["image_id"])
+        labels = predict_label_maps(self.model, self.cfg, images, self.steps, self.td,
+                                    self.min_pixels, seed)
+        anns = [json.dumps(write_prediction(label, self.cmap, plain_id(row["image_id"]),
+                                            self.pred_dir, str(row["name"]), layout="2hw"))
+                for row, label in zip(rows, labels)]
         return {"image_id": batch["image_id"], "annotation": np.array(anns, dtype=object)}
 
-    def predict_rows(self, rows: list[dict[str, Any]]):
-        """Sample (class, id) maps at mask resolution: list of (2, Hm, Wm) int64 CPU tensors."""
-        size = self.cfg.data.image_size
-        inputs = [eval_inputs(r, size, size // self.cfg.model.mask_stride) for r in rows]
-        batch = {"image": torch.from_numpy(np.stack([i["image"] for i in inputs])),
-                 "hw": torch.from_numpy(np.stack([i["hw"] for i in inputs])),
-                 "mask": torch.zeros(len(rows), 1, 1, 2, dtype=torch.uint8)}
-        images, _, _ = to_model_inputs(batch, self.device, self.cfg.data.pad_value)
-        seed = self.seed * 1_000_003 + image_seed(rows[0]["image_id"])
-        gen = torch.Generator(device=self.device).manual_seed(seed)
-        pred = self.model.sample(images, self.steps, self.td, generator=gen)
-        return list(pred.cpu()), inputs
 
-    def postprocess(self, pred: torch.Tensor, inp: dict[str, np.ndarray]) -> np.ndarray:
-        """(2, Hm, Wm) -> (2, H, W) at the original size, majority vote and min_pixels applied."""
-        size = self.cfg.data.image_size
-        full = to_original(pred, (size, size), tuple(int(v) for v in inp["hw"]),
+@torch.no_grad()
+def predict_label_maps(model: torch.nn.Module, cfg: Config, images: list[np.ndarray], steps: int,
+                       td: float, min_pixels: int, seed: int) -> list[np.ndarray]:
+    """RGB images (h, w, 3) uint8 -> (2, h, w) int64 (class, id) maps at each image's size.
+
+    The images are fitted to the square canvas and padded as in training, sampled as one
+    batch (the encoder once, then `steps` DDIM steps), then resized back, majority vote and
+    `min_pixels` applied. The noise comes from a generator seeded with `seed`."""
+    device = next(model.parameters()).device
+    size = cfg.data.image_size
+    inputs = [image_inputs(im, size, size // cfg.model.mask_stride) for im in images]
+    batch = {"image": torch.from_numpy(np.stack([i["image"] for i in inputs])),
+             "hw": torch.from_numpy(np.stack([i["hw"] for i in inputs])),
+             "mask": torch.zeros(len(images), 1, 1, 2, dtype=torch.uint8)}
+    x, _, _ = to_model_inputs(batch, device, cfg.data.pad_value)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    pred = model.sample(x, steps, td, generator=gen).cpu()
+    out = []
+    for p, inp in zip(pred, inputs):
+        full = to_original(p, (size, size), tuple(int(v) for v in inp["hw"]),
                            tuple(int(v) for v in inp["orig_hw"]))
-        out = majority_vote(full, self.cfg.model.num_classes, self.cfg.model.max_instances,
-                            self.min_pixels)
-        return out.numpy()
+        out.append(majority_vote(full, cfg.model.num_classes, cfg.model.max_instances,
+                                 min_pixels).numpy())
+    return out
 
 
 def plain_id(value: Any) -> int | str:

@@ -18,7 +18,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
 from pix2seqd.models.postprocess import drop_small_ids, to_original
 from pix2seqd.models.video import stream_videos

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from typing import Any
 
@@ -15,14 +14,17 @@ from pix2seqd.platform import tracking
 from pix2seqd.platform.config import Config, from_flat
 from pix2seqd.platform.train import checkpoint as ckpt_io
 from pix2seqd.platform.train.schedule import ema_update, lr_factor
+from pix2seqd.platform.train.checkpointing import CheckpointLog, report, restore
 from pix2seqd.platform.train.step import (
-    LossModule, build_model, make_ema, make_optimizer, rng_state, set_rng_state, sync_batch_norm,
-    to_model_inputs,
+    LossModule, build_model, make_ema, make_optimizer, sync_batch_norm, to_model_inputs,
 )
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """loop_config: {'config': flattened Config, 'run_id', 'tracking_uri', 'init_from'}."""
+    """loop_config (built by run.py): 'config' (flattened Config), 'run_id', 'tracking_uri',
+    'init_from', 'categories', 'storage', 'run_name', 'num_train', and optionally
+    'train_source' (a Ray object ref: per-rank datasets are then built here, from the
+    restored step) and 'val_subset' (periodic evaluation)."""
     cfg = from_flat(loop_config["config"])
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
@@ -30,20 +32,21 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(cfg.train.torch_threads)
     torch.manual_seed(cfg.train.seed * 1000 + rank)
     device = ray.train.torch.get_device()
-    state = _build_state(cfg, loop_config.get("init_from", ""), device, world)
+    state = _build_state(cfg, loop_config.get("init_from", ""), device, world, rank)
     state["meta"] = checkpoint_meta(loop_config)
     mlc = tracking.client(loop_config["tracking_uri"]) if rank == 0 and loop_config.get("run_id") else None
-    shard = ray.train.get_dataset_shard(f"train_{rank}" if cfg.data.exact_order else "train")
+    log = (CheckpointLog(mlc, loop_config["run_id"], loop_config["storage"], loop_config["run_name"],
+                         cfg.train.keep_checkpoints) if mlc else None)
+    evaluator = _PeriodicEval(loop_config, cfg, rank)
     micro = cfg.train.batch_size // (world * cfg.train.accum)
-    batches = iter(shard.iter_torch_batches(batch_size=micro, drop_last=True))
+    batches = iter(_train_batches(loop_config, cfg, rank, world, state["step"], micro))
     meter = _Meter()
     deadline = time.monotonic() + 60 * cfg.train.time_budget_min if cfg.train.time_budget_min > 0 else None
-    last_saved = -1
+    last_saved, num_train = state["step"], int(loop_config.get("num_train", 0))
     while state["step"] < cfg.train.steps:
         if deadline is not None and _agree_to_stop(time.monotonic() > deadline, device, world):
             break
-        loss = optimizer_step(state, cfg, batches, device, meter)
-        if loss is None:
+        if optimizer_step(state, cfg, batches, device, meter) is None:
             break
         step = state["step"]
         if step % cfg.train.log_every == 0:
@@ -51,10 +54,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if mlc:
                 tracking.log_metrics(mlc, loop_config["run_id"], metrics, step)
         if step % cfg.train.checkpoint_every == 0:
-            _report(state, cfg, rank, meter.last_loss)
+            due = evaluator(state, step, mlc, final=step >= cfg.train.steps)
+            metrics = {"step": step, "train/loss": meter.last_loss, **due}
+            report(state, cfg, rank, world, metrics, log, num_train)
             last_saved = step
-    if last_saved != state["step"]:
-        _report(state, cfg, rank, meter.last_loss)
+    if last_saved != state["step"] or state["step"] == 0:
+        metrics = {"step": state["step"], "train/loss": meter.last_loss,
+                   **evaluator(state, state["step"], mlc, final=True)}
+        report(state, cfg, rank, world, metrics, log, num_train)
 
 
 def checkpoint_meta(loop_config: dict[str, Any]) -> dict[str, Any]:
@@ -65,10 +72,58 @@ def checkpoint_meta(loop_config: dict[str, Any]) -> dict[str, Any]:
             "categories": list(loop_config.get("categories") or [])}
 
 
-def _build_state(cfg: Config, init_from: str, device, world: int) -> dict[str, Any]:
+def _train_batches(loop_config: dict[str, Any], cfg: Config, rank: int, world: int, step: int,
+                   micro: int):
+    """This rank's training batches from optimizer step `step` on.
+
+    With a 'train_source', the rank's own ordered dataset is built here, starting at the
+    stream position of `step`: after a restart from a checkpoint the data continue exactly
+    where they stopped. Otherwise Ray Train's split of the driver's dataset is read."""
+    if loop_config.get("train_source") is None:
+        shard = ray.train.get_dataset_shard("train")
+        return shard.iter_torch_batches(batch_size=micro, drop_last=True)
+    source = ray.get(loop_config["train_source"])
+    start = step * cfg.train.batch_size
+    if source["kind"] == "video":
+        from pix2seqd.platform.data.video_pipeline import build_video_train_dataset
+
+        ds = build_video_train_dataset(source["videos"], cfg, rank, world, start)
+    else:
+        from pix2seqd.platform.data.pipeline import build_rank_dataset
+
+        ds = build_rank_dataset(source["rows"], source["cmap"], cfg, rank, world, start)
+    return ds.iter_torch_batches(batch_size=micro, drop_last=True)
+
+
+class _PeriodicEval:
+    """Rank 0 scores the EMA weights on the val subset every eval.every_steps and at the
+    end; returns the metrics for the checkpoint's report ({} when not due, other ranks)."""
+
+    def __init__(self, loop_config: dict[str, Any], cfg: Config, rank: int):
+        self.cfg, self.subset = cfg, loop_config.get("val_subset")
+        self.enabled = rank == 0 and cfg.eval.every_steps > 0 and self.subset is not None
+        self.run_id = loop_config.get("run_id")
+        self.cmap = None
+        if self.enabled:
+            from pix2seqd.platform.data.coco_panoptic import CategoryMap
+
+            self.cmap = CategoryMap.from_coco(loop_config["categories"], "loop config")
+
+    def __call__(self, state, step: int, mlc, final: bool = False) -> dict[str, float]:
+        if not self.enabled or not (final or step % self.cfg.eval.every_steps == 0):
+            return {}
+        from pix2seqd.platform.train.periodic_eval import score_subset
+
+        metrics = score_subset(state["ema"], self.cfg, self.subset, self.cmap, self.cfg.train.seed)
+        if mlc:
+            tracking.log_metrics(mlc, self.run_id, metrics, step)
+        return {k: v for k, v in metrics.items() if not k.startswith("eval/pq_class/")}
+
+
+def _build_state(cfg: Config, init_from: str, device, world: int, rank: int) -> dict[str, Any]:
     model = build_model(cfg)
     if init_from:
-        model.load_state_dict(ckpt_io.load(init_from)["ema"])
+        _initialise(model, cfg, init_from)
     model = sync_batch_norm(model, cfg, world, device)
     model.to(device)
     ema = make_ema(model)
@@ -82,8 +137,19 @@ def _build_state(cfg: Config, init_from: str, device, world: int) -> dict[str, A
     restored = ray.train.get_checkpoint()
     if restored:
         with restored.as_directory() as d:
-            _restore(state, ckpt_io.load(d, map_location=str(device)))
+            restore(state, ckpt_io.load(d, map_location=str(device)), rank)
     return state
+
+
+def _initialise(model, cfg: Config, init_from: str) -> None:
+    """--init-from: the EMA weights of another run (the previous stage, or an image model
+    for a video model: the new conditioning input channels then start at zero)."""
+    snap = ckpt_io.load(init_from)
+    source_video = int(snap.get("config", {}).get("model.decoder.cond_frames", 0)) > 0
+    if cfg.model.decoder.cond_frames > 0 and not source_video:
+        model.load_video_from_image(snap["ema"])
+    else:
+        model.load_state_dict(snap["ema"])
 
 
 def optimizer_step(state, cfg: Config, batches, device, meter) -> float | None:
@@ -129,36 +195,6 @@ def _agree_to_stop(local: bool, device, world: int) -> bool:
     flag = torch.tensor([1.0 if local else 0.0], device=device)
     dist.broadcast(flag, src=0)
     return bool(flag.item())
-
-
-def _report(state, cfg: Config, rank: int, loss: float) -> None:
-    """Every rank reports; rank 0 attaches the checkpoint (Ray persists it to storage)."""
-    metrics = {"step": state["step"], "train/loss": loss}
-    if rank != 0:
-        ray.train.report(metrics, checkpoint=None)
-        return
-    with tempfile.TemporaryDirectory() as d:
-        ckpt_io.save(d, _snapshot(state, cfg))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-
-
-def _snapshot(state, cfg: Config) -> dict[str, Any]:
-    from pix2seqd.platform.config import flatten
-
-    return {
-        "model": state["model"].state_dict(), "ema": state["ema"].state_dict(),
-        "optimizer": state["optimizer"].state_dict(), "step": state["step"],
-        "rng": rng_state(), "config": ckpt_io.config_to_storable(flatten(cfg)),
-        **state["meta"],
-    }
-
-
-def _restore(state, snap: dict[str, Any]) -> None:
-    state["model"].load_state_dict(snap["model"])
-    state["ema"].load_state_dict(snap["ema"])
-    state["optimizer"].load_state_dict(snap["optimizer"])
-    state["step"] = int(snap["step"])
-    set_rng_state(snap["rng"])
 
 
 class _Meter:

@@ -2,30 +2,18 @@
 from __future__ import annotations
 
 import json
+import math
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pix2seqd.platform import tracking
-from pix2seqd.platform.config import Config, DatasetKind, flatten, override
-from pix2seqd.platform.train.checkpoints import checkpoint_uri, resolve_checkpoint
+from pix2seqd.platform.config import Config, DatasetKind, override
+from pix2seqd.platform.train.fit import (
+    FitInputs, RunOptions, chosen_checkpoint, fit, log_final_model, open_run,
+)
 
-STORAGE_DEFAULT = tracking.HOME_DIR / "ray_results"
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    """Job inputs that are not part of the model/training config."""
-
-    preset: str = "tiny"
-    storage_path: str = ""
-    init_from: str = ""
-    summary_json: str = ""
-    run_name: str = ""
-    experiment: str = tracking.EXPERIMENT
-
+__all__ = ["RunOptions", "train_coco", "validate_common", "validate_training_config"]
 
 def train_coco(cfg: Config, opts: RunOptions) -> dict[str, Any]:
     """Train on a COCO or Cityscapes panoptic layout (or its prepared shards), evaluate the
@@ -61,12 +49,10 @@ def _tracked_run(cfg: Config, opts: RunOptions, inputs) -> dict[str, Any]:
     """The MLflow run around fit + evaluation; marked FAILED if anything raises."""
     mlc = tracking.client()
     tags = {"preset": opts.preset, "dataset": cfg.data.dataset.value, "data_source": inputs.source}
-    run_id = tracking.start_run(mlc, flatten(cfg), tags, run_name=opts.run_name or None,
-                                experiment=opts.experiment)
-    print(f"[pix2seqd] MLflow run {run_id} in {mlc.tracking_uri}")
+    run_id = open_run(mlc, cfg, opts, tags)
     try:
         _log_data_report(mlc, run_id, inputs)
-        result = _fit(cfg, opts, inputs.train_rows, inputs.cmap, run_id, mlc.tracking_uri)
+        result = fit(cfg, opts, _fit_inputs(cfg, inputs), run_id, mlc.tracking_uri)
         summary = _evaluate_and_log(cfg, opts, result, inputs, mlc, run_id)
         mlc.set_terminated(run_id, "FINISHED")
     except BaseException:
@@ -88,7 +74,19 @@ def _log_data_report(mlc, run_id: str, inputs) -> None:
 
 
 def validate_training_config(cfg: Config) -> None:
-    """Reject settings that would silently change the run or crash mid-way."""
+    """Reject settings that would silently change an image run or crash mid-way."""
+    validate_common(cfg)
+    if cfg.data.dataset not in (DatasetKind.COCO, DatasetKind.CITYSCAPES):
+        raise ValueError(f"data.dataset={cfg.data.dataset.value!r}: this job trains panoptic "
+                         "image data sets (coco, cityscapes)")
+    if cfg.data.image_width not in (0, cfg.data.image_size):
+        raise ValueError(f"data.image_width={cfg.data.image_width}: the COCO-panoptic pipeline "
+                         "trains on square canvases; leave it 0")
+
+
+def validate_common(cfg: Config) -> None:
+    """Checks every training job shares: batch split, positive counters, canvas sizes,
+    evaluation cadence."""
     t = cfg.train
     per_step = t.num_workers * t.accum
     if t.batch_size % per_step or t.batch_size < per_step:
@@ -97,72 +95,46 @@ def validate_training_config(cfg: Config) -> None:
     for key in ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "num_workers"):
         if getattr(t, key) <= 0:
             raise ValueError(f"train.{key} must be > 0, got {getattr(t, key)}")
-    if cfg.data.dataset not in (DatasetKind.COCO, DatasetKind.CITYSCAPES):
-        raise ValueError(f"data.dataset={cfg.data.dataset.value!r}: this job trains panoptic "
-                         "image data sets (coco, cityscapes)")
-    if cfg.data.image_size % 16:
-        raise ValueError(f"data.image_size={cfg.data.image_size} must be a multiple of 16")
-    if cfg.data.image_width not in (0, cfg.data.image_size):
-        raise ValueError(f"data.image_width={cfg.data.image_width}: the COCO-panoptic pipeline "
-                         "trains on square canvases; leave it 0")
+    # the encoder has stride 16; the decoder halves the mask len(ch_mult) - 1 times
+    unit = math.lcm(16, cfg.model.mask_stride * 2 ** (len(cfg.model.decoder.ch_mult) - 1))
+    for key, size in (("data.image_size", cfg.data.image_size), ("data.image_width", cfg.data.image_width)):
+        if size % unit:
+            raise ValueError(f"{key}={size} must be a multiple of {unit} (encoder stride 16, "
+                             f"mask stride {cfg.model.mask_stride}, decoder levels)")
+    e = cfg.eval
+    if e.every_steps < 0 or (e.every_steps and e.every_steps % t.checkpoint_every):
+        raise ValueError(f"eval.every_steps={e.every_steps} must be 0 or a multiple of "
+                         f"train.checkpoint_every={t.checkpoint_every} (evaluations go with checkpoints)")
 
 
-def _fit(cfg: Config, opts: RunOptions, records, cmap, run_id: str, uri: str):
-    import ray.train
-    from ray.train.torch import TorchTrainer
+def _fit_inputs(cfg: Config, inputs) -> FitInputs:
+    from pix2seqd.platform.train.periodic_eval import build_val_subset
 
-    from pix2seqd.platform.data.pipeline import build_train_datasets
-    from pix2seqd.platform.train.loop import train_loop_per_worker
-
-    t = cfg.train
-    init_from = resolve_checkpoint(opts.init_from) if opts.init_from else ""
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"config": flatten(cfg), "run_id": run_id, "tracking_uri": uri,
-                           "init_from": init_from, "categories": cmap.to_coco()},
-        scaling_config=ray.train.ScalingConfig(
-            num_workers=t.num_workers, use_gpu=t.use_gpu,
-            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
-        run_config=ray.train.RunConfig(
-            name=f"pix2seqd-{run_id[:12]}", storage_path=storage_path(opts),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints)),
-        datasets=build_train_datasets(records, cmap, cfg),
-        # data.exact_order: each worker reads its own ordered dataset (train_<rank>)
-        dataset_config=ray.train.DataConfig(datasets_to_split=[] if cfg.data.exact_order else "all"),
-    )
-    t0 = time.perf_counter()
-    result = trainer.fit()
-    print(f"[pix2seqd] training finished in {time.perf_counter() - t0:.0f} s")
-    return result
-
-
-def storage_path(opts: RunOptions) -> str:
-    """The Ray Train storage path: a URI as given, a local path made absolute."""
-    path = opts.storage_path or str(STORAGE_DEFAULT)
-    if "://" in path:
-        return path
-    return str(Path(path).expanduser().resolve())
+    subset = None
+    if cfg.eval.every_steps > 0:
+        subset = build_val_subset(inputs.val_records, inputs.eval_gt[0], cfg.eval.periodic_images)
+    return FitInputs({"kind": "image", "rows": inputs.train_rows, "cmap": inputs.cmap},
+                     len(inputs.train_rows), inputs.cmap.to_coco(), subset)
 
 
 def _evaluate_and_log(cfg, opts, result, inputs, mlc, run_id) -> dict[str, Any]:
+    """Score the run's checkpoint (best by val/pq, or the last) on the val split, log the
+    scores, tables, overlays and the EMA model."""
     from pix2seqd.platform.evaluation.coco_eval import evaluate_checkpoint
     from pix2seqd.platform.evaluation.tracked import log_pq_artifacts, pq_metrics, timing_metrics
 
-    storage = storage_path(opts)
-    tags = {f"checkpoint/{m.get('step', i)}": checkpoint_uri(c.path, storage)
-            for i, (c, m) in enumerate(result.best_checkpoints)}
-    final = result.checkpoint
-    step = int(result.metrics.get("step", 0)) if result.metrics else 0
-    best_uri = checkpoint_uri(final.path, storage)
-    # Recorded before evaluating, so a failed evaluation still leaves resolvable checkpoints.
-    tracking.set_tags(mlc, run_id, {**tags, "best_checkpoint": best_uri})
+    best_uri, step = chosen_checkpoint(mlc, run_id, result, opts)
     with tempfile.TemporaryDirectory() as tmp:
         gt_json, gt_dir = inputs.eval_gt
         pred_dir = Path(tmp) / "predictions"
         res = evaluate_checkpoint(best_uri, inputs.val_records, inputs.cmap, gt_json, gt_dir,
                                   pred_dir, cfg.sample, cfg.eval, cfg.train.use_gpu)
-        tracking.log_metrics(mlc, run_id, {**pq_metrics(res), **timing_metrics(res)}, step)
+        final = {**pq_metrics(res, "final/"), **timing_metrics(res)}
+        if cfg.eval.every_steps <= 0:  # no periodic val/pq: the final scores are the run's
+            final.update(pq_metrics(res))
+        tracking.log_metrics(mlc, run_id, final, step)
         log_pq_artifacts(mlc, run_id, res, inputs.val_records, pred_dir, cfg.eval.overlays)
+    log_final_model(mlc, run_id, best_uri)
     return {"mlflow_run_id": run_id, "tracking_uri": mlc.tracking_uri, "checkpoint": best_uri,
             "metrics": {"pq": res["All"]["pq"], "pq_th": res["Things"]["pq"],
                         "pq_st": res["Stuff"]["pq"]}}

@@ -1,6 +1,7 @@
-"""prepare_data to s3:// and train_coco --prepared s3:// against a local S3-compatible
-server (moto, started here; no internet), with a real MLflow server: a bad record is
-skipped, counted and logged."""
+"""prepare_data to s3:// and train_coco --prepared s3:// --storage-path s3:// against a local
+S3-compatible server (moto, started here; no internet), with a real MLflow server: a bad
+record is skipped, counted and logged; checkpoints, the best one included, land in S3 and
+resolve from their MLflow tags."""
 from __future__ import annotations
 
 import json
@@ -72,8 +73,9 @@ def test_prepare_to_s3_and_train_from_it(s3_server, mlflow_server, tmp_path, mon
     sets = ["train.steps=3", "train.batch_size=4", "train.checkpoint_every=3", "train.log_every=1",
             "sample.steps=2", "eval.max_images=2", "eval.batch_size=2", "eval.overlays=1",
             "data.image_size=32", "optim.warmup_steps=1",
-            "data.exact_order=true"]  # each worker reads its own ordered dataset
-    args = ["--prepared", out, "--storage-path", str(tmp_path / "ray"), "--run-name", "s3"]
+            "data.exact_order=true",  # each worker reads its own ordered dataset
+            "eval.every_steps=3", "eval.periodic_images=2"]
+    args = ["--prepared", out, "--storage-path", f"{s3_server}/ray", "--run-name", "s3"]
     summary = load_job("train_coco").main(args + [x for s in sets for x in ("--set", s)])
 
     import mlflow.tracking
@@ -87,3 +89,13 @@ def test_prepare_to_s3_and_train_from_it(s3_server, mlflow_server, tmp_path, mon
     assert run.data.tags["data_source"] == out and run.data.tags["dataset"] == "coco"
     assert {a.path for a in mlc.list_artifacts(run.info.run_id, "data")} == {"data/validation_report.json"}
     assert 0.0 <= summary["metrics"]["pq"] <= 1.0
+
+    from pix2seqd.platform.train import checkpoint as ckpt_io
+    from pix2seqd.platform.train.checkpoints import resolve_checkpoint
+
+    tags = run.data.tags
+    assert tags["checkpoint/3"].startswith(f"{s3_server}/ray/") and tags["best_step"] == "3"
+    assert summary["checkpoint"] == tags["best_checkpoint"] and "/best_00000003" in summary["checkpoint"]
+    for ref in (tags["checkpoint/3"], summary["checkpoint"], f"runs:/{run.info.run_id}"):
+        snap = ckpt_io.load(resolve_checkpoint(ref))
+        assert snap["step"] == 3 and snap["mlflow_run_id"] == run.info.run_id

@@ -54,6 +54,12 @@ def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch
     assert {"checkpoint/2", "checkpoint/4"} <= set(tags)
     arts = {a.path for a in mlc.list_artifacts(run.info.run_id, "overlays")}
     assert len(arts) == 2
+    assert "eval/predict_s" in run.data.metrics and "final/pq" in run.data.metrics
+    # the final EMA weights as an MLflow model
+    import mlflow.pytorch
+
+    ema = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
+    assert type(ema).__name__ == "Pix2SeqD" and not ema.training
 
     for ref in (summary["checkpoint"], f"runs:/{run.info.run_id}"):
         snap = ckpt_io.load(resolve_checkpoint(ref))
@@ -84,3 +90,35 @@ def test_train_on_the_cityscapes_layout(ray_session, mlflow_server, tmp_path, mo
     assert run.info.status == "FINISHED" and run.data.tags["dataset"] == "cityscapes"
     assert all(0.0 <= v <= 1.0 for v in summary["metrics"].values())
     assert "val/pq" in run.data.metrics
+
+
+def test_periodic_evaluation_keeps_the_best_checkpoint(ray_session, mlflow_server, tmp_path,
+                                                      monkeypatch):
+    """eval.every_steps: rank 0 scores the EMA weights on a val subset at checkpoints; the
+    best by val/pq is copied apart and becomes the run's checkpoint and summary."""
+    import mlflow.tracking
+
+    from pix2seqd.platform.synthetic.coco import make_coco
+    from pix2seqd.platform.train import checkpoint as ckpt_io
+    from pix2seqd.platform.train.checkpoints import resolve_checkpoint
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    data = make_coco(tmp_path / "coco", 4, 12, 3, 40, 56)
+    sets = ["train.steps=6", "train.batch_size=4", "train.checkpoint_every=2", "train.log_every=2",
+            "train.keep_checkpoints=1", "eval.every_steps=2", "eval.periodic_images=2",
+            "sample.steps=2", "sample.min_pixels=0", "eval.overlays=0", "data.image_size=32"]
+    args = ["--data-root", str(data), "--storage-path", str(tmp_path / "ray"), "--run-name", "periodic"]
+    summary = load_job("train_coco").main(args + [x for s in sets for x in ("--set", s)])
+
+    mlc = mlflow.tracking.MlflowClient(mlflow_server)
+    run = mlc.get_run(summary["mlflow_run_id"])
+    hist = {m.step: m.value for m in mlc.get_metric_history(run.info.run_id, "val/pq")}
+    assert sorted(hist) == [2, 4, 6]
+    tags = run.data.tags
+    best_step = max(hist, key=lambda s: (hist[s], -s))  # first of the best: strictly better wins
+    assert tags["best_step"] == str(best_step) and float(tags["best_val_pq"]) == hist[best_step]
+    assert tags["best_checkpoint"].endswith(f"best_{best_step:08d}")
+    assert summary["checkpoint"] == tags["best_checkpoint"]
+    assert ckpt_io.load(resolve_checkpoint(summary["checkpoint"]))["step"] == best_step
+    assert [k for k in tags if k.startswith("checkpoint/")] == ["checkpoint/6"]  # keep 1
+    assert "final/pq" in run.data.metrics

@@ -135,18 +135,15 @@ def test_rank_positions_split_each_step_between_ranks():
 def test_rank_dataset_is_ordered_and_equals_the_decoder(ray_session, coco):
     from dataclasses import replace
 
-    from pix2seqd.platform.data.pipeline import build_train_datasets
+    from pix2seqd.platform.data.pipeline import build_rank_dataset
 
     recs, cmap = load_coco_panoptic(coco, "train2017")
     cfg = tiny()
     cfg = replace(cfg, train=replace(cfg.train, batch_size=4, steps=5, num_workers=2))
     rows = [record_item(r) for r in recs]
-    assert list(build_train_datasets(rows, cmap, cfg)) == ["train"]  # split by Ray Train
-    cfg = replace(cfg, data=replace(cfg.data, exact_order=True))
-    datasets = build_train_datasets(rows, cmap, cfg, start=4)
-    assert sorted(datasets) == ["train_0", "train_1"]
-    first = [b["mask"] for b in datasets["train_1"].iter_batches(batch_size=2, batch_format="numpy")]
-    again = [b["mask"] for b in datasets["train_1"].iter_batches(batch_size=2, batch_format="numpy")]
+    ds = build_rank_dataset(rows, cmap, cfg, 1, 2, start=4)
+    first = [b["mask"] for b in ds.iter_batches(batch_size=2, batch_format="numpy")]
+    again = [b["mask"] for b in ds.iter_batches(batch_size=2, batch_format="numpy")]
     assert len(first) == 4 and all(np.array_equal(a, b) for a, b in zip(first, again))
     direct = TrainDecoder(cfg, cmap, rows, start=4, rank=1, world=2)({"id": np.arange(8)})
     assert np.array_equal(np.concatenate(first), direct["mask"])

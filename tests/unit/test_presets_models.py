@@ -7,7 +7,7 @@ from pix2seqd.models.pix2seq_d import Pix2SeqD
 from pix2seqd.platform.presets import PRESETS, get_preset
 from pix2seqd.platform.train.step import build_model
 
-PAPER = ["coco_lowres", "coco_highres", "r50_ablation", "decoder_pretrain", "davis"]
+PAPER = ["coco_lowres", "coco_highres", "r50_ablation", "decoder_pretrain", "cityscapes", "davis"]
 PAPER_PARAMS = 94_492_480
 EXPECTED = {name: PAPER_PARAMS for name in PAPER} | {
     "davis": PAPER_PARAMS + 32 * 128,  # conv_in (1x1 to 128) sees the 32 conditioning bits
@@ -36,7 +36,8 @@ def test_preset_sizes():
              for name in PRESETS}
     assert sizes == {"tiny": ((64, 64), 4), "coco_lowres": ((256, 256), 2),
                      "coco_highres": ((1024, 1024), 2), "r50_ablation": ((512, 512), 2),
-                     "decoder_pretrain": ((256, 256), 2), "davis": ((512, 1024), 2)}
+                     "decoder_pretrain": ((256, 256), 2), "cityscapes": ((1024, 1024), 2),
+                     "davis": ((512, 1024), 2)}
     davis = get_preset("davis")
     assert Pix2SeqD.in_channels(davis.model) == 304 and davis.model.max_instances == 16
     assert (davis.sample.steps, davis.sample.later_steps, davis.sample.td) == (32, 8, 1.0)
@@ -49,3 +50,15 @@ def test_tiny_is_the_same_model_code_with_smaller_sizes():
     assert type(model.encoder) is type(paper.encoder) and type(model.decoder) is type(paper.decoder)
     own = {n.split(".")[0] for n, _ in model.named_parameters()}
     assert own == {n.split(".")[0] for n, _ in paper.named_parameters()}
+
+
+def test_as_video_turns_an_image_preset_into_the_streaming_model():
+    from pix2seqd.platform.presets import as_video
+
+    video = as_video(get_preset("tiny"))
+    assert Pix2SeqD.in_channels(video.model) == Pix2SeqD.in_channels(get_preset("tiny").model) + 32
+    assert (video.model.num_classes, video.model.max_instances) == (1, 8)
+    assert (video.data.dataset.value, video.data.train_split, video.data.val_split) == ("davis", "train", "val")
+    assert (video.sample.steps, video.sample.later_steps, video.sample.td, video.sample.min_pixels) == (32, 8, 1.0, 10)
+    assert video.optim.end_lr_factor == 1.0 and video.train.ema_decay == 0.99
+    assert as_video(get_preset("davis")) == get_preset("davis")  # already a video preset
