@@ -5,6 +5,7 @@
     python jobs/benchmark.py data --preset coco_lowres --json /tmp/data.json
     python jobs/benchmark.py gpu --preset r50_ablation --quick --json /tmp/gpu.json
     python jobs/benchmark.py gpu --preset tiny --device cpu --quick --no-compile
+    python jobs/benchmark.py train-overhead --preset tiny --json /tmp/train_overhead.json
 """
 from __future__ import annotations
 
@@ -41,7 +42,14 @@ def data(args: argparse.Namespace) -> dict:
     return benchmark_data(build_config(args), args.quick, batch=args.batch)
 
 
-SUBCOMMANDS = {"model": model, "data": data, "gpu": gpu}
+def train_overhead(args: argparse.Namespace) -> dict:
+    from pix2seqd.platform.benchmarks.train_overhead import benchmark_train_overhead
+
+    return benchmark_train_overhead(build_config(args), args.device, args.quick,
+                                    steps=args.steps, rounds=args.rounds)
+
+
+SUBCOMMANDS = {"model": model, "data": data, "gpu": gpu, "train-overhead": train_overhead}
 DEFAULT_DEVICE = {"gpu": "cuda"}
 
 
@@ -62,6 +70,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-compile", action="store_true", help="gpu: skip torch.compile")
     parser.add_argument("--compile-backend", default="inductor",
                         help="gpu: torch.compile backend (inductor; aot_eager to debug)")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="train-overhead: timed steps per side and round (default 60; "
+                             "quick 10)")
+    parser.add_argument("--rounds", type=int, default=0,
+                        help="train-overhead: plain/Ray rounds (default 2; quick 1)")
     args = parser.parse_args(argv)
     args.device = args.device or DEFAULT_DEVICE.get(args.what, "cpu")
     return args
