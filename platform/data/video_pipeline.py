@@ -22,7 +22,7 @@ from PIL import Image
 
 from pix2seqd.platform.config import Config
 from pix2seqd.platform.data.davis import VOID, VideoRecord, davis_label_map, read_davis_mask
-from pix2seqd.platform.data.pipeline import image_seed, rank_positions, stream_positions
+from pix2seqd.platform.data.pipeline import image_seed, rank_positions, read_rgb, stream_positions
 from pix2seqd.platform.data.transforms import _resize, color_jitter
 
 
@@ -229,7 +229,7 @@ def build_video_train_dataset(videos: Sequence[VideoRecord], cfg: Config, rank: 
 def read_frame(path) -> np.ndarray:
     """A frame (file path or prepared-shard RowRef) -> (h, w, 3) uint8; ValueError naming the
     file when it does not decode."""
-    return _read(path, _read_rgb, "cannot decode image")
+    return _read(path, read_rgb, "cannot decode image")
 
 
 def frame_eval_input(image: np.ndarray, canvas: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -240,11 +240,6 @@ def frame_eval_input(image: np.ndarray, canvas: tuple[int, int]) -> tuple[np.nda
     out, hw, _ = clip_transform(image, dummy, canvas, (1, 1), (1.0, 1.0), 0.0, False,
                                 np.random.default_rng(0))
     return out, hw
-
-
-def _read_rgb(path) -> np.ndarray:
-    with Image.open(path) as im:
-        return np.asarray(im.convert("RGB"))
 
 
 def _read(path, reader, what: str) -> Any:

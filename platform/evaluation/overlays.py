@@ -9,6 +9,7 @@ import numpy as np
 from PIL import Image
 
 from pix2seqd.platform.data.coco_panoptic import read_id_png
+from pix2seqd.platform.data.pipeline import read_rgb
 
 
 def colorize(ids: np.ndarray) -> np.ndarray:
@@ -36,6 +37,4 @@ def overlay_panels(image: np.ndarray, id_maps: Sequence[np.ndarray], out: Path,
 def overlay(image_path: str | Path, gt_png: str | Path, pred_png: str | Path, out: Path,
             alpha: float = 0.55, scale: int = 2) -> Path:
     """Write a 3-panel PNG: the image, GT segments blended on it, predicted segments."""
-    with Image.open(image_path) as im:
-        image = np.asarray(im.convert("RGB"))
-    return overlay_panels(image, [read_id_png(gt_png), read_id_png(pred_png)], out, alpha, scale)
+    return overlay_panels(read_rgb(image_path), [read_id_png(gt_png), read_id_png(pred_png)], out, alpha, scale)

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
-from PIL import Image
 
 from pix2seqd.platform.config import Config
 from pix2seqd.platform.data.coco_panoptic import Category, CategoryMap, read_id_png
+from pix2seqd.platform.data.pipeline import read_rgb
 from pix2seqd.platform.evaluation.overlays import overlay_panels
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -82,9 +82,7 @@ def _predict_images(location: str, cfg: Config, cmap: CategoryMap, files: list[P
     images = [{"id": k, "file_name": f.name} for k, f in enumerate(files)]
     write_predictions_json(out_dir / "predictions.json", anns, cmap, images)
     for f, n in zip(files, names):
-        with Image.open(f) as im:
-            image = np.asarray(im.convert("RGB"))
-        overlay_panels(image, [read_id_png(out_dir / f"{n}.png")], out_dir / "overlays" / f"{n}.png")
+        overlay_panels(read_rgb(f), [read_id_png(out_dir / f"{n}.png")], out_dir / "overlays" / f"{n}.png")
     return {"mode": "images", "outputs": len(anns), "out": str(out_dir)}
 
 
@@ -102,8 +100,7 @@ def _predict_video(location: str, cfg: Config, folder: Path, files: list[Path], 
     frames = []
     for f in files:
         ids = read_davis_mask(out_dir / folder.name / f"{f.stem}.png")
-        with Image.open(f) as im:
-            overlay_panels(np.asarray(im.convert("RGB")), [ids], out_dir / "overlays" / f"{f.stem}.png")
+        overlay_panels(read_rgb(f), [ids], out_dir / "overlays" / f"{f.stem}.png")
         frames.append({"file_name": f"{folder.name}/{f.stem}.png",
                        "ids": np.unique(ids[ids > 0]).tolist()})
     (out_dir / "predictions.json").write_text(json.dumps(
