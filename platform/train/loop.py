@@ -37,6 +37,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     mlc = tracking.client(loop_config["tracking_uri"]) if rank == 0 and loop_config.get("run_id") else None
     log = (CheckpointLog(mlc, loop_config["run_id"], loop_config["storage"], loop_config["run_name"],
                          cfg.train.keep_checkpoints) if mlc else None)
+    if mlc and state["restored"]:  # a FailureConfig restart or --resume: visible in the UI
+        tracking.log_metrics(mlc, loop_config["run_id"], {"train/restored_from": state["step"]},
+                             state["step"])
     evaluator = _PeriodicEval(loop_config, cfg, rank)
     micro = cfg.train.batch_size // (world * cfg.train.accum)
     batches = iter(_train_batches(loop_config, cfg, rank, world, state["step"], micro))
@@ -132,9 +135,9 @@ def _build_state(cfg: Config, init_from: str, device, world: int, rank: int) -> 
         LossModule(model), move_to_device=False,
         parallel_strategy_kwargs={"find_unused_parameters": unused},
     )
-    state = {"model": model, "ema": ema, "ddp": ddp, "step": 0,
-             "optimizer": make_optimizer(model, cfg, device)}
     restored = ray.train.get_checkpoint()
+    state = {"model": model, "ema": ema, "ddp": ddp, "step": 0, "restored": bool(restored),
+             "optimizer": make_optimizer(model, cfg, device)}
     if restored:
         with restored.as_directory() as d:
             restore(state, ckpt_io.load(d, map_location=str(device)), rank)

@@ -106,8 +106,9 @@ def test_killed_worker_resumes_exactly(ray_session, mlflow_server, uninterrupted
 
     a, b = _losses(mlc, plain["mlflow_run_id"]), _losses(mlc, out["mlflow_run_id"])
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
-    history = mlc.get_metric_history(out["mlflow_run_id"], "train/loss")
-    assert len(history) > STEPS, "no step was repeated: the worker group did not restart"
+    restarts = [m.value for m in mlc.get_metric_history(out["mlflow_run_id"], "train/restored_from")]
+    assert restarts, "the worker group did not restart from a checkpoint"
+    assert all(killed_after <= r < STEPS and r % EVERY == 0 for r in restarts), restarts
     worst = max(abs(a[s] - b[s]) for s in a)
     assert worst <= TOLERANCE, f"losses differ after the restart by up to {worst}"
 
@@ -138,6 +139,8 @@ def test_stopped_run_continues_with_resume(ray_session, mlflow_server, uninterru
     a, b = _losses(mlc, plain["mlflow_run_id"]), _losses(mlc, run_id)
     assert sorted(b) == list(range(1, STEPS + 1))
     assert len(mlc.get_metric_history(run_id, "train/loss")) == STEPS  # nothing trained twice
+    restarts = mlc.get_metric_history(run_id, "train/restored_from")
+    assert [(m.step, m.value) for m in restarts] == [(STEPS // 2, STEPS // 2)]
     worst = max(abs(a[s] - b[s]) for s in a)
     assert worst <= TOLERANCE, f"losses differ after --resume by up to {worst}"
     assert resumed["metrics"] == plain["metrics"]
