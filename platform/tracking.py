@@ -90,6 +90,19 @@ def set_tags(mlc, run_id: str, tags: Mapping[str, str]) -> None:
         mlc.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
 
+def child_runs(mlc, parent_run_id: str) -> list:
+    """Every run nested directly under `parent_run_id` (all pages of the search)."""
+    exp = mlc.get_run(parent_run_id).info.experiment_id
+    runs, token = [], None
+    while True:
+        page = mlc.search_runs([exp], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                               max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
 def git_commit() -> str:
     """The source commit: PIX2SEQD_GIT_COMMIT when set (jobs submitted to a cluster run a
     copy without .git), else `git rev-parse HEAD` next to this file, else 'unknown'."""

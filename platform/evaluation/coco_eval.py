@@ -33,16 +33,21 @@ def evaluate_checkpoint(checkpoint: str, records: Sequence[PanopticRecord], cmap
                            ev.num_actors, use_gpu)
     t1 = time.perf_counter()
     pred_json = pred_dir / "predictions.json"
-    # hotcoco reads integer image ids only; Cityscapes ids are file stems, so both files
-    # are scored under the records' positions (results are per class, not per image)
-    numeric = {r.image_id: (r.image_id if isinstance(r.image_id, int) else k)
-               for k, r in enumerate(chosen)}
+    numeric = scoring_ids(chosen)
     anns = [{**a, "image_id": numeric[a["image_id"]]} for a in anns]
     write_predictions_json(pred_json, sorted(anns, key=lambda a: a["image_id"]), cmap)
     subset = subset_gt(gt_json, numeric, pred_dir / "groundtruth.json")
     result = pq_compute(subset, pred_json, gt_dir, pred_dir)
     result["timing"] = {"predict_s": t1 - t0, "score_s": time.perf_counter() - t1}
     return result
+
+
+def scoring_ids(records: Sequence[PanopticRecord]) -> dict[int | str, int]:
+    """Image id -> the id it is scored under. hotcoco reads integer image ids only;
+    Cityscapes ids are file stems, so both files are scored under the records' positions
+    (results are per class, not per image)."""
+    return {r.image_id: (r.image_id if isinstance(r.image_id, int) else k)
+            for k, r in enumerate(records)}
 
 
 def predict_item(rec: PanopticRecord) -> dict[str, Any]:

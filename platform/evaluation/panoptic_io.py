@@ -11,6 +11,7 @@ PNGs are written with fast zlib settings: prediction sets are large and short-li
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any, Collection, Literal, Mapping, Sequence
@@ -110,10 +111,20 @@ def write_prediction(label_map: np.ndarray, category_map: CategoryMap, image_id:
     `label_map` is (H, W, 2) or (2, H, W) (contiguous class, instance id) at the original
     image size. Pixels with class 0 or id 0 are void; stuff segments are merged.
     """
+    png, info = encode_prediction(label_map, category_map, name, layout=layout)
+    path = Path(pred_dir) / f"{name}.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(png)
+    return {"image_id": image_id, "file_name": path.name, "segments_info": info}
+
+
+def encode_prediction(label_map: np.ndarray, category_map: CategoryMap, name: str, *,
+                      layout: Layout | None = None) -> tuple[bytes, list[dict[str, Any]]]:
+    """`write_prediction` in memory: (the result PNG's bytes, segments_info)."""
     seg_ids, info = encode_segments(label_map, category_map, layout=layout, name=name)
-    file_name = f"{name}.png"
-    write_id_png(Path(pred_dir) / file_name, seg_ids)
-    return {"image_id": image_id, "file_name": file_name, "segments_info": info}
+    buf = io.BytesIO()
+    Image.fromarray(id_to_rgb(seg_ids)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue(), info
 
 
 def write_groundtruth(label_map: np.ndarray, category_map: CategoryMap, image_id: int,

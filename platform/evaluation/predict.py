@@ -77,6 +77,16 @@ def predict_label_maps(model: torch.nn.Module, cfg: Config, images: list[np.ndar
     The images are fitted to the square canvas and padded as in training, sampled as one
     batch (the encoder once, then `steps` DDIM steps), then resized back, majority vote and
     `min_pixels` applied. The noise comes from a generator seeded with `seed`."""
+    x, inputs = canvas_batch(model, cfg, images)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    pred = model.sample(x, steps, td, generator=gen).cpu()
+    return [majority_vote(full, cfg.model.num_classes, cfg.model.max_instances, min_pixels).numpy()
+            for full in at_original_size(pred, inputs, cfg)]
+
+
+def canvas_batch(model: torch.nn.Module, cfg: Config, images: list[np.ndarray]
+                 ) -> tuple[torch.Tensor, list[dict[str, np.ndarray]]]:
+    """RGB images -> (model input (B, 3, S, S) on the model's device, per-image geometry)."""
     device = next(model.parameters()).device
     size = cfg.data.image_size
     inputs = [image_inputs(im, size, size // cfg.model.mask_stride) for im in images]
@@ -84,15 +94,16 @@ def predict_label_maps(model: torch.nn.Module, cfg: Config, images: list[np.ndar
              "hw": torch.from_numpy(np.stack([i["hw"] for i in inputs])),
              "mask": torch.zeros(len(images), 1, 1, 2, dtype=torch.uint8)}
     x, _, _ = to_model_inputs(batch, device, cfg.data.pad_value)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    pred = model.sample(x, steps, td, generator=gen).cpu()
-    out = []
-    for p, inp in zip(pred, inputs):
-        full = to_original(p, (size, size), tuple(int(v) for v in inp["hw"]),
-                           tuple(int(v) for v in inp["orig_hw"]))
-        out.append(majority_vote(full, cfg.model.num_classes, cfg.model.max_instances,
-                                 min_pixels).numpy())
-    return out
+    return x, inputs
+
+
+def at_original_size(pred: torch.Tensor, inputs: list[dict[str, np.ndarray]], cfg: Config
+                     ) -> list[torch.Tensor]:
+    """Sampled masks (B, 2, Hm, Wm) -> each image's (2, h, w) at its original size."""
+    size = cfg.data.image_size
+    return [to_original(p, (size, size), tuple(int(v) for v in inp["hw"]),
+                        tuple(int(v) for v in inp["orig_hw"]))
+            for p, inp in zip(pred, inputs)]
 
 
 def plain_id(value: Any) -> int | str:

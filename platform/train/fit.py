@@ -25,6 +25,9 @@ class RunOptions:
     run_name: str = ""
     experiment: str = tracking.EXPERIMENT
     resume: str = ""  # MLflow run id of a stopped run to continue
+    parent_run_id: str = ""  # nest the MLflow run under this one (a sweep's parent run)
+    tags: tuple[tuple[str, str], ...] = ()  # extra MLflow tags of the run
+    report_to_tune: bool = False  # forward the workers' reports to Ray Tune (a sweep trial)
 
 
 @dataclass
@@ -48,8 +51,11 @@ def open_run(mlc, cfg: Config, opts: RunOptions, tags: dict[str, str]) -> str:
         mlc.update_run(opts.resume, status="RUNNING")
         run_id = opts.resume
     else:
-        run_id = tracking.start_run(mlc, flatten(cfg), {**tags, "storage_path": storage_path(opts)},
-                                    run_name=opts.run_name or None, experiment=opts.experiment)
+        all_tags = {**tags, **dict(opts.tags), "storage_path": storage_path(opts)}
+        experiment = mlc.get_run(opts.parent_run_id).info.experiment_id if opts.parent_run_id else None
+        run_id = tracking.start_run(mlc, flatten(cfg), all_tags, run_name=opts.run_name or None,
+                                    experiment=opts.experiment, parent_run_id=opts.parent_run_id or None,
+                                    in_experiment=experiment)
     print(f"[pix2seqd] MLflow run {run_id} in {mlc.tracking_uri}" + (" (resumed)" if opts.resume else ""))
     return run_id
 
@@ -119,13 +125,24 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
         run_config=ray.train.RunConfig(
             name=ray_run_name(run_id), storage_path=storage_path(opts),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints),
-            failure_config=ray.train.FailureConfig(max_failures=t.max_failures)),
+            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
+            callbacks=_tune_callbacks(opts)),
         datasets={} if per_rank else {"train": _split_stream(cfg, inputs, opts, run_id, uri)},
     )
     t0 = time.perf_counter()
     result = trainer.fit()
     print(f"[pix2seqd] training finished in {time.perf_counter() - t0:.0f} s")
     return result
+
+
+def _tune_callbacks(opts: RunOptions) -> list:
+    """In a sweep trial, every checkpoint report (step, train/loss, val/pq when evaluated)
+    also reaches Ray Tune, so schedulers such as ASHA can stop the trial early."""
+    if not opts.report_to_tune:
+        return []
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    return [TuneReportCallback()]
 
 
 def _split_stream(cfg: Config, inputs: FitInputs, opts: RunOptions, run_id: str, uri: str):

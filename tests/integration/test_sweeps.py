@@ -1,0 +1,131 @@
+"""Sweeps end to end on a real local Ray and a real MLflow server, as command lines: a
+two-trial training sweep (Tune trials each running Ray Train, with ASHA) and an inference
+sweep on one of its checkpoints. Checked: the parent run, its nested child runs with the
+swept values as params and val/pq, val/pq_th, val/pq_st as metrics, the parent's summary
+table, plot and JSON, and that the inference grid point equal to eval_coco's settings
+scores exactly what eval_coco scores."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+
+SETS = ["train.steps=20", "train.batch_size=4", "train.checkpoint_every=10", "train.log_every=5",
+        "sample.steps=2", "sample.min_pixels=0", "eval.max_images=3", "eval.overlays=0",
+        "eval.periodic_images=2"]
+
+
+@pytest.fixture(scope="module")
+def mlc(mlflow_server):
+    import mlflow.tracking
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        yield mlflow.tracking.MlflowClient(mlflow_server)
+
+
+@pytest.fixture(scope="module")
+def coco(tmp_path_factory):
+    from pix2seqd.platform.synthetic.coco import make_coco
+
+    return make_coco(tmp_path_factory.mktemp("sweep") / "coco", 7, 16, 3, 40, 56)
+
+
+@pytest.fixture(scope="module")
+def train_sweep(ray_session, mlc, coco, tmp_path_factory):
+    from pix2seqd.platform.sweep.cli import main
+    from pix2seqd.sweeps.input_scale import SWEEP
+
+    tmp = tmp_path_factory.mktemp("train_sweep")
+    argv = ["--data-root", str(coco), "--grid", "diffusion.b_scale=0.1,0.3", "--asha",
+            "--storage-path", str(tmp / "storage"), "--summary-json", str(tmp / "S.json")]
+    summary = main(SWEEP, argv + [x for s in SETS for x in ("--set", s)])
+    assert json.loads((tmp / "S.json").read_text()) == summary
+    return summary
+
+
+def _artifact(mlc, run_id: str, path: str, dst) -> str:
+    return open(mlc.download_artifacts(run_id, path, str(dst))).read()
+
+
+def test_training_sweep_nests_one_run_per_trial(mlc, train_sweep, tmp_path):
+    parent = mlc.get_run(train_sweep["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["sweep"] == "input_scale"
+    assert parent.data.tags["failed_trials"] == "0" and "diffusion.b_scale" not in parent.data.params
+    trials = train_sweep["trials"]
+    assert [t["params"] for t in trials] == [{"diffusion.b_scale": 0.1}, {"diffusion.b_scale": 0.3}]
+    for t in trials:
+        run = mlc.get_run(t["run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.info.status == "FINISHED" and t["status"] == "FINISHED"
+        assert run.data.params["diffusion.b_scale"] == str(t["params"]["diffusion.b_scale"])
+        assert run.data.params["eval.every_steps"] == "10"  # --asha turned periodic evaluation on
+        assert {"val/pq", "val/pq_th", "val/pq_st", "final/pq"} <= set(run.data.metrics)
+        assert t["pq"] == pytest.approx(run.data.metrics["final/pq"])  # the full val split
+        assert len(mlc.get_metric_history(run.info.run_id, "val/pq")) == 2  # steps 10 and 20
+    arts = {a.path for a in mlc.list_artifacts(parent.info.run_id, "sweep")}
+    assert arts == {"sweep/summary.csv", "sweep/summary.md", "sweep/summary.json", "sweep/pq_vs_b_scale.png"}
+    table = list(csv.DictReader(io.StringIO(_artifact(mlc, parent.info.run_id, "sweep/summary.csv", tmp_path))))
+    assert [r["run_id"] for r in table] == [t["run_id"] for t in trials]
+    assert "Table 3" in _artifact(mlc, parent.info.run_id, "sweep/summary.md", tmp_path)
+    assert parent.data.tags["best_run_id"] in {t["run_id"] for t in trials}
+
+
+def test_inference_sweep_on_a_trial_checkpoint(mlc, train_sweep, coco, tmp_path):
+    from helpers_jobs import load_job
+    from pix2seqd.platform.sweep.cli import main
+    from pix2seqd.sweeps.inference import SWEEP
+
+    ckpt = f"runs:/{train_sweep['trials'][1]['run_id']}"
+    summary = main(SWEEP, ["--checkpoint", ckpt, "--data-root", str(coco), "--steps", "1,2",
+                           "--td", "1,2", "--min-pixels", "0,5", "--summary-json", str(tmp_path / "S.json")])
+    trials = summary["trials"]
+    assert len(trials) == 8 and trials[0]["params"] == {"sample.steps": 1, "sample.td": 1.0, "sample.min_pixels": 0}
+    parent = mlc.get_run(summary["parent_run_id"])
+    assert parent.data.tags["checkpoint"] == ckpt and parent.data.tags["sweep_kind"] == "inference"
+    assert parent.data.tags["source_run_id"] == train_sweep["trials"][1]["run_id"]
+    assert "eval/predict_s" in parent.data.metrics
+    for t in trials:
+        run = mlc.get_run(t["run_id"])
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert {k: run.data.params[k] for k in t["params"]} == {k: str(v) for k, v in t["params"].items()}
+        assert run.data.metrics["val/pq"] == pytest.approx(t["pq"])
+        assert {"val/pq_th", "val/pq_st"} <= set(run.data.metrics)
+    arts = {a.path for a in mlc.list_artifacts(parent.info.run_id, "sweep")}
+    assert "sweep/pq_vs_steps.png" in arts and "sweep/summary.csv" in arts
+
+    # the checkpoint's own settings (steps 2, td 2, min_pixels 0): eval_coco scores the same
+    result = load_job("eval_coco").main(["--checkpoint", ckpt, "--data-root", str(coco),
+                                         "--pred-dir", str(tmp_path / "pred"), "--out", str(tmp_path / "R.json")])
+    same = next(t for t in trials if t["params"] == {"sample.steps": 2, "sample.td": 2.0, "sample.min_pixels": 0})
+    assert (same["pq"], same["pq_th"], same["pq_st"]) == \
+        (result["All"]["pq"], result["Things"]["pq"], result["Stuff"]["pq"])
+
+
+def test_a_sweep_whose_trials_all_fail_fails_with_the_cause(mlc, ray_session, tmp_path):
+    from pix2seqd.platform.sweep.cli import main
+    from pix2seqd.sweeps.loss import SWEEP
+
+    missing = tmp_path / "no_such_coco"
+    argv = ["--data-root", str(missing), "--storage-path", str(tmp_path), "--max-concurrent", "2"]
+    with pytest.raises(RuntimeError, match="no trial produced a score.*no_such_coco"):
+        main(SWEEP, argv)
+    exp = mlc.get_experiment_by_name("pix2seqd").experiment_id
+    parent = mlc.search_runs([exp], "tags.sweep = 'loss'", order_by=["attributes.start_time DESC"])[0]
+    assert parent.info.status == "FAILED"
+
+
+def test_an_invalid_trial_config_fails_before_any_run(mlc, ray_session, coco, tmp_path):
+    from pix2seqd.platform.sweep.cli import main
+    from pix2seqd.sweeps.loss_weight import SWEEP
+
+    exp = mlc.get_experiment_by_name("pix2seqd").experiment_id
+    before = len(mlc.search_runs([exp], "tags.sweep = 'loss_weight'"))
+    # a batch that does not split over the 2 workers
+    with pytest.raises(ValueError, match="train.batch_size=3"):
+        main(SWEEP, ["--data-root", str(coco), "--set", "train.batch_size=3"])
+    assert len(mlc.search_runs([exp], "tags.sweep = 'loss_weight'")) == before
