@@ -28,6 +28,13 @@ class DatasetKind(str, enum.Enum):
     DAVIS = "davis"
 
 
+class Placement(str, enum.Enum):
+    """How Ray places a run's training workers on nodes (`train.placement_strategy`)."""
+
+    PACK = "PACK"                    # fill nodes first (Ray Train's default)
+    SPREAD = "SPREAD"                # over as many nodes as possible
+    STRICT_PACK = "STRICT_PACK"      # all on one node, or wait
+    STRICT_SPREAD = "STRICT_SPREAD"  # one node per worker, or wait
 class CrowdMode(str, enum.Enum):
     """What training does with `iscrowd` segments (`data.crowd`): keep each as one segment
     of its class (official Cityscapes path, spec §1.6), or make it void."""
@@ -93,7 +100,8 @@ class TrainConfig:
     `batch_size` is the global batch (all workers, after accumulation).
     `time_budget_min` > 0 stops training cleanly after that many minutes, then evaluates.
     `max_failures`: worker-group failures Ray Train recovers from (restarting from the
-    latest checkpoint) before the run fails.
+    latest checkpoint) before the run fails. `placement_strategy`: Ray's placement of the
+    workers on nodes; each run records the node of every rank (MLflow tag `worker_nodes`).
     """
 
     batch_size: int = 512
@@ -111,6 +119,7 @@ class TrainConfig:
     keep_checkpoints: int = 3
     time_budget_min: float = 0.0
     max_failures: int = 3
+    placement_strategy: Placement = Placement.PACK
 
 
 @dataclass(frozen=True)

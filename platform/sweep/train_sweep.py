@@ -62,7 +62,7 @@ def run_trials(sweep: Sweep, cfg: Config, opts: TrainSweepOptions, parent_run_id
 
     trainable = ray.tune.with_parameters(
         _trial, base=flatten(cfg), run=opts.run, parent_run_id=parent_run_id,
-        tracking_uri=tracking_uri)
+        tracking_uri=tracking_uri, asha=opts.asha)
     # stop_last_trials=False: a trial that reaches train.steps goes on to its final evaluation
     scheduler = (ASHAScheduler(time_attr="step", grace_period=cfg.train.checkpoint_every,
                                max_t=cfg.train.steps, stop_last_trials=False) if opts.asha else None)
@@ -79,7 +79,7 @@ def run_trials(sweep: Sweep, cfg: Config, opts: TrainSweepOptions, parent_run_id
 
 
 def _trial(params: dict[str, Any], base: dict[str, Any], run: RunOptions,
-           parent_run_id: str, tracking_uri: str) -> None:
+           parent_run_id: str, tracking_uri: str, asha: bool) -> None:
     """One Tune trial: the training job with this trial's values, as a nested MLflow run."""
     import os
 
@@ -90,8 +90,10 @@ def _trial(params: dict[str, Any], base: dict[str, Any], run: RunOptions,
 
     cfg = override(from_flat(base), params)
     trial_id = ray.tune.get_context().get_trial_id()
+    # checkpoint reports reach Tune only for a scheduler (ASHA): without periodic evaluation
+    # they carry no val/pq, which Tune's strict metric check rejects
     opts = replace(run, run_name=trial_label(params), parent_run_id=parent_run_id,
-                   tags=run.tags + ((TRIAL_TAG, trial_id),), report_to_tune=True, summary_json="")
+                   tags=run.tags + ((TRIAL_TAG, trial_id),), report_to_tune=asha, summary_json="")
     summary = train_coco(cfg, opts)
     ray.tune.report({**{f"val/{k}": v for k, v in summary["metrics"].items()},
                      "mlflow_run_id": summary["mlflow_run_id"]})

@@ -2,6 +2,7 @@
 `TorchTrainer`, fit, find the checkpoint to evaluate, log the final model to MLflow."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,8 +86,10 @@ def latest_step(mlc, run_id: str) -> int:
 
 
 def storage_path(opts: RunOptions) -> str:
-    """The Ray Train storage path: a URI as given, a local path made absolute."""
-    path = opts.storage_path or str(STORAGE_DEFAULT)
+    """The Ray Train storage path: --storage-path, else PIX2SEQD_STORAGE (set on every node
+    of the cluster.yaml cluster: its S3 bucket), else ~/.pix2seqd/ray_results; a URI as
+    given, a local path made absolute."""
+    path = opts.storage_path or os.environ.get("PIX2SEQD_STORAGE", "") or str(STORAGE_DEFAULT)
     if "://" in path:
         return path
     return str(Path(path).expanduser().resolve())
@@ -121,6 +124,7 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
         train_loop_per_worker, train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers, use_gpu=t.use_gpu,
+            placement_strategy=t.placement_strategy.value,
             resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})}),
         run_config=ray.train.RunConfig(
             name=ray_run_name(run_id), storage_path=storage_path(opts),

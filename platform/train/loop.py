@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from typing import Any
 
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -37,6 +39,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     mlc = tracking.client(loop_config["tracking_uri"]) if rank == 0 and loop_config.get("run_id") else None
     log = (CheckpointLog(mlc, loop_config["run_id"], loop_config["storage"], loop_config["run_name"],
                          cfg.train.keep_checkpoints) if mlc else None)
+    nodes = _gather_nodes(world)
+    if mlc:
+        tracking.set_tags(mlc, loop_config["run_id"], {"worker_nodes": json.dumps(nodes)})
     if mlc and state["restored"]:  # a FailureConfig restart or --resume: visible in the UI
         tracking.log_metrics(mlc, loop_config["run_id"], {"train/restored_from": state["step"]},
                              state["step"])
@@ -65,6 +70,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         metrics = {"step": state["step"], "train/loss": meter.last_loss,
                    **evaluator(state, state["step"], mlc, final=True)}
         report(state, cfg, rank, world, metrics, log, num_train)
+
+
+def _gather_nodes(world: int) -> list[str]:
+    """The Ray node id of every rank, in rank order (a collective: all ranks call it)."""
+    node = ray.get_runtime_context().get_node_id()
+    if world == 1 or not dist.is_initialized():
+        return [node]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, node)
+    return out
 
 
 def checkpoint_meta(loop_config: dict[str, Any]) -> dict[str, Any]:

@@ -20,11 +20,8 @@ Not `ray stop --force`: that kills every Ray process on the machine, other test 
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -35,6 +32,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers_cluster import free_ports, ray_env, stop_cluster
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -43,28 +41,6 @@ PACKAGE_SOURCES = ("setup.py", "pyproject.toml", "README.md", "platform", "model
 PROBE = ("import ray, pix2seqd.platform.train.loop as m; ray.init(); "
          "f = ray.remote(lambda: __import__('pix2seqd.platform.train.loop', fromlist=['_']).__file__); "
          "print('PIX2SEQD_DRIVER', m.__file__); print('PIX2SEQD_WORKER', ray.get(f.remote()))")
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _ray_env() -> dict[str, str]:
-    """The environment of `ray start` and the `ray job` clients: no token auth, the venv's
-    `python` first on PATH (the entrypoint's `python`), nothing that points elsewhere."""
-    env = dict(os.environ)
-    for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):
-        env.pop(key, None)
-    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
-    return env
 
 
 def _build_py_modules(dest: Path) -> Path:
@@ -85,60 +61,6 @@ def _build_py_modules(dest: Path) -> Path:
                for p in (src / t).rglob("*.py")}
     assert built == sources, f"left out of the package: {sorted(sources - built)}"
     return pkg
-
-
-# ----- processes: the ones this test started, found by id, and nothing else ---------------
-
-def _procs() -> dict[int, tuple[int, int, str]]:
-    """pid -> (ppid, session id, state) of every process, from /proc."""
-    out = {}
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            stat = (d / "stat").read_text()
-        except OSError:
-            continue
-        fields = stat[stat.rindex(")") + 2:].split()
-        out[int(d.name)] = (int(fields[1]), int(fields[3]), fields[0])
-    return out
-
-
-def _ours(root_pid: int, sessions: set[int]) -> set[int]:
-    """Live processes in `sessions` or descended from `root_pid` (a job's driver has a session
-    of its own but descends from the cluster while its supervisor lives)."""
-    table = _procs()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found, todo = set(), [root_pid]
-    while todo:
-        pid = todo.pop()
-        if pid in table and pid not in found:
-            found.add(pid)
-            todo += children.get(pid, [])
-    found |= {pid for pid, (_, sid, _) in table.items() if sid in sessions}
-    return {pid for pid in found if table.get(pid, (0, 0, "Z"))[2] != "Z"}
-
-
-def _stop_cluster(root_pid: int) -> set[int]:
-    """SIGKILL (what `ray stop --force` sends) to every process of this cluster; returns the
-    survivors."""
-    sessions = {root_pid}
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pids = _ours(root_pid, sessions)
-        if not pids:
-            return set()
-        table = _procs()
-        sessions |= {table[p][1] for p in pids if p in table}
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.5)
-    return _ours(root_pid, sessions)
 
 
 def _wait_dashboard(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
@@ -168,10 +90,10 @@ def test_ray_job_submit_runs_the_working_copy(mlflow_server, tmp_path):
     env_file = tmp_path / "runtime_env.yaml"
     env_file.write_text(yaml.safe_dump(runtime_env))
 
-    env = _ray_env()
+    env = ray_env()
     # Ray's socket paths must stay under 108 bytes: a short temp dir, not tmp_path.
     ray_tmp = Path(tempfile.mkdtemp(prefix="p2sd-rjs-", dir="/tmp"))
-    gcs, dash, client, agent = _free_ports(4)
+    gcs, dash, client, agent = free_ports(4)
     address = f"http://127.0.0.1:{dash}"
     start_log = tmp_path / "ray_start.log"
     with open(start_log, "w") as log:
@@ -234,8 +156,23 @@ def test_ray_job_submit_runs_the_working_copy(mlflow_server, tmp_path):
         assert 0.0 <= run.data.metrics["val/pq"] <= 1.0
         assert len(mlc.get_metric_history(run.info.run_id, "train/loss")) == 4  # rank-0 worker
         assert "git_commit" in run.data.tags and run.data.tags["dataset"] == "coco"
+
+        # a sweep goes the same way: the inference sweep on the job's checkpoint
+        sweep_json = tmp_path / "sweep.json"
+        sweep = ["python", "sweeps/inference.py", "--checkpoint", summary["checkpoint"],
+                 "--data-root", str(data), "--steps", "1,2", "--td", "2", "--min-pixels", "0",
+                 "--summary-json", str(sweep_json)]
+        submit = subprocess.run(
+            [ray_bin, "job", "submit", "--address", address, "--working-dir", ".",
+             "--runtime-env", str(env_file), "--", *sweep],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert submit.returncode == 0, f"sweep submit failed:\n{(submit.stdout + submit.stderr)[-6000:]}"
+        trials = json.loads(sweep_json.read_text())["trials"]
+        assert [t["params"]["sample.steps"] for t in trials] == [1, 2]
+        parent = mlc.get_run(json.loads(sweep_json.read_text())["parent_run_id"])
+        assert parent.info.status == "FINISHED" and parent.data.tags["sweep"] == "inference"
     finally:
-        survivors = _stop_cluster(head.pid)
+        survivors = stop_cluster(head.pid)
         head.wait(timeout=30)
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert not survivors, f"Ray processes left running: {sorted(survivors)}"

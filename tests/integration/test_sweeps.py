@@ -1,6 +1,6 @@
 """Sweeps end to end on a real local Ray and a real MLflow server, as command lines: a
-two-trial training sweep (Tune trials each running Ray Train, with ASHA) and an inference
-sweep on one of its checkpoints. Checked: the parent run, its nested child runs with the
+two-trial training sweep (Tune trials each running Ray Train), a one-trial sweep with ASHA
+(worker reports forwarded to Tune) and an inference sweep on a trial's checkpoint. Checked: the parent run, its nested child runs with the
 swept values as params and val/pq, val/pq_th, val/pq_st as metrics, the parent's summary
 table, plot and JSON, and that the inference grid point equal to eval_coco's settings
 scores exactly what eval_coco scores."""
@@ -41,7 +41,7 @@ def train_sweep(ray_session, mlc, coco, tmp_path_factory):
     from pix2seqd.sweeps.input_scale import SWEEP
 
     tmp = tmp_path_factory.mktemp("train_sweep")
-    argv = ["--data-root", str(coco), "--grid", "diffusion.b_scale=0.1,0.3", "--asha",
+    argv = ["--data-root", str(coco), "--grid", "diffusion.b_scale=0.1,0.3",
             "--storage-path", str(tmp / "storage"), "--summary-json", str(tmp / "S.json")]
     summary = main(SWEEP, argv + [x for s in SETS for x in ("--set", s)])
     assert json.loads((tmp / "S.json").read_text()) == summary
@@ -63,16 +63,31 @@ def test_training_sweep_nests_one_run_per_trial(mlc, train_sweep, tmp_path):
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         assert run.info.status == "FINISHED" and t["status"] == "FINISHED"
         assert run.data.params["diffusion.b_scale"] == str(t["params"]["diffusion.b_scale"])
-        assert run.data.params["eval.every_steps"] == "10"  # --asha turned periodic evaluation on
-        assert {"val/pq", "val/pq_th", "val/pq_st", "final/pq"} <= set(run.data.metrics)
-        assert t["pq"] == pytest.approx(run.data.metrics["final/pq"])  # the full val split
-        assert len(mlc.get_metric_history(run.info.run_id, "val/pq")) == 2  # steps 10 and 20
+        assert {"val/pq", "val/pq_th", "val/pq_st"} <= set(run.data.metrics)
+        assert t["pq"] == pytest.approx(run.data.metrics["val/pq"])  # the final evaluation
     arts = {a.path for a in mlc.list_artifacts(parent.info.run_id, "sweep")}
     assert arts == {"sweep/summary.csv", "sweep/summary.md", "sweep/summary.json", "sweep/pq_vs_b_scale.png"}
     table = list(csv.DictReader(io.StringIO(_artifact(mlc, parent.info.run_id, "sweep/summary.csv", tmp_path))))
     assert [r["run_id"] for r in table] == [t["run_id"] for t in trials]
     assert "Table 3" in _artifact(mlc, parent.info.run_id, "sweep/summary.md", tmp_path)
     assert parent.data.tags["best_run_id"] in {t["run_id"] for t in trials}
+
+
+def test_asha_sees_the_periodic_scores(mlc, ray_session, coco, tmp_path):
+    from pix2seqd.platform.sweep.cli import main
+    from pix2seqd.sweeps.loss_weight import SWEEP
+
+    argv = ["--data-root", str(coco), "--grid", "loss.p=0.2", "--asha", "--storage-path", str(tmp_path)]
+    [trial] = main(SWEEP, argv + [x for s in SETS for x in ("--set", s)])["trials"]
+    run = mlc.get_run(trial["run_id"])
+    assert run.info.status == "FINISHED" and trial["status"] == "FINISHED"
+    assert run.data.params["eval.every_steps"] == "10"  # --asha turned periodic evaluation on
+    assert len(mlc.get_metric_history(run.info.run_id, "val/pq")) == 2  # steps 10 and 20
+    assert trial["pq"] == pytest.approx(run.data.metrics["final/pq"])  # the full val split
+    # Tune received the workers' checkpoint reports (ASHA's input), then the final one
+    tune_dir = next(tmp_path.glob("sweep-loss_weight-*"))
+    results = [json.loads(line) for f in tune_dir.glob("*/result.json") for line in f.read_text().splitlines()]
+    assert [r.get("step") for r in results][:2] == [10, 20] and "val/pq" in results[0]
 
 
 def test_inference_sweep_on_a_trial_checkpoint(mlc, train_sweep, coco, tmp_path):

@@ -159,3 +159,21 @@ def test_grid_predictor_returns_the_pngs_eval_coco_writes(tmp_path):
         (png, info), = pickle.loads(results)
         assert png == (tmp_path / "pred" / f"{name}.png").read_bytes()
         assert info == json.loads(ann)["segments_info"]
+
+
+def test_trial_config_and_concurrency(monkeypatch):
+    import ray
+
+    from pix2seqd.platform.sweep.train_sweep import default_concurrency, trial_config
+
+    cfg = tiny()  # 2 workers x 0.5 CPU, checkpoint every 400
+    assert trial_config(cfg, asha=False).eval.every_steps == 0
+    assert trial_config(cfg, asha=True).eval.every_steps == 400  # ASHA needs val/pq in training
+    assert trial_config(override(cfg, {"eval.every_steps": 800}), asha=True).eval.every_steps == 800
+    # per trial: 1 CPU of workers + 0.1 trial + 1 for data/eval = 2.1
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3.0})
+    assert default_concurrency(cfg, 0.1) == 1
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 64.0, "GPU": 4.0})
+    assert default_concurrency(cfg, 0.1) == 30
+    gpu = override(cfg, {"train.use_gpu": True, "train.num_workers": 1})
+    assert default_concurrency(gpu, 0.1) == 4  # GPUs bound it: 1 per trial

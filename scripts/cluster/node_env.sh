@@ -1,0 +1,31 @@
+# Sourced by cluster.yaml's start commands on every node, before `ray start`: the variables
+# exported here reach every Ray process of the node, hence every job, trial and worker.
+#
+#   PIX2SEQD_BUCKET      the cluster's S3 bucket (default pix2seqd-<account id>-<region>;
+#                        set it in cluster.yaml's start commands to use another)
+#   PIX2SEQD_STORAGE     default Ray Train storage path: checkpoints every node can read
+#   MLFLOW_TRACKING_URI  the head's MLflow server, by private IP (never a local SQLite file)
+#
+# Credentials come from the instance profile; nothing secret is written anywhere.
+set -euo pipefail
+
+imds() {  # IMDSv2 metadata lookup
+  local token
+  token=$(curl -sfX PUT http://169.254.169.254/latest/api/token \
+    -H "X-aws-ec2-metadata-token-ttl-seconds: 60")
+  curl -sfH "X-aws-ec2-metadata-token: $token" "http://169.254.169.254/latest/meta-data/$1"
+}
+
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-$(imds placement/region)}"
+if [ -z "${PIX2SEQD_BUCKET:-}" ]; then
+  account=$(imds identity-credentials/ec2/info | ~/venv/bin/python -c "import json, sys; print(json.load(sys.stdin)['AccountId'])")
+  export PIX2SEQD_BUCKET="pix2seqd-${account}-${AWS_DEFAULT_REGION}"
+fi
+export PIX2SEQD_STORAGE="s3://${PIX2SEQD_BUCKET}/ray_results"
+# RAY_HEAD_IP is set by the autoscaler on worker nodes; the head uses its own private IP
+export MLFLOW_TRACKING_URI="http://${RAY_HEAD_IP:-$(imds local-ipv4)}:5000"
+# Access control is the network: no port but SSH is open to the internet, the dashboard
+# listens on the head's loopback only. Without this, Ray 2.60 may switch token auth on once
+# any ray.init() wrote ~/.ray/auth_token, and the tunnelled `ray job submit` is refused.
+export RAY_AUTH_MODE=disabled
+set +euo pipefail
