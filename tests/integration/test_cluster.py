@@ -122,7 +122,7 @@ def test_two_worker_training_spreads_over_two_raylets(mlflow_server, tmp_path):
     ray_tmp = Path(tempfile.mkdtemp(prefix="p2sd-cl-", dir="/tmp"))
     cluster = Cluster(initialize_head=True,
                       head_node_args={"num_cpus": 0, "object_store_memory": 200 * 2**20,
-                                      "_temp_dir": str(ray_tmp)})
+                                      "temp_dir": str(ray_tmp)})
     try:
         nodes = [cluster.add_node(num_cpus=2, object_store_memory=200 * 2**20) for _ in range(2)]
         cluster.wait_for_nodes()
