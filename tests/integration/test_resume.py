@@ -52,14 +52,18 @@ def _find_run(mlc, name):
 
 
 def _kill_a_worker_after_checkpoint(mlc, name, done: threading.Event) -> int:
-    """Wait until run `name` has tagged a checkpoint (training is under way), then SIGKILL
-    one training worker process. Returns the checkpoint step seen before the kill."""
+    """Wait until run `name` has tagged two checkpoints, then SIGKILL one training worker
+    process. Returns the newest checkpoint step seen before the kill.
+
+    Two, not one: rank 0 tags a checkpoint as soon as its upload returns, but Ray Train's
+    controller registers it a moment later; a kill in between restarts the worker group
+    from the checkpoint before (or from scratch). By the second tag the first is registered."""
     from ray.util.state import list_actors
 
     while not done.is_set():
         run = _find_run(mlc, name)
         steps = [int(k.split("/")[1]) for k in (run.data.tags if run else {}) if k.startswith("checkpoint/")]
-        if steps:
+        if len(steps) >= 2:
             workers = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
                        if "TrainWorker" in a.class_name]
             assert workers, "no live training worker found"
@@ -102,13 +106,15 @@ def test_killed_worker_resumes_exactly(ray_session, mlflow_server, uninterrupted
         thread.join()
         done.set()
     assert out, "the killed run did not finish"
-    assert EVERY <= killed_after < STEPS
+    assert 2 * EVERY <= killed_after < STEPS
 
     a, b = _losses(mlc, plain["mlflow_run_id"]), _losses(mlc, out["mlflow_run_id"])
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
     restarts = [m.value for m in mlc.get_metric_history(out["mlflow_run_id"], "train/restored_from")]
-    assert restarts, "the worker group did not restart from a checkpoint"
-    assert all(killed_after <= r < STEPS and r % EVERY == 0 for r in restarts), restarts
+    logged = len(mlc.get_metric_history(out["mlflow_run_id"], "train/loss"))
+    assert restarts, f"the worker group did not restart from a checkpoint ({logged} losses logged)"
+    # from a registered checkpoint: at least the one before the newest tag seen at the kill
+    assert all(killed_after - EVERY <= r < STEPS and r % EVERY == 0 for r in restarts), restarts
     worst = max(abs(a[s] - b[s]) for s in a)
     assert worst <= TOLERANCE, f"losses differ after the restart by up to {worst}"
 
