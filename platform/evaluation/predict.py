@@ -115,18 +115,24 @@ def predict_dataset(items: list[dict[str, Any]], checkpoint: str, pred_dir: str,
                     cmap: CategoryMap, steps: int, td: float, min_pixels: int,
                     batch_size: int, num_actors: int, use_gpu: bool, seed: int = 0) -> list[dict]:
     """Run `Predictor` actors over `items`; returns the results-format annotations."""
+    Path(pred_dir).mkdir(parents=True, exist_ok=True)
+    ds = map_with_actors(items, Predictor, batch_size, num_actors, use_gpu,
+                         dict(checkpoint=checkpoint, steps=steps, td=td, min_pixels=min_pixels,
+                              pred_dir=pred_dir, cmap=cmap, seed=seed))
+    return [json.loads(r["annotation"]) for r in ds.take_all()]
+
+
+def map_with_actors(items: list[dict[str, Any]], actor_cls: type, batch_size: int,
+                    num_actors: int, use_gpu: bool, kwargs: dict[str, Any]):
+    """The Ray Data dataset of `items` mapped in batches by `actor_cls(**kwargs, threads,
+    use_gpu)` actors (one per GPU, or per CPU but one, unless `num_actors` > 0)."""
     import ray.data
 
     from pix2seqd.platform.ray_env import inference_actors
 
-    Path(pred_dir).mkdir(parents=True, exist_ok=True)
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(64, len(items) // batch_size)))
-    ds = ds.map_batches(
-        Predictor, batch_size=batch_size, batch_format="numpy",
+    return ds.map_batches(
+        actor_cls, batch_size=batch_size, batch_format="numpy",
         concurrency=inference_actors(num_actors, use_gpu),
         num_gpus=1 if use_gpu else 0, num_cpus=1,
-        fn_constructor_kwargs=dict(checkpoint=checkpoint, steps=steps, td=td,
-                                   min_pixels=min_pixels, pred_dir=pred_dir, cmap=cmap,
-                                   seed=seed, threads=0 if use_gpu else 1, use_gpu=use_gpu),
-    )
-    return [json.loads(r["annotation"]) for r in ds.take_all()]
+        fn_constructor_kwargs={**kwargs, "threads": 0 if use_gpu else 1, "use_gpu": use_gpu})

@@ -97,20 +97,13 @@ def evaluate_grid(checkpoint: str, cfg: Config, grid: list[dict[str, Any]],
 
 
 def _predicted_rows(checkpoint, cfg, grid, records, cmap, ev: EvalConfig, use_gpu: bool):
-    import ray.data
-
     from pix2seqd.platform.evaluation.coco_eval import predict_item
-    from pix2seqd.platform.ray_env import inference_actors
+    from pix2seqd.platform.evaluation.predict import map_with_actors
 
-    items = [predict_item(r) for r in records]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(64, len(items) // ev.batch_size)))
-    ds = ds.map_batches(
-        GridPredictor, batch_size=ev.batch_size, batch_format="numpy",
-        concurrency=inference_actors(ev.num_actors, use_gpu),
-        num_gpus=1 if use_gpu else 0, num_cpus=1,
-        fn_constructor_kwargs=dict(checkpoint=checkpoint, flat_cfg=flatten(cfg), grid=grid,
-                                   cmap=cmap, seed=0,  # eval_coco's seed: same samples
-                                   threads=0 if use_gpu else 1, use_gpu=use_gpu))
+    ds = map_with_actors([predict_item(r) for r in records], GridPredictor, ev.batch_size,
+                         ev.num_actors, use_gpu,
+                         # seed 0 is eval_coco's: the same samples
+                         dict(checkpoint=checkpoint, flat_cfg=flatten(cfg), grid=grid, cmap=cmap, seed=0))
     return ds.iter_rows()  # streamed: the driver never holds every grid point's PNGs
 
 

@@ -85,13 +85,14 @@ def run_inference_sweep(sweep: Sweep, inputs: InferenceSweepInputs,
                                         gt_location(cfg.data.dataset, root, inputs.split),
                                         Path(tmp), cfg.eval, cluster_gpus() > 0)
         tracking.log_metrics(mlc, parent, {f"eval/{k}": v for k, v in timing.items()}, 0)
-        rows = [_grid_child(mlc, parent, point, res) for point, res in zip(grid, results)]
+        exp = mlc.get_run(parent).info.experiment_id
+        rows = [_grid_child(mlc, parent, exp, point, res) for point, res in zip(grid, results)]
         summary = _finish(mlc, parent, sweep, rows)
     return _write(summary, summary_json)
 
 
-def _grid_child(mlc, parent: str, point: dict[str, Any], result: dict[str, Any]) -> dict[str, Any]:
-    exp = mlc.get_run(parent).info.experiment_id
+def _grid_child(mlc, parent: str, exp: str, point: dict[str, Any], result: dict[str, Any]
+                ) -> dict[str, Any]:
     run_id = tracking.start_run(mlc, point, {"job": "sweep_trial"}, run_name=trial_label(point),
                                 parent_run_id=parent, in_experiment=exp)
     tracking.log_metrics(mlc, run_id, pq_metrics(result), 0)
