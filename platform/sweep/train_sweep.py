@@ -33,9 +33,10 @@ class TrainSweepOptions:
 
 
 def trial_config(cfg: Config, asha: bool) -> Config:
-    """The trials' base config: with ASHA, periodic evaluation at every checkpoint (ASHA
-    reads `val/pq` during training)."""
-    if asha and cfg.eval.every_steps <= 0:
+    """The trials' base config: with ASHA, periodic evaluation at every checkpoint, whatever
+    eval.every_steps was: every checkpoint report reaches Tune, which refuses a report
+    without `val/pq` (ASHA's metric)."""
+    if asha:
         cfg = override(cfg, {"eval.every_steps": cfg.train.checkpoint_every})
     return cfg
 

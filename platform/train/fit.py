@@ -102,8 +102,8 @@ def ray_run_name(run_id: str) -> str:
 def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str):
     """Run the training loop on Ray Train; returns the `ray.train.Result`.
 
-    Per-rank datasets (data.exact_order, and every video run) are built by the workers
-    from the restored step; otherwise the driver's stream is split by Ray Train."""
+    Per-rank datasets (data.exact_order) are built by the workers from the restored step;
+    otherwise the driver's stream (images or video clips) is split by Ray Train."""
     import ray
     import ray.train
     from ray.train.torch import TorchTrainer
@@ -111,7 +111,7 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
     from pix2seqd.platform.train.loop import train_loop_per_worker
 
     t = cfg.train
-    per_rank = cfg.data.exact_order or inputs.train["kind"] == "video"
+    per_rank = cfg.data.exact_order
     loop_config = {
         "config": flatten(cfg), "run_id": run_id, "tracking_uri": uri,
         "init_from": resolve_checkpoint(opts.init_from) if opts.init_from else "",
@@ -150,10 +150,16 @@ def _tune_callbacks(opts: RunOptions) -> list:
 
 
 def _split_stream(cfg: Config, inputs: FitInputs, opts: RunOptions, run_id: str, uri: str):
-    """The driver's stream, from the latest checkpoint's position when resuming a run."""
+    """The driver's stream, from the latest checkpoint's position when resuming a run.
+
+    Video clips go the same way as images: per-rank clip datasets run a Ray Data executor
+    inside each training process, which on 2 cores cost the video run most of its speed."""
     from pix2seqd.platform.data.pipeline import build_rank_dataset
+    from pix2seqd.platform.data.video_pipeline import build_video_train_dataset
 
     start = latest_step(tracking.client(uri), run_id) * cfg.train.batch_size if opts.resume else 0
+    if inputs.train["kind"] == "video":
+        return build_video_train_dataset(inputs.train["videos"], cfg, 0, 1, start)
     return build_rank_dataset(inputs.train["rows"], inputs.train["cmap"], cfg, 0, 1, start)
 
 

@@ -19,13 +19,16 @@ def lr_factor(step: int, warmup: int, total: int, end_factor: float) -> float:
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, online: torch.nn.Module, decay: float) -> None:
     """v_ema <- d·v_ema + (1-d)·v for every parameter and floating buffer (BN statistics
-    too, as the official trainer averages all variables); integer buffers are copied."""
+    too, as the official trainer averages all variables); integer buffers are copied.
+    One foreach call per kind instead of a Python loop over ~300 tensors (5-10 % faster on
+    one CPU thread for the tiny model: scripts/cpu_optim_bench.py)."""
     ema_params = dict(ema.named_parameters())
-    for name, p in online.named_parameters():
-        ema_params[name].lerp_(p.detach(), 1.0 - decay)
+    pairs = [(ema_params[name], p.detach()) for name, p in online.named_parameters()]
     ema_bufs = dict(ema.named_buffers())
-    for name, b in online.named_buffers():
-        if b.is_floating_point():
-            ema_bufs[name].lerp_(b, 1.0 - decay)
-        else:
-            ema_bufs[name].copy_(b)
+    bufs = [(ema_bufs[name], b) for name, b in online.named_buffers()]
+    pairs += [(e, b) for e, b in bufs if b.is_floating_point()]
+    if pairs:
+        torch._foreach_lerp_([e for e, _ in pairs], [v for _, v in pairs], 1.0 - decay)
+    ints = [(e, b) for e, b in bufs if not b.is_floating_point()]
+    if ints:
+        torch._foreach_copy_([e for e, _ in ints], [b for _, b in ints])

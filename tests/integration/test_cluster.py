@@ -76,9 +76,9 @@ DRIVER = textwrap.dedent("""
     deadline = time.time() + 120
     while len(alive()) > 1 and time.time() < deadline:
         time.sleep(1)
-    print(json.dumps({"peak_gpus": peak_gpus, "peak_nodes": peak_nodes, "head": head,
-                      "ran_on": ran_on, "nodes_after": len(alive()),
-                      "gpus_after": ray.cluster_resources().get("GPU", 0)}))
+    seen = {"peak_gpus": peak_gpus, "peak_nodes": peak_nodes, "head": head, "ran_on": ran_on,
+            "nodes_after": len(alive()), "gpus_after": ray.cluster_resources().get("GPU", 0)}
+    print("RESULT " + json.dumps(seen))
 """)
 
 
@@ -101,7 +101,10 @@ def test_fake_autoscaler_adds_gpu_workers_and_removes_them_when_idle(tmp_path):
         run = subprocess.run([sys.executable, "-c", DRIVER, f"127.0.0.1:{gcs}"], env=env,
                              capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, run.stderr[-4000:] + log.read_text()[-2000:]
-        seen = json.loads(run.stdout.strip().splitlines()[-1])
+        # Ray also prints autoscaler events to the driver's stdout, after the result too
+        result = [line for line in run.stdout.splitlines() if line.startswith("RESULT ")]
+        assert result, run.stdout[-2000:]
+        seen = json.loads(result[-1][len("RESULT "):])
         assert seen["peak_gpus"] >= 2 and seen["peak_nodes"] >= 2  # GPU workers were added
         assert seen["head"] not in seen["ran_on"]                   # the work ran on them
         assert seen["nodes_after"] == 1 and seen["gpus_after"] == 0  # and they went when idle

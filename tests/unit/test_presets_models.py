@@ -58,6 +58,7 @@ def test_as_video_turns_an_image_preset_into_the_streaming_model():
     video = as_video(get_preset("tiny"))
     assert Pix2SeqD.in_channels(video.model) == Pix2SeqD.in_channels(get_preset("tiny").model) + 32
     assert (video.model.num_classes, video.model.max_instances) == (1, 8)
+    assert video.model.mask_stride == 2  # the paper's stride: J&F scores boundaries
     assert (video.data.dataset.value, video.data.train_split, video.data.val_split) == ("davis", "train", "val")
     assert (video.sample.steps, video.sample.later_steps, video.sample.td, video.sample.min_pixels) == (32, 8, 1.0, 10)
     assert video.optim.end_lr_factor == 1.0 and video.train.ema_decay == 0.99

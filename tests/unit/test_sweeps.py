@@ -166,10 +166,12 @@ def test_trial_config_and_concurrency(monkeypatch):
 
     from pix2seqd.platform.sweep.train_sweep import default_concurrency, trial_config
 
-    cfg = tiny()  # 2 workers x 0.5 CPU, checkpoint every 400
+    cfg = override(tiny(), {"eval.every_steps": 0})  # 2 workers x 0.5 CPU, checkpoint every 400
     assert trial_config(cfg, asha=False).eval.every_steps == 0
     assert trial_config(cfg, asha=True).eval.every_steps == 400  # ASHA needs val/pq in training
-    assert trial_config(override(cfg, {"eval.every_steps": 800}), asha=True).eval.every_steps == 800
+    # every checkpoint report must carry val/pq, or Tune refuses it
+    assert trial_config(override(cfg, {"eval.every_steps": 800}), asha=True).eval.every_steps == 400
+    assert trial_config(tiny(), asha=False).eval.every_steps == 400  # the preset's, kept
     # per trial: 1 CPU of workers + 0.1 trial + 1 for data/eval = 2.1
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 3.0})
     assert default_concurrency(cfg, 0.1) == 1
