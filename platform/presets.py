@@ -122,7 +122,7 @@ def tiny() -> Config:
       only shows objects larger than evaluation does (PQ_th 0.041 vs 0.019 at step 1,200);
     - 4,400 scheduled steps and a 15-min budget: with fused AdamW the 2 CPU workers train
       4-6 steps/s (slower while Ray Data decodes ahead early in the run), so on the 2-core
-      machine the budget ends the run near step 3,750 with the learning rate at ~0.3 of its
+      machine the budget ends the run near step 3,750 with the learning rate at ~0.24 of its
       peak; val PQ on 32 images every 400 steps gives the curve (and the best checkpoint).
     """
     model = ModelConfig(
@@ -159,7 +159,7 @@ def as_video(cfg: Config) -> Config:
     the first frame then 8, td 1, min_pixels 10 (paper values), and the paper's mask stride
     of 2 at most: J&F scores boundaries at the original resolution, and on the generated val
     sequences ground truth passed through a stride-4 mask scores J&F 0.67, through stride 2
-    0.83 (README, "Video"). The weights carry over: the fuser has the same layers at
+    0.83 (README, "Results"; scripts/mask_oracle.py). The weights carry over: the fuser has the same layers at
     strides 2 and 4, the decoder is convolutional with fixed position codes. Image size,
     steps and batch stay the preset's. A preset that already is a video model (davis) is
     returned unchanged."""
