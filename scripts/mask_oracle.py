@@ -11,7 +11,6 @@ Default roots: the generated data sets (made once, cached).
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from pix2seqd.platform.data.davis import load_davis
 from pix2seqd.platform.data.default_data import default_coco_root, default_davis_root
 from pix2seqd.platform.data.transforms import eval_transform
 from pix2seqd.platform.evaluation.davis_eval import evaluate_davis
-from pix2seqd.platform.evaluation.panoptic_io import write_prediction
+from pix2seqd.platform.evaluation.panoptic_io import write_prediction, write_predictions_json
 from pix2seqd.platform.evaluation.pq import pq_compute
 
 
@@ -45,7 +44,7 @@ def coco_oracle(root: Path, size: int, mask: int, min_pixels: int) -> dict:
         full = majority_vote(round_trip(label, size, mask), cmap.num_classes, 256, min_pixels)
         anns.append(write_prediction(full.numpy(), cmap, rec.image_id, out, Path(rec.png_path).stem,
                                      layout="2hw"))
-    (out / "pred.json").write_text(json.dumps({"annotations": anns}))
+    write_predictions_json(out / "pred.json", anns, cmap)
     gt = root / "annotations"
     res = pq_compute(gt / "panoptic_val2017.json", out / "pred.json", gt / "panoptic_val2017", out)
     return {k: round(res[k]["pq"], 3) for k in ("All", "Things", "Stuff")}

@@ -25,7 +25,7 @@ from pix2seqd.platform.data.davis import VideoRecord
 from pix2seqd.platform.data.pipeline import image_seed
 from pix2seqd.platform.data.video_pipeline import frame_eval_input, read_frame
 from pix2seqd.platform.evaluation.davis_eval import MAX_PROPOSALS
-from pix2seqd.platform.evaluation.predict import load_for_inference
+from pix2seqd.platform.evaluation.predict import load_for_inference, map_with_actors
 from pix2seqd.platform.synthetic.davis import davis_palette
 from pix2seqd.platform.synthetic.files import save_png
 from pix2seqd.platform.train.checkpoints import resolve_checkpoint
@@ -124,22 +124,12 @@ def predict_videos(videos: Sequence[VideoRecord], checkpoint: str, results_dir: 
                    videos_per_batch: int, num_actors: int, use_gpu: bool, seed: int = 0
                    ) -> list[dict[str, Any]]:
     """Run `VideoPredictor` actors over `videos`; returns one summary row per sequence."""
-    import ray.data
-
-    from pix2seqd.platform.ray_env import inference_actors
-
     Path(results_dir).mkdir(parents=True, exist_ok=True)
-    items = [{"video": i} for i in range(len(videos))]
-    ds = ray.data.from_items(items, override_num_blocks=max(1, min(64, len(items))))
-    ds = ds.map_batches(
-        VideoPredictor, batch_size=videos_per_batch, batch_format="numpy",
-        concurrency=inference_actors(num_actors, use_gpu),
-        num_gpus=1 if use_gpu else 0, num_cpus=1,
-        fn_constructor_kwargs=dict(checkpoint=checkpoint, videos=list(videos),
-                                   results_dir=results_dir, first_steps=first_steps,
-                                   later_steps=later_steps, td=td, min_pixels=min_pixels,
-                                   seed=seed, threads=0 if use_gpu else 1, use_gpu=use_gpu),
-    )
+    ds = map_with_actors([{"video": i} for i in range(len(videos))], VideoPredictor,
+                         videos_per_batch, num_actors, use_gpu,
+                         dict(checkpoint=checkpoint, videos=list(videos), results_dir=results_dir,
+                              first_steps=first_steps, later_steps=later_steps, td=td,
+                              min_pixels=min_pixels, seed=seed))
     rows = ds.take_all()
     return [{"name": str(r["name"]), "frames": int(r["frames"]), "proposals": int(r["proposals"]),
              "dropped": int(r["dropped"])} for r in rows]
