@@ -43,6 +43,19 @@ class CrowdMode(str, enum.Enum):
     VOID = "void"
 
 
+class IdOrder(str, enum.Enum):
+    """How training numbers the instance ids of an example (`data.id_order`).
+
+    RANDOM is the paper's (§2, spec §1.2): ids re-drawn every time an example is read,
+    without replacement from 1..K-1 for images ('random'), a permutation of the ids present
+    for video clips ('shuffle'). RASTER numbers them 1..N in the order of each instance's
+    first pixel in the model's mask (row-major after the augmentation; for a clip, the
+    first frame first), so the target ids are a function of the image."""
+
+    RANDOM = "random"
+    RASTER = "raster"
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """Input data and augmentation (official transform order, spec §1.5).
@@ -56,7 +69,8 @@ class DataConfig:
     across the workers by Ray Train (same examples per step overall, assignment to ranks
     dynamic), which measured about 3x faster on a 2-core machine.
     `image_size` is the training/eval canvas height, `image_width` its width (0: square);
-    masks are the canvas / mask_stride.
+    masks are the canvas / mask_stride. `id_order`: see `IdOrder` (training only; the
+    metrics do not depend on which id an instance gets).
     """
 
     dataset: DatasetKind = DatasetKind.COCO
@@ -73,6 +87,7 @@ class DataConfig:
     crowd: CrowdMode = CrowdMode.SEGMENT
     skip_bad: bool = False
     exact_order: bool = False
+    id_order: IdOrder = IdOrder.RANDOM
 
     @property
     def image_hw(self) -> tuple[int, int]:

@@ -17,14 +17,14 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from pix2seqd.platform.config import Config
+from pix2seqd.platform.config import Config, IdOrder
 from pix2seqd.platform.data.coco_panoptic import (
     CategoryMap, PanopticRecord, decode_label_map, parse_segments, read_id_png,
 )
 from pix2seqd.platform.data.prepared import read_row
 from pix2seqd.platform.data.validate import require_present
 from pix2seqd.platform.data.transforms import (
-    eval_transform, relabel_random, train_transform, void_smallest)
+    eval_transform, raster_order_ids, relabel_random, train_transform, void_smallest)
 
 
 def record_item(rec: PanopticRecord, epoch: int = 0) -> dict[str, Any]:
@@ -139,9 +139,13 @@ class TrainDecoder:
         image, label = decode_example(row, self.cmap, d.crowd)
         rng = np.random.default_rng([cfg.train.seed, int(row["epoch"]), image_seed(row["image_id"])])
         label, _ = void_smallest(label, cfg.model.max_instances)
+        # drawn in both orders, so that a seed gives the same geometry in both
         label[..., 1] = relabel_random(label[..., 1], cfg.model.max_instances, rng)
-        return train_transform(image, label, d.image_size, mask_size, d.scale_jitter,
-                               d.color_jitter, d.hflip, rng)
+        ex = train_transform(image, label, d.image_size, mask_size, d.scale_jitter,
+                             d.color_jitter, d.hflip, rng)
+        if d.id_order is IdOrder.RASTER:  # after the flip and crop: the order the model sees
+            ex.mask[..., 1] = raster_order_ids(ex.mask[..., 1])
+        return ex
 
     def _rows(self, batch: dict[str, np.ndarray]):
         if "id" not in batch:

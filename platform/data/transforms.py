@@ -103,6 +103,20 @@ def relabel_random(ids, max_instances, rng):
     return table[ids]
 
 
+def raster_order_ids(ids):
+    """`data.id_order=raster`: non-zero ids renumbered 1..N in the row-major order of their
+    first pixel (for (T, H, W) clips: the first frame first), 0 stays 0.
+
+    ids: (...) non-negative int -> same shape and dtype.
+    """
+    present, first = np.unique(ids.ravel(), return_index=True)
+    keep = present > 0
+    present, first = present[keep], first[keep]
+    table = np.zeros(int(ids.max(initial=0)) + 1, ids.dtype)
+    table[present[np.argsort(first)]] = np.arange(1, len(present) + 1)
+    return table[ids]
+
+
 def _pad(image, label, size, mask_size):
     h, w = image.shape[:2]
     canvas = np.zeros((size, size, 3), np.uint8)

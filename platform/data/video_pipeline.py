@@ -20,10 +20,10 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image
 
-from pix2seqd.platform.config import Config
+from pix2seqd.platform.config import Config, IdOrder
 from pix2seqd.platform.data.davis import VOID, VideoRecord, davis_label_map, read_davis_mask
 from pix2seqd.platform.data.pipeline import image_seed, rank_positions, read_rgb, stream_positions
-from pix2seqd.platform.data.transforms import _resize, color_jitter
+from pix2seqd.platform.data.transforms import _resize, color_jitter, raster_order_ids
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,8 @@ class ClipDecoder:
         image, hw, ids = clip_transform(image, ids, d.image_hw, self._mask_hw(), d.scale_jitter,
                                         d.color_jitter, d.hflip, rng)
         # after the (id-agnostic) geometry: the same relabelling, on the small arrays
-        ids = np.moveaxis(shuffle_ids(ids, rng), -1, 0)  # (T, Hm, Wm)
+        ids = np.moveaxis(ids, -1, 0)  # (T, Hm, Wm)
+        ids = raster_order_ids(ids) if d.id_order is IdOrder.RASTER else shuffle_ids(ids, rng)
         mask = np.stack([np.zeros_like(ids), ids], axis=-1)  # class channel 0 (spec §5.2)
         return ClipExample(image, hw, mask[-1], mask[:-1])
 

@@ -7,7 +7,10 @@ import pytest
 from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic
 from pix2seqd.platform.data.pipeline import TrainDecoder, record_item
 from pix2seqd.platform.data.transforms import (
-    eval_transform, relabel_random, train_transform, void_smallest)
+    eval_transform, raster_order_ids, relabel_random, train_transform, void_smallest)
+from dataclasses import replace
+
+from pix2seqd.platform.config import IdOrder
 from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.synthetic.coco import make_coco
 
@@ -28,6 +31,34 @@ def test_relabel_random_draws_distinct_ids_without_replacement():
     assert set(np.unique(out)) - {0} <= set(range(1, 16))
     with pytest.raises(ValueError, match="max_instances=3"):
         relabel_random(ids, 3, np.random.default_rng(0))
+
+
+def test_raster_order_numbers_ids_by_their_first_pixel_row_major():
+    ids = np.array([[0, 6, 6], [4, 0, 2], [4, 4, 0]], np.uint8)
+    out = raster_order_ids(ids)
+    assert out.dtype == np.uint8
+    assert out.tolist() == [[0, 1, 1], [2, 0, 3], [2, 2, 0]]
+    # (T, H, W): an object of a later frame comes after every object of the first
+    clip = np.array([[[0, 0], [0, 5]], [[3, 0], [0, 5]]])
+    assert raster_order_ids(clip).tolist() == [[[0, 0], [0, 1]], [[2, 0], [0, 1]]]
+    assert raster_order_ids(np.zeros((2, 2), np.int64)).tolist() == [[0, 0], [0, 0]]
+
+
+def test_raster_id_order_in_the_decoder_follows_the_flipped_mask(coco):
+    recs, cmap = load_coco_panoptic(coco, "train2017")
+    def cfg(order):
+        return replace(tiny(), data=replace(tiny().data, id_order=order))
+
+    rows = [record_item(r, epoch=e) for r in recs[:3] for e in range(4)]
+    batch = {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
+    paper = TrainDecoder(cfg(IdOrder.RANDOM), cmap)(batch)["mask"]
+    ordered = TrainDecoder(cfg(IdOrder.RASTER), cmap)(batch)["mask"]
+    assert np.array_equal(paper[..., 0], ordered[..., 0])  # same geometry, same classes
+    assert not np.array_equal(paper[..., 1], ordered[..., 1])
+    for p, o in zip(paper[..., 1], ordered[..., 1]):
+        assert np.array_equal(raster_order_ids(p), o)  # the same segments, renumbered
+        assert np.array_equal(raster_order_ids(o), o)
+        assert set(np.unique(o)) == set(range(len(np.unique(o))))  # compact 0..N
 
 
 def test_more_than_k_minus_1_segments_the_smallest_become_void():
@@ -147,3 +178,4 @@ def test_rank_dataset_is_ordered_and_equals_the_decoder(ray_session, coco):
     assert len(first) == 4 and all(np.array_equal(a, b) for a, b in zip(first, again))
     direct = TrainDecoder(cfg, cmap, rows, start=4, rank=1, world=2)({"id": np.arange(8)})
     assert np.array_equal(np.concatenate(first), direct["mask"])
+

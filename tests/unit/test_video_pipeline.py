@@ -17,6 +17,8 @@ from pix2seqd.platform.data.pipeline import epoch_order
 from pix2seqd.platform.data.transforms import _resize_label
 from pix2seqd.platform.data.video_pipeline import (
     ClipDecoder, build_video_train_dataset, clip_index, clip_transform, shuffle_ids)
+from pix2seqd.platform.config import IdOrder
+from pix2seqd.platform.data.transforms import raster_order_ids
 from pix2seqd.platform.presets import davis
 from pix2seqd.platform.synthetic.davis import make_davis
 from pix2seqd.platform.train.step import to_model_inputs
@@ -98,6 +100,17 @@ def test_one_permutation_per_clip_of_the_ids_present_redrawn_each_epoch(videos, 
         assert sorted(table.values()) == present  # a permutation of the ids present
         tables.append(tuple(table.values()))
     assert len(set(tables)) > 1  # redrawn per epoch
+
+
+def test_raster_id_order_numbers_a_clips_objects_from_its_first_frame(videos):
+    cfg = video_cfg(id_order=IdOrder.RASTER)
+    for clip in clip_index(videos)[:12]:
+        shuffled = all_frames(decoder(videos).example(clip, 1))
+        ids = all_frames(decoder(videos, cfg).example(clip, 1))
+        assert np.array_equal(ids, raster_order_ids(shuffled))  # same objects, one order
+        n = len(np.unique(ids)) - 1
+        first = [np.flatnonzero(ids.ravel() == i)[0] for i in range(1, n + 1)]
+        assert first == sorted(first)
 
 
 def stepwise_labels(labels, canvas, mask_hw, scale, hflip, rng):
