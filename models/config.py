@@ -94,6 +94,9 @@ class ModelConfig:
     mask_stride: int = 2
     encoder: EncoderConfig = EncoderConfig()
     decoder: DecoderConfig = DecoderConfig()
+    # recompute the decoder ResBlocks and all transformer layers in the backward pass
+    # (models/remat.py): less activation memory for larger per-GPU batches, ~1/3 more compute
+    grad_checkpoint: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,3 +118,6 @@ class SampleConfig:
     td: float = 2.0
     min_pixels: int = 80
     later_steps: int = 0           # video: steps for frames after the first (0: `steps`)
+    # compile the denoising step (Pix2SeqD.compile_sampler; on CUDA also a CUDA graph):
+    # pays off over many images, costs a compilation per batch size first
+    compile: bool = False

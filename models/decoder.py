@@ -15,6 +15,7 @@ from torch import nn
 
 from .config import DecoderConfig
 from .encoder import glorot_conv, group_norm
+from .remat import run_block
 from .transformer import DecoderLayer, ScalarEmbedding, glorot_linear, position_codes_2d
 
 
@@ -50,6 +51,8 @@ class BottleneckTransformer(nn.Module):
         self.norm_out = group_norm(cfg.tf_dim)
         self.proj_out = glorot_conv(cfg.tf_dim, cfg.tf_dim, 1)
 
+    remat = False  # models/remat.py; set by Pix2SeqD.set_grad_checkpointing
+
     def forward(self, x: torch.Tensor, emb: torch.Tensor, memory: torch.Tensor | None
                 ) -> torch.Tensor:
         b, _, h, w = x.shape
@@ -57,7 +60,7 @@ class BottleneckTransformer(nn.Module):
         tokens = tokens + position_codes_2d(h, w, tokens.shape[-1], x.device).to(tokens.dtype)
         tokens = torch.cat([tokens, self.time_token(emb)[:, None]], dim=1)
         for layer in self.layers:
-            tokens = layer(tokens, memory)
+            tokens = run_block(layer, tokens, memory, remat=self.remat)
         x = tokens[:, :-1].transpose(1, 2).reshape(b, -1, h, w)
         return self.proj_out(self.norm_out(x))
 
@@ -104,6 +107,8 @@ class TransUNet(nn.Module):
         self.norm_out = group_norm(c)
         self.conv_out = glorot_conv(c, out_channels, 1, gain=gain)
 
+    remat = False  # models/remat.py; set by Pix2SeqD.set_grad_checkpointing
+
     def forward(self, x: torch.Tensor, gamma: torch.Tensor, memory: torch.Tensor | None = None
                 ) -> torch.Tensor:
         emb = self.time_emb(gamma)
@@ -111,7 +116,7 @@ class TransUNet(nn.Module):
         skips = [x]
         for i, blocks in enumerate(self.down):
             for block in blocks:
-                x = block(x, emb)
+                x = run_block(block, x, emb, remat=self.remat)
                 skips.append(x)
             if i < len(self.downsample):
                 x = self.downsample[i](x)
@@ -119,7 +124,7 @@ class TransUNet(nn.Module):
         x = self.bottleneck(x, emb, memory)
         for i, blocks in enumerate(self.up):
             for block in blocks:
-                x = block(torch.cat([x, skips.pop()], dim=1), emb)
+                x = run_block(block, torch.cat([x, skips.pop()], dim=1), emb, remat=self.remat)
             if i < len(self.upsample):
                 x = self.upsample[i](F.interpolate(x, scale_factor=2.0, mode="nearest"))
         h = F.silu(self.norm_out(x)).permute(0, 2, 3, 1)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import EncoderConfig
+from .remat import run_block
 from .resnet import ResNetC4, load_torchvision_resnet
 from .transformer import LN_EPS, EncoderLayer, glorot_linear, position_codes_2d
 
@@ -65,9 +66,11 @@ class TransformerEncoder(nn.Module):
             EncoderLayer(dim, heads, mlp_dim, drop_path, drop_units) for _ in range(layers))
         self.ln_out = nn.LayerNorm(dim, eps=LN_EPS)
 
+    remat = False  # models/remat.py; set by Pix2SeqD.set_grad_checkpointing
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for layer in self.layers:
-            x = layer(x)
+            x = run_block(layer, x, remat=self.remat)
         return self.ln_out(x)
 
 

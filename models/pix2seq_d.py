@@ -10,6 +10,8 @@ This class only composes bits.py, diffusion.py, losses.py, encoder.py and decode
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -48,6 +50,26 @@ class Pix2SeqD(nn.Module):
         out_channels = 2 * 2**N_BITS if loss.kind == LossKind.SOFTMAX_CE else MASK_BITS
         self.decoder = TransUNet(dec, self.in_channels(model), out_channels,
                                  enc.tf_dim if self.use_attn else None)
+        self.set_grad_checkpointing(model.grad_checkpoint)
+        # compile_sampler's compiled x0_step: a function, not a submodule, so the state dict
+        # keeps its keys
+        self._compiled_x0_step: Callable[..., torch.Tensor] | None = None
+
+    def set_grad_checkpointing(self, enabled: bool) -> None:
+        """Recompute the decoder ResBlocks and every transformer layer in the backward pass
+        (models/remat.py) instead of keeping their activations."""
+        self.encoder.transformer.remat = enabled
+        self.decoder.bottleneck.remat = enabled
+        self.decoder.remat = enabled
+
+    def compile_sampler(self, backend: str = "inductor", mode: str | None = None) -> None:
+        """Compile the sampler's denoising step (decoder + x̂_0), whose shapes do not change
+        between steps: one graph per batch size. On CUDA the default mode is
+        'reduce-overhead', which also captures the step in a CUDA graph."""
+        if mode is None:
+            mode = "reduce-overhead" if next(self.parameters()).is_cuda else "default"
+        self._compiled_x0_step = torch.compile(self.x0_step, backend=backend, mode=mode, dynamic=False,
+                                      fullgraph=True)
 
     @staticmethod
     def in_channels(model: ModelConfig) -> int:
@@ -88,6 +110,13 @@ class Pix2SeqD(nn.Module):
             parts.append(x0_prev)
         memory = encoded.tokens if self.use_attn else None
         return self.decoder(torch.cat(parts, dim=1), gamma, memory)
+
+    def x0_step(self, x_t: torch.Tensor, gamma: torch.Tensor, tokens: torch.Tensor,
+                fused: torch.Tensor, cond: torch.Tensor, x0_prev: torch.Tensor) -> torch.Tensor:
+        """One sampler step's x̂_0 (B, 16, Hm, Wm), float32, clipped to [−b, b]: `denoise`
+        and `x0_estimate` on plain tensors (what compile_sampler compiles)."""
+        out = self.denoise(x_t, gamma, Encoded(tokens, fused), cond, x0_prev)
+        return self.x0_estimate(out).float().clamp(-self.b_scale, self.b_scale)
 
     def x0_estimate(self, out: torch.Tensor) -> torch.Tensor:
         """Channels-last decoder output (B, Hm, Wm, C) -> x̂_0 analog bits (B, 16, Hm, Wm)."""
@@ -142,9 +171,11 @@ class Pix2SeqD(nn.Module):
         like = encoded.fused.new_zeros(b, MASK_BITS, h, w, dtype=torch.float32)
         cond = self.cond_bits(cond_masks, like)
 
+        step = self._compiled_x0_step or self.x0_step
+
         def denoise_fn(x_t: torch.Tensor, gamma: torch.Tensor, x0_prev: torch.Tensor
                        ) -> torch.Tensor:
-            return self.x0_estimate(self.denoise(x_t, gamma, encoded, cond, x0_prev))
+            return step(x_t, gamma, encoded.tokens, encoded.fused, cond, x0_prev)
 
         x0_hat = ddim_sample(denoise_fn, tuple(like.shape), steps, td, self.b_scale, generator,
                              like.device)

@@ -18,6 +18,8 @@ a timeout still leaves the figures measured so far; a section that raises is rec
     mfu                      train_img_s x FLOP/image / peak_tflops (fraction; None: no peak)
     peak_mem_gb              torch.cuda.max_memory_allocated at `batch`, GiB (eager step)
     max_batch                largest batch (doubling from `batch`, capped) that trains
+    max_batch_remat          the same with model.grad_checkpoint (train_img_s_remat: its
+                             images/s at `batch`; full runs only)
     sample20_ms              {preset: {"<batch>": ms per image of a 20-step model.sample}}
     top_kernels              [{name, ms (per step), pct (of all kernel time)}], 10 rows
 """
@@ -27,7 +29,7 @@ import contextlib
 import gc
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable
 
 import torch
@@ -358,6 +360,21 @@ def section_max_batch(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
             "max_batch_cap": cap}
 
 
+def section_grad_checkpoint(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
+    """With `model.grad_checkpoint`: images/s at `batch` and the largest batch (CUDA only:
+    the option trades compute for memory, which only the GPU figures show)."""
+    if ctx.device.type != "cuda":
+        return {"train_img_s_remat": None, "max_batch_remat": None}
+    cfg = replace(ctx.cfg, model=replace(ctx.cfg.model, grad_checkpoint=True))
+    batch, cap = _batch(ctx, result), ctx.settings.max_batch_cap
+    model, opt = build_trainer(cfg, ctx.device, channels_last(ctx.device))
+    img_s, mem = _measure(replace(ctx, cfg=cfg), model, model, opt, batch, channels_last(ctx.device))
+    del model, opt
+    free_memory(ctx.device)
+    return {"train_img_s_remat": img_s, "peak_mem_gb_remat": mem,
+            "max_batch_remat": largest_batch(cfg, ctx.device, batch, cap)}
+
+
 def section_sampling_compiled(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
     """As section_sampling with the decoder compiled (one graph per batch size)."""
     return {"sample20_ms_compiled": _sampling_table(ctx, backend=ctx.settings.compile_backend)}
@@ -368,6 +385,8 @@ def sections(settings: GpuBenchSettings) -> list[Callable[[Context, dict], dict]
     or a compiler error loses the least."""
     chosen = [section_setup, section_train_eager, section_sampling, section_kernels,
               section_train_nchw, section_max_batch]
+    if not settings.quick:
+        chosen.append(section_grad_checkpoint)
     if settings.compile:
         chosen.append(section_train_compiled)
     if settings.compile and not settings.quick:
@@ -409,8 +428,8 @@ def _sampling_table(ctx: Context, backend: str | None) -> dict[str, dict[str, fl
         model = build_model(cfg).to(ctx.device).eval()
         if channels_last(ctx.device):
             model = model.to(memory_format=torch.channels_last)
-        if backend:
-            model.decoder = torch.compile(model.decoder, backend=backend, dynamic=False)
+        if backend:  # the prediction actors' path (SampleConfig.compile)
+            model.compile_sampler(backend=backend)
         table[name] = {str(b): _sample_ms_or_oom(model, cfg, ctx, b)
                        for b in ctx.settings.sample_batches}
         _log(ctx, f"sample20 {name}{' compiled' if backend else ''}: {table[name]} ms/image")

@@ -48,7 +48,7 @@ from pix2seqd.platform.config import Config, flatten, from_flat
 # The loop's own step and meter: the per-step work timed here is the production one.
 from pix2seqd.platform.train.loop import _Meter, optimizer_step
 from pix2seqd.platform.train.step import (
-    LossModule, build_model, make_ema, make_optimizer, sync_batch_norm,
+    LossModule, build_model, compile_loss, make_ema, make_optimizer, sync_batch_norm, to_device,
 )
 
 DISTINCT_BATCHES = 4  # per rank; cycled, so a step never waits for data
@@ -125,10 +125,9 @@ def build_state(cfg: Config, device: torch.device, world: int,
                 wrap: Callable[[torch.nn.Module, dict], torch.nn.Module]) -> dict[str, Any]:
     """The loop's state {'model', 'ema', 'ddp', 'step', 'optimizer'}, built as `loop.py` does;
     `wrap(LossModule, ddp_kwargs)` is Ray's prepare_model or plain DDP."""
-    model = sync_batch_norm(build_model(cfg), cfg, world, device)
-    model.to(device)
+    model = to_device(sync_batch_norm(build_model(cfg), cfg, world, device), cfg, device)
     ema = make_ema(model)
-    ddp = wrap(LossModule(model), ddp_kwargs(cfg))
+    ddp = compile_loss(wrap(LossModule(model), ddp_kwargs(cfg)), cfg)
     return {"model": model, "ema": ema, "ddp": ddp, "step": 0,
             "optimizer": make_optimizer(model, cfg, device)}
 

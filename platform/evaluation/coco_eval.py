@@ -30,7 +30,7 @@ def evaluate_checkpoint(checkpoint: str, records: Sequence[PanopticRecord], cmap
     t0 = time.perf_counter()
     anns = predict_dataset([predict_item(r) for r in chosen], checkpoint, str(pred_dir), cmap,
                            sample.steps, sample.td, sample.min_pixels, ev.batch_size,
-                           ev.num_actors, use_gpu)
+                           ev.num_actors, use_gpu, compile_sampler=sample.compile)
     t1 = time.perf_counter()
     pred_json = pred_dir / "predictions.json"
     numeric = scoring_ids(chosen)

@@ -44,7 +44,8 @@ def evaluate_video_checkpoint(checkpoint: str, videos: Sequence[VideoRecord], da
     s, ev = cfg.sample, cfg.eval
     t0 = time.perf_counter()
     rows = predict_videos(videos, checkpoint, results_dir, s.steps, s.later_steps, s.td,
-                          s.min_pixels, ev.batch_size, ev.num_actors, use_gpu)
+                          s.min_pixels, ev.batch_size, ev.num_actors, use_gpu,
+                          compile_sampler=s.compile)
     t1 = time.perf_counter()
     result = evaluate_davis(davis_root, results_dir, split, resolution,
                             sequences=[v.name for v in videos])

@@ -46,13 +46,15 @@ class Predictor:
 
     def __init__(self, checkpoint: str, steps: int, td: float, min_pixels: int,
                  pred_dir: str, cmap: CategoryMap, seed: int = 0, threads: int = 0,
-                 use_gpu: bool = False):
+                 use_gpu: bool = False, compile_sampler: bool = False):
         if threads > 0:
             torch.set_num_threads(threads)
         # Only a GPU Ray reserved for this actor; a visible one may belong to someone else.
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         # a folder or storage URI: each actor fetches it on its own node
         self.model, self.cfg = load_for_inference(resolve_checkpoint(checkpoint), self.device)
+        if compile_sampler:
+            self.model.compile_sampler()
         self.steps, self.td, self.min_pixels = steps, td, min_pixels
         self.pred_dir, self.cmap, self.seed = Path(pred_dir), cmap, seed
 
@@ -113,12 +115,15 @@ def plain_id(value: Any) -> int | str:
 
 def predict_dataset(items: list[dict[str, Any]], checkpoint: str, pred_dir: str,
                     cmap: CategoryMap, steps: int, td: float, min_pixels: int,
-                    batch_size: int, num_actors: int, use_gpu: bool, seed: int = 0) -> list[dict]:
-    """Run `Predictor` actors over `items`; returns the results-format annotations."""
+                    batch_size: int, num_actors: int, use_gpu: bool, seed: int = 0,
+                    compile_sampler: bool = False) -> list[dict]:
+    """Run `Predictor` actors over `items`; returns the results-format annotations.
+    compile_sampler: see `SampleConfig.compile`."""
     Path(pred_dir).mkdir(parents=True, exist_ok=True)
     ds = map_with_actors(items, Predictor, batch_size, num_actors, use_gpu,
                          dict(checkpoint=checkpoint, steps=steps, td=td, min_pixels=min_pixels,
-                              pred_dir=pred_dir, cmap=cmap, seed=seed))
+                              pred_dir=pred_dir, cmap=cmap, seed=seed,
+                              compile_sampler=compile_sampler))
     return [json.loads(r["annotation"]) for r in ds.take_all()]
 
 

@@ -77,7 +77,8 @@ def _predict_images(location: str, cfg: Config, cmap: CategoryMap, files: list[P
              for k, (f, n) in enumerate(zip(files, names))]
     s = cfg.sample
     anns = predict_dataset(items, location, str(out_dir), cmap, s.steps, s.td, s.min_pixels,
-                           cfg.eval.batch_size, cfg.eval.num_actors, use_gpu)
+                           cfg.eval.batch_size, cfg.eval.num_actors, use_gpu,
+                           compile_sampler=s.compile)
     anns.sort(key=lambda a: a["image_id"])
     images = [{"id": k, "file_name": f.name} for k, f in enumerate(files)]
     write_predictions_json(out_dir / "predictions.json", anns, cmap, images)
@@ -96,7 +97,7 @@ def _predict_video(location: str, cfg: Config, folder: Path, files: list[Path], 
     video = VideoRecord(folder.name, tuple(files), tuple(files))
     s = cfg.sample
     rows = predict_videos([video], location, str(out_dir), s.steps, s.later_steps, s.td,
-                          s.min_pixels, 1, 1, use_gpu)
+                          s.min_pixels, 1, 1, use_gpu, compile_sampler=s.compile)
     frames = []
     for f in files:
         ids = read_davis_mask(out_dir / folder.name / f"{f.stem}.png")

@@ -37,12 +37,14 @@ class VideoPredictor:
 
     def __init__(self, checkpoint: str, videos: Sequence[VideoRecord], results_dir: str,
                  first_steps: int, later_steps: int, td: float, min_pixels: int, seed: int = 0,
-                 threads: int = 0, use_gpu: bool = False):
+                 threads: int = 0, use_gpu: bool = False, compile_sampler: bool = False):
         if threads > 0:
             torch.set_num_threads(threads)
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         # a folder or storage URI: each actor fetches it on its own node
         self.model, self.cfg = load_for_inference(resolve_checkpoint(checkpoint), self.device)
+        if compile_sampler:
+            self.model.compile_sampler()
         self.videos, self.results_dir = list(videos), Path(results_dir)
         self.steps = (first_steps, later_steps or first_steps)
         self.td, self.min_pixels, self.seed = td, min_pixels, seed
@@ -121,15 +123,16 @@ def write_palette_png(path: Path, ids: np.ndarray) -> None:
 
 def predict_videos(videos: Sequence[VideoRecord], checkpoint: str, results_dir: str,
                    first_steps: int, later_steps: int, td: float, min_pixels: int,
-                   videos_per_batch: int, num_actors: int, use_gpu: bool, seed: int = 0
-                   ) -> list[dict[str, Any]]:
-    """Run `VideoPredictor` actors over `videos`; returns one summary row per sequence."""
+                   videos_per_batch: int, num_actors: int, use_gpu: bool, seed: int = 0,
+                   compile_sampler: bool = False) -> list[dict[str, Any]]:
+    """Run `VideoPredictor` actors over `videos`; returns one summary row per sequence.
+    compile_sampler: see `SampleConfig.compile`."""
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     ds = map_with_actors([{"video": i} for i in range(len(videos))], VideoPredictor,
                          videos_per_batch, num_actors, use_gpu,
                          dict(checkpoint=checkpoint, videos=list(videos), results_dir=results_dir,
                               first_steps=first_steps, later_steps=later_steps, td=td,
-                              min_pixels=min_pixels, seed=seed))
+                              min_pixels=min_pixels, seed=seed, compile_sampler=compile_sampler))
     rows = ds.take_all()
     return [{"name": str(r["name"]), "frames": int(r["frames"]), "proposals": int(r["proposals"]),
              "dropped": int(r["dropped"])} for r in rows]

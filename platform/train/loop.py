@@ -18,7 +18,8 @@ from pix2seqd.platform.train import checkpoint as ckpt_io
 from pix2seqd.platform.train.schedule import ema_update, lr_factor
 from pix2seqd.platform.train.checkpointing import CheckpointLog, report, restore
 from pix2seqd.platform.train.step import (
-    LossModule, build_model, make_ema, make_optimizer, sync_batch_norm, to_model_inputs,
+    LossModule, build_model, compile_loss, make_ema, make_optimizer, sync_batch_norm, to_device,
+    to_model_inputs,
 )
 
 
@@ -52,7 +53,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     deadline = time.monotonic() + 60 * cfg.train.time_budget_min if cfg.train.time_budget_min > 0 else None
     last_saved, num_train = state["step"], int(loop_config.get("num_train", 0))
     while state["step"] < cfg.train.steps:
-        if deadline is not None and _agree_to_stop(time.monotonic() > deadline, device, world):
+        if (deadline is not None and state["step"] % STOP_CHECK_EVERY == 0
+                and _agree_to_stop(time.monotonic() > deadline, device, world)):
             break
         if optimizer_step(state, cfg, batches, device, meter) is None:
             break
@@ -142,14 +144,13 @@ def _build_state(cfg: Config, init_from: str, device, world: int, rank: int) -> 
     model = build_model(cfg)
     if init_from:
         _initialise(model, cfg, init_from)
-    model = sync_batch_norm(model, cfg, world, device)
-    model.to(device)
+    model = to_device(sync_batch_norm(model, cfg, world, device), cfg, device)
     ema = make_ema(model)
     unused = cfg.model.decoder.conditional.value == "none"
-    ddp = ray.train.torch.prepare_model(
+    ddp = compile_loss(ray.train.torch.prepare_model(
         LossModule(model), move_to_device=False,
         parallel_strategy_kwargs={"find_unused_parameters": unused},
-    )
+    ), cfg)
     restored = ray.train.get_checkpoint()
     state = {"model": model, "ema": ema, "ddp": ddp, "step": 0, "restored": bool(restored),
              "optimizer": make_optimizer(model, cfg, device)}
@@ -204,6 +205,11 @@ def _autocast(cfg: Config, device):
     if device.type == "cuda" and cfg.train.bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+# The time budget is checked every this many steps: the ranks' agreement is a broadcast
+# read on the host, which on a GPU waits for the step's kernels.
+STOP_CHECK_EVERY = 8
 
 
 def _agree_to_stop(local: bool, device, world: int) -> bool:

@@ -58,6 +58,23 @@ def sync_batch_norm(model: torch.nn.Module, cfg: Config, world: int, device: tor
     return model
 
 
+def to_device(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.nn.Module:
+    """The model on `device`, channels_last on CUDA when `train.channels_last` (the images
+    arrive channels_last: `to_model_inputs` permutes NHWC batches)."""
+    model.to(device)
+    if cfg.train.channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    return model
+
+
+def compile_loss(ddp: torch.nn.Module, cfg: Config) -> torch.nn.Module:
+    """`train.compile`: the (DDP-wrapped) loss module compiled, static shapes; DDP's
+    `no_sync` and `train()` still reach the wrapped module. Otherwise `ddp` itself."""
+    if not cfg.train.compile:
+        return ddp
+    return torch.compile(ddp, backend=cfg.train.compile_backend, dynamic=False)
+
+
 def make_ema(model: torch.nn.Module) -> torch.nn.Module:
     """EMA copy initialised from the online weights (spec §6.2: the port's choice)."""
     ema = copy.deepcopy(model).eval()
