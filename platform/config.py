@@ -117,8 +117,9 @@ class TrainConfig:
     `max_failures`: worker-group failures Ray Train recovers from (restarting from the
     latest checkpoint) before the run fails. `placement_strategy`: Ray's placement of the
     workers on nodes; each run records the node of every rank (MLflow tag `worker_nodes`).
-    GPU step speed (issue 10): `channels_last` weights and images on CUDA (on CPU the tiny
-    model measured 3-5 % slower, so it stays NCHW there); `compile`: torch.compile of the
+    GPU step speed (issue 10): `channels_last` weights on CUDA (off by default: the one H100
+    measurement, eager, had NCHW faster, BENCHMARKS.md; on CPU the tiny model measured 3-5 %
+    slower, so it stays NCHW there in any case); `compile`: torch.compile of the
     loss (forward and backward) with `compile_backend`, minutes of compilation first;
     activation checkpointing is `model.grad_checkpoint`.
     """
@@ -139,7 +140,7 @@ class TrainConfig:
     time_budget_min: float = 0.0
     max_failures: int = 3
     placement_strategy: Placement = Placement.PACK
-    channels_last: bool = True
+    channels_last: bool = False
     compile: bool = False
     compile_backend: str = "inductor"
 

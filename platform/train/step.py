@@ -60,7 +60,7 @@ def sync_batch_norm(model: torch.nn.Module, cfg: Config, world: int, device: tor
 
 def to_device(model: torch.nn.Module, cfg: Config, device: torch.device) -> torch.nn.Module:
     """The model on `device`, channels_last on CUDA when `train.channels_last` (the images
-    arrive channels_last: `to_model_inputs` permutes NHWC batches)."""
+    arrive channels_last anyway: `to_model_inputs` permutes NHWC batches)."""
     model.to(device)
     if cfg.train.channels_last and device.type == "cuda":
         model.to(memory_format=torch.channels_last)

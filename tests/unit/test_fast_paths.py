@@ -90,7 +90,8 @@ def test_compiled_loss_module_matches_and_reaches_the_wrapped_module():
 
 def test_channels_last_only_on_cuda():
     cfg = tiny_preset()
-    assert cfg.train.channels_last
+    assert not cfg.train.channels_last  # measured slower on the H100 (BENCHMARKS.md)
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, channels_last=True))
     model = to_device(_model(False), cfg, torch.device("cpu"))
     weight = model.decoder.down[0][0].conv1.weight  # 3 x 3: the two layouts differ
     assert weight.is_contiguous()
