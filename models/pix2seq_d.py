@@ -68,8 +68,8 @@ class Pix2SeqD(nn.Module):
         'reduce-overhead', which also captures the step in a CUDA graph."""
         if mode is None:
             mode = "reduce-overhead" if next(self.parameters()).is_cuda else "default"
-        self._compiled_x0_step = torch.compile(self.x0_step, backend=backend, mode=mode, dynamic=False,
-                                      fullgraph=True)
+        self._compiled_x0_step = torch.compile(self.x0_step, backend=backend, mode=mode,
+                                               dynamic=False, fullgraph=True)
 
     @staticmethod
     def in_channels(model: ModelConfig) -> int:
