@@ -113,10 +113,9 @@ class Pix2SeqD(nn.Module):
 
     def x0_step(self, x_t: torch.Tensor, gamma: torch.Tensor, tokens: torch.Tensor,
                 fused: torch.Tensor, cond: torch.Tensor, x0_prev: torch.Tensor) -> torch.Tensor:
-        """One sampler step's x̂_0 (B, 16, Hm, Wm), float32, clipped to [−b, b]: `denoise`
-        and `x0_estimate` on plain tensors (what compile_sampler compiles)."""
-        out = self.denoise(x_t, gamma, Encoded(tokens, fused), cond, x0_prev)
-        return self.x0_estimate(out).float().clamp(-self.b_scale, self.b_scale)
+        """One sampler step's x̂_0 (B, 16, Hm, Wm): `denoise` and `x0_estimate` on plain
+        tensors (what compile_sampler compiles; ddim_sample casts and clips the result)."""
+        return self.x0_estimate(self.denoise(x_t, gamma, Encoded(tokens, fused), cond, x0_prev))
 
     def x0_estimate(self, out: torch.Tensor) -> torch.Tensor:
         """Channels-last decoder output (B, Hm, Wm, C) -> x̂_0 analog bits (B, 16, Hm, Wm)."""

@@ -20,13 +20,18 @@ from pix2seqd.platform.train.checkpoints import resolve_checkpoint
 from pix2seqd.platform.train.step import build_model, to_model_inputs
 
 
-def load_for_inference(checkpoint_dir: str, device: str = "cpu") -> tuple[torch.nn.Module, Config]:
-    """Model with the checkpoint's EMA weights (what evaluation uses), in eval mode."""
+def load_for_inference(checkpoint_dir: str, device: str = "cpu", compile_sampler: bool = False
+                       ) -> tuple[torch.nn.Module, Config]:
+    """Model with the checkpoint's EMA weights (what evaluation uses), in eval mode;
+    compile_sampler: its denoising step compiled (`SampleConfig.compile`)."""
     snap = ckpt_io.load(checkpoint_dir)
     cfg = from_flat(snap["config"])
     model = build_model(cfg)
     model.load_state_dict(snap["ema"])
-    return model.to(device).eval(), cfg
+    model = model.to(device).eval()
+    if compile_sampler:
+        model.compile_sampler()
+    return model, cfg
 
 
 def checkpoint_info(checkpoint_dir: str) -> tuple[Config, dict[str, Any]]:
@@ -52,9 +57,8 @@ class Predictor:
         # Only a GPU Ray reserved for this actor; a visible one may belong to someone else.
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         # a folder or storage URI: each actor fetches it on its own node
-        self.model, self.cfg = load_for_inference(resolve_checkpoint(checkpoint), self.device)
-        if compile_sampler:
-            self.model.compile_sampler()
+        self.model, self.cfg = load_for_inference(resolve_checkpoint(checkpoint), self.device,
+                                                  compile_sampler)
         self.steps, self.td, self.min_pixels = steps, td, min_pixels
         self.pred_dir, self.cmap, self.seed = Path(pred_dir), cmap, seed
 

@@ -42,9 +42,8 @@ class VideoPredictor:
             torch.set_num_threads(threads)
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         # a folder or storage URI: each actor fetches it on its own node
-        self.model, self.cfg = load_for_inference(resolve_checkpoint(checkpoint), self.device)
-        if compile_sampler:
-            self.model.compile_sampler()
+        self.model, self.cfg = load_for_inference(resolve_checkpoint(checkpoint), self.device,
+                                                  compile_sampler)
         self.videos, self.results_dir = list(videos), Path(results_dir)
         self.steps = (first_steps, later_steps or first_steps)
         self.td, self.min_pixels, self.seed = td, min_pixels, seed
