@@ -71,6 +71,13 @@ class DataConfig:
     `image_size` is the training/eval canvas height, `image_width` its width (0: square);
     masks are the canvas / mask_stride. `id_order`: see `IdOrder` (training only; the
     metrics do not depend on which id an instance gets).
+    Still clips (video training only; not in the paper, the static-image training of
+    tracking models such as CenterTrack): `still_fraction` of the training clips are made
+    from the still images of `stills` (a COCO-panoptic root, split `still_split`;
+    "generated" is the project's generated COCO set). The image is the target frame, its
+    things are the objects (crowds and stuff are background), and the mask of frame t−k is
+    the target mask moved by k·(dy, dx) mask pixels, dy and dx uniform integers in
+    [−still_shift, still_shift]: more scenes for a video set with few sequences.
     """
 
     dataset: DatasetKind = DatasetKind.COCO
@@ -88,6 +95,10 @@ class DataConfig:
     skip_bad: bool = False
     exact_order: bool = False
     id_order: IdOrder = IdOrder.RANDOM
+    stills: str = ""
+    still_split: str = "train2017"
+    still_fraction: float = 0.0
+    still_shift: int = 1
 
     @property
     def image_hw(self) -> tuple[int, int]:

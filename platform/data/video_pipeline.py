@@ -11,6 +11,9 @@ global stream positions so that optimizer step s is made of the positions
 (epoch, clip) as in `pipeline.stream_positions`, and each clip's randomness comes from
 (seed, epoch, video name, first frame): the data are a function of the config and the
 number of workers only changes who decodes what.
+
+With `data.still_fraction` > 0, the positions drawn as still clips (`still_clips.is_still`)
+take a still image instead, walking their own epochs over the still images.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ from PIL import Image
 from pix2seqd.platform.config import Config, IdOrder
 from pix2seqd.platform.data.davis import VOID, VideoRecord, davis_label_map, read_davis_mask
 from pix2seqd.platform.data.pipeline import image_seed, rank_positions, read_rgb, stream_positions
+from pix2seqd.platform.data.still_clips import StillSource, is_still, still_clip
 from pix2seqd.platform.data.transforms import _resize, color_jitter, raster_order_ids
 
 
@@ -154,27 +158,37 @@ class ClipDecoder:
     'mask', 'cond_mask'} (see ClipExample; stacked over the batch).
 
     videos: the split's VideoRecords; clips: `clip_index(videos, cond_frames + 1)`;
-    start: the global stream position the run resumes from (step · batch_size).
+    start: the global stream position the run resumes from (step · batch_size);
+    stills: the still images (`still_clips.load_stills`), needed when data.still_fraction > 0.
     """
 
     def __init__(self, cfg: Config, videos: Sequence[VideoRecord], clips: Sequence[tuple[int, int]],
-                 start: int = 0, rank: int = 0, world: int = 1):
+                 start: int = 0, rank: int = 0, world: int = 1, stills: StillSource | None = None):
         if cfg.model.decoder.cond_frames < 1:
             raise ValueError("video clips need a video model (model.decoder.cond_frames >= 1)")
         if cfg.train.batch_size % world:
             raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by {world} workers")
         if not clips:
             raise ValueError("no training clips: every video is shorter than the clip length")
+        if cfg.data.still_fraction > 0 and not (stills and stills.rows):
+            raise ValueError(f"data.still_fraction={cfg.data.still_fraction} needs still images "
+                             "(data.stills)")
         self.cfg, self.videos, self.clips = cfg, list(videos), list(clips)
         self.start, self.rank, self.world = start, rank, world
         self.clip_len = cfg.model.decoder.cond_frames + 1
+        self.stills = stills
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        epochs, index = stream_positions(self.positions(batch["id"]), len(self.clips), self.cfg.train.seed)
+        seed, positions = self.cfg.train.seed, self.positions(batch["id"])
+        epochs, index = stream_positions(positions, len(self.clips), seed)
+        still = is_still(positions, seed, self.cfg.data.still_fraction)
+        if still.any():  # still positions walk their own epochs over the still images
+            s_epochs, s_index = stream_positions(positions, len(self.stills.rows), seed)
         out = []
-        for e, i in zip(epochs, index):
+        for k, (e, i) in enumerate(zip(epochs, index)):
             try:
-                out.append(self.example(self.clips[i], int(e)))
+                out.append(self.still_example(self.stills.rows[s_index[k]], int(s_epochs[k]))
+                           if still[k] else self.example(self.clips[i], int(e)))
             except (ValueError, OSError) as err:
                 if not self.cfg.data.skip_bad:
                     raise
@@ -194,8 +208,18 @@ class ClipDecoder:
         image, hw, ids = clip_transform(image, ids, d.image_hw, self._mask_hw(), d.scale_jitter,
                                         d.color_jitter, d.hflip, rng)
         # after the (id-agnostic) geometry: the same relabelling, on the small arrays
-        ids = np.moveaxis(ids, -1, 0)  # (T, Hm, Wm)
-        ids = raster_order_ids(ids) if d.id_order is IdOrder.RASTER else shuffle_ids(ids, rng)
+        return self._finish(image, hw, np.moveaxis(ids, -1, 0), rng)
+
+    def still_example(self, row: dict[str, Any], epoch: int) -> ClipExample:
+        """A still image (`data.stills`) as a clip seen in `epoch` (see still_clips)."""
+        image, hw, ids = still_clip(row, epoch, self.stills, self.cfg, self._mask_hw(), self.clip_len)
+        rng = np.random.default_rng([self.cfg.train.seed, epoch, image_seed(row["image_id"])])
+        return self._finish(image, hw, ids, rng)
+
+    def _finish(self, image: np.ndarray, hw: np.ndarray, ids: np.ndarray,
+                rng: np.random.Generator) -> ClipExample:
+        """ids (T, Hm, Wm), oldest first -> the example, ids in `data.id_order`."""
+        ids = raster_order_ids(ids) if self.cfg.data.id_order is IdOrder.RASTER else shuffle_ids(ids, rng)
         mask = np.stack([np.zeros_like(ids), ids], axis=-1)  # class channel 0 (spec §5.2)
         return ClipExample(image, hw, mask[-1], mask[:-1])
 
@@ -213,13 +237,14 @@ class ClipDecoder:
 
 
 def build_video_train_dataset(videos: Sequence[VideoRecord], cfg: Config, rank: int, world: int,
-                              start: int = 0):
+                              start: int = 0, stills: StillSource | None = None):
     """The Ray Dataset of rank `rank`'s training clips from global position `start` to the
-    end of the run: (train.steps · batch_size − start) / world examples, in a fixed order."""
+    end of the run: (train.steps · batch_size − start) / world examples, in a fixed order;
+    `stills`: the still images of `data.stills` (see still_clips)."""
     import ray.data
 
     clips = clip_index(videos, cfg.model.decoder.cond_frames + 1)
-    decoder = ClipDecoder(cfg, videos, clips, start, rank, world)
+    decoder = ClipDecoder(cfg, videos, clips, start, rank, world, stills)
     count = (cfg.train.steps * cfg.train.batch_size - start) // world
     ds = ray.data.range(count, override_num_blocks=max(1, min(200, count // 256)))
     ds.context.execution_options.preserve_order = True

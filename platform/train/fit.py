@@ -35,7 +35,8 @@ class RunOptions:
 class FitInputs:
     """What the workers read besides the config.
 
-    train: {'kind': 'image', 'rows', 'cmap'} or {'kind': 'video', 'videos'}; categories:
+    train: {'kind': 'image', 'rows', 'cmap'} or {'kind': 'video', 'videos', 'stills'}
+    ('stills': a `still_clips.StillSource` or None); categories:
     the COCO category list recorded in checkpoints; val_subset: periodic evaluation data
     (`periodic_eval.ValSubset`) or None."""
 
@@ -159,7 +160,8 @@ def _split_stream(cfg: Config, inputs: FitInputs, opts: RunOptions, run_id: str,
 
     start = latest_step(tracking.client(uri), run_id) * cfg.train.batch_size if opts.resume else 0
     if inputs.train["kind"] == "video":
-        return build_video_train_dataset(inputs.train["videos"], cfg, 0, 1, start)
+        return build_video_train_dataset(inputs.train["videos"], cfg, 0, 1, start,
+                                         inputs.train.get("stills"))
     return build_rank_dataset(inputs.train["rows"], inputs.train["cmap"], cfg, 0, 1, start)
 
 

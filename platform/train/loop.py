@@ -107,7 +107,7 @@ def _train_batches(loop_config: dict[str, Any], cfg: Config, rank: int, world: i
     if source["kind"] == "video":
         from pix2seqd.platform.data.video_pipeline import build_video_train_dataset
 
-        ds = build_video_train_dataset(source["videos"], cfg, rank, world, start)
+        ds = build_video_train_dataset(source["videos"], cfg, rank, world, start, source.get("stills"))
     else:
         from pix2seqd.platform.data.pipeline import build_rank_dataset
 

@@ -44,6 +44,14 @@ def validate_video_config(cfg: Config) -> None:
         raise ValueError(f"data.dataset={cfg.data.dataset.value!r}: train_davis trains on DAVIS")
     if cfg.model.decoder.cond_frames < 1:
         raise ValueError("model.decoder.cond_frames must be >= 1 for the video model")
+    d = cfg.data
+    if not 0.0 <= d.still_fraction <= 1.0:
+        raise ValueError(f"data.still_fraction={d.still_fraction} must be in [0, 1]")
+    if d.still_fraction > 0 and not d.stills:
+        raise ValueError(f"data.still_fraction={d.still_fraction} needs data.stills "
+                         "(a COCO-panoptic root, or 'generated')")
+    if d.still_shift < 0:
+        raise ValueError(f"data.still_shift={d.still_shift} must be >= 0")
 
 
 def load_video_splits(cfg: Config, tmp: Path) -> tuple[list[VideoRecord], list[VideoRecord], Path]:
@@ -86,15 +94,17 @@ def materialize_davis(videos: list[VideoRecord], split: str, out: Path, res: str
 
 
 def _tracked_run(cfg: Config, opts: RunOptions, train, val, root: Path) -> dict[str, Any]:
+    from pix2seqd.platform.data.still_clips import load_stills
     from pix2seqd.platform.data.video_pipeline import clip_index
 
     mlc = tracking.client()
     tags = {"preset": opts.preset, "dataset": "davis", "data_source": cfg.data.prepared or str(root)}
+    stills = load_stills(cfg)  # bad still images stop the job before it opens a run
     run_id = open_run(mlc, cfg, opts, tags)
     try:
         clips = len(clip_index(train, cfg.model.decoder.cond_frames + 1))
-        result = fit(cfg, opts, FitInputs({"kind": "video", "videos": train}, clips), run_id,
-                     mlc.tracking_uri)
+        source = {"kind": "video", "videos": train, "stills": stills}
+        result = fit(cfg, opts, FitInputs(source, clips), run_id, mlc.tracking_uri)
         summary = _evaluate_and_log(cfg, opts, result, val, root, mlc, run_id)
         mlc.set_terminated(run_id, "FINISHED")
     except BaseException:

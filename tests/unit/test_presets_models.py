@@ -1,5 +1,7 @@
 """Every paper preset builds the official architecture (94.5M parameters, spec §2.6) without a
 forward pass; tiny is the same code with smaller sizes."""
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -63,3 +65,9 @@ def test_as_video_turns_an_image_preset_into_the_streaming_model():
     assert (video.sample.steps, video.sample.later_steps, video.sample.td, video.sample.min_pixels) == (32, 8, 1.0, 10)
     assert video.optim.end_lr_factor == 1.0 and video.train.ema_decay == 0.99
     assert as_video(get_preset("davis")) == get_preset("davis")  # already a video preset
+    # still clips: tiny's come from its own (generated) image set; paper presets have none
+    assert (video.data.stills, video.data.still_fraction) == ("generated", 0.5)
+    lowres = as_video(get_preset("coco_lowres"))
+    assert (lowres.data.stills, lowres.data.still_fraction) == ("", 0.0)
+    mine = replace(get_preset("tiny"), data=replace(get_preset("tiny").data, root="/data/coco"))
+    assert as_video(mine).data.stills == "/data/coco"
