@@ -255,17 +255,19 @@ def dataloader(rows, cmap, cfg: Config, workers: int, batch: int):
 
     total = cfg.train.steps * cfg.train.batch_size
     sampler = BatchSampler(SequentialSampler(range(total)), batch, drop_last=False)
+    # forkserver, not fork: a worker forked from a process with running threads (Ray's,
+    # torch's) can inherit a held lock and hang (seen once in CI, inside PIL's open)
     return DataLoader(ChunkDataset(TrainDecoder(cfg, cmap, rows)), batch_size=None,
                       sampler=sampler, num_workers=workers, prefetch_factor=2,
-                      worker_init_fn=one_blas_thread)
+                      worker_init_fn=one_blas_thread, multiprocessing_context="forkserver")
 
 
 def one_blas_thread(worker_id: int) -> None:
     """DataLoader worker start: numpy's BLAS to one thread, as in a Ray task.
 
-    Ray starts workers with OMP_NUM_THREADS = their CPUs (1); forked DataLoader workers keep
-    the parent's BLAS pool (one thread per core), and colour jitter's (HW, 3) x (3, 3)
-    products then oversubscribe the cores."""
+    Ray starts workers with OMP_NUM_THREADS = their CPUs (1); DataLoader workers otherwise
+    get a BLAS pool of one thread per core, and colour jitter's (HW, 3) x (3, 3) products
+    then oversubscribe the cores."""
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
