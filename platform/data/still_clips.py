@@ -23,6 +23,7 @@ import numpy as np
 from pix2seqd.platform.config import Config, CrowdMode
 from pix2seqd.platform.data.coco_panoptic import CategoryMap
 from pix2seqd.platform.data.pipeline import decode_example, image_seed
+from pix2seqd.platform.data.transforms import void_smallest
 
 STILL_STREAM = 0x57111  # separates the still-or-video draw from the examples' own streams
 
@@ -47,22 +48,15 @@ def is_still(positions: np.ndarray, seed: int, fraction: float) -> np.ndarray:
 
 def object_ids(label: np.ndarray, isthing: Sequence[bool], max_instances: int) -> np.ndarray:
     """label (H, W, 2) int [class, compact id] -> (H, W) int32: the thing segments as ids
-    1..N in label-id order, 0 elsewhere. Beyond K−1 things the smallest become 0 (as
-    `transforms.void_smallest` does for images)."""
+    1..N in label-id order, 0 elsewhere. Beyond K−1 things the smallest become 0
+    (`transforms.void_smallest`, as for images)."""
     thing = np.asarray(isthing, bool)[label[..., 0]] & (label[..., 1] > 0)
     present, inverse = np.unique(np.where(thing, label[..., 1], 0), return_inverse=True)
     ids = inverse.reshape(label.shape[:2]).astype(np.int32)
     if present[0] != 0:  # every pixel a thing: no 0 took the first slot
         ids += 1
-    n = int(ids.max(initial=0))
-    if n > max_instances - 1:
-        area = np.bincount(ids.ravel(), minlength=n + 1)[1:]
-        keep = np.zeros(n + 1, bool)
-        keep[1 + np.argsort(-area, kind="stable")[: max_instances - 1]] = True
-        table = np.zeros(n + 1, np.int32)
-        table[keep] = np.arange(1, max_instances)
-        ids = table[ids]
-    return ids
+    capped, _ = void_smallest(np.stack([np.zeros_like(ids), ids], axis=-1), max_instances)
+    return capped[..., 1]
 
 
 def shift_ids(ids: np.ndarray, dy: int, dx: int) -> np.ndarray:
