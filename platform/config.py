@@ -78,6 +78,12 @@ class DataConfig:
     things are the objects (crowds and stuff are background), and the mask of frame t−k is
     the target mask moved by k·(dy, dx) mask pixels, dy and dx uniform integers in
     [−still_shift, still_shift]: more scenes for a video set with few sequences.
+    History noise (video training only; not in the paper, see `data.history_noise`): each
+    object of a clip's conditioning masks is erased from them with probability
+    `history_drop`, and a false object is added to them with probability `history_add`,
+    so the model learns to find what its history missed and to drop what it invented.
+    `cache_mb`: each data worker process keeps up to this many MB of decoded video frames,
+    masks and still images (`data.frame_cache`; video training; 0 turns it off).
     """
 
     dataset: DatasetKind = DatasetKind.COCO
@@ -99,6 +105,9 @@ class DataConfig:
     still_split: str = "train2017"
     still_fraction: float = 0.0
     still_shift: int = 1
+    history_drop: float = 0.0
+    history_add: float = 0.0
+    cache_mb: float = 256.0
 
     @property
     def image_hw(self) -> tuple[int, int]:

@@ -22,6 +22,7 @@ import numpy as np
 
 from pix2seqd.platform.config import Config, CrowdMode
 from pix2seqd.platform.data.coco_panoptic import CategoryMap
+from pix2seqd.platform.data.frame_cache import ByteLRU, cached, file_key
 from pix2seqd.platform.data.pipeline import decode_example, image_seed
 from pix2seqd.platform.data.transforms import void_smallest
 
@@ -79,19 +80,29 @@ def moving_clip(target: np.ndarray, clip_len: int, max_shift: int,
 
 
 def still_clip(row: dict[str, Any], epoch: int, source: StillSource, cfg: Config,
-               mask_hw: tuple[int, int], clip_len: int
+               mask_hw: tuple[int, int], clip_len: int, cache: ByteLRU | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode and augment a still image as a clip seen in `epoch`: image (H, W, 3) uint8 on
-    the canvas, valid hw (2,) int32, ids (clip_len, Hm, Wm) uint8 before the id order."""
+    the canvas, valid hw (2,) int32, ids (clip_len, Hm, Wm) uint8 before the id order.
+    The decoded image and object ids go through `cache` when one is given (`frame_cache`)."""
     from pix2seqd.platform.data.video_pipeline import clip_transform
 
     d = cfg.data
-    image, label = decode_example(row, source.cmap, CrowdMode.VOID.value)
-    ids = object_ids(label, source.cmap.isthing, cfg.model.max_instances).astype(np.uint8)
+    files = ((file_key(row["image_path"]), file_key(row["png_path"])) if "image_path" in row
+             else (row["shard"], row["row"]))
+    key = ("still", files, cfg.model.max_instances)
+    image, ids = cached(cache, key, lambda: _decode_still(row, source, cfg.model.max_instances))
     rng = np.random.default_rng([cfg.train.seed, epoch, image_seed(row["image_id"]), STILL_STREAM])
     image, hw, target = clip_transform(image, ids, d.image_hw, mask_hw, d.scale_jitter,
                                        d.color_jitter, d.hflip, rng)
     return image, hw, moving_clip(target, clip_len, d.still_shift, rng)
+
+
+def _decode_still(row: dict[str, Any], source: StillSource, max_instances: int
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """A still row -> image (h, w, 3) uint8, object ids (h, w) uint8."""
+    image, label = decode_example(row, source.cmap, CrowdMode.VOID.value)
+    return image, object_ids(label, source.cmap.isthing, max_instances).astype(np.uint8)
 
 
 def load_stills(cfg: Config) -> StillSource | None:

@@ -13,11 +13,14 @@ global stream positions so that optimizer step s is made of the positions
 number of workers only changes who decodes what.
 
 With `data.still_fraction` > 0, the positions drawn as still clips (`still_clips.is_still`)
-take a still image instead, walking their own epochs over the still images.
+take a still image instead, walking their own epochs over the still images. With
+`data.history_drop` / `history_add` > 0 the earlier frames' masks get the errors of a
+model's own predictions (`history_noise`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -25,6 +28,8 @@ from PIL import Image
 
 from pix2seqd.platform.config import Config, IdOrder
 from pix2seqd.platform.data.davis import VOID, VideoRecord, davis_label_map, read_davis_mask
+from pix2seqd.platform.data.frame_cache import ByteLRU, file_key, process_cache
+from pix2seqd.platform.data.history_noise import history_noise
 from pix2seqd.platform.data.pipeline import image_seed, rank_positions, read_rgb, stream_positions
 from pix2seqd.platform.data.still_clips import StillSource, is_still, still_clip
 from pix2seqd.platform.data.transforms import _resize, color_jitter, raster_order_ids
@@ -54,21 +59,22 @@ def clip_index(videos: Sequence[VideoRecord], clip_len: int = 3) -> list[tuple[i
     return [(v, f) for v, video in enumerate(videos) for f in range(len(video.frames) - clip_len + 1)]
 
 
-def read_clip(video: VideoRecord, first: int, clip_len: int, max_instances: int
-              ) -> tuple[np.ndarray, np.ndarray]:
+def read_clip(video: VideoRecord, first: int, clip_len: int, max_instances: int,
+              cache: ByteLRU | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Frames first..first+clip_len-1 -> image (h, w, 3) uint8 of the last frame and ids
     (h, w, clip_len) uint8 of every frame: DAVIS object ids by `davis_label_map`'s rules
     (void -> 0; an id >= max_instances is an error).
 
     Only the last frame's JPEG is decoded: the earlier frames condition the model through
     their masks alone (spec §5.1). Unreadable files, sizes that differ from the last frame
-    and ids >= max_instances are ValueErrors naming the file.
+    and ids >= max_instances are ValueErrors naming the file. Files (not prepared-shard
+    rows) are decoded through `cache` when one is given (`frame_cache`).
     """
     last = first + clip_len - 1
-    image = read_frame(video.frames[last])
+    image = _cached(cache, video.frames[last], read_frame)
     frames = []
     for path in video.masks[first:last + 1]:
-        raw = _read(path, read_davis_mask, "cannot read DAVIS annotation")
+        raw = _cached(cache, path, lambda p: _read(p, read_davis_mask, "cannot read DAVIS annotation"))
         if raw.shape != image.shape[:2]:
             raise ValueError(f"{path}: annotation size {raw.shape} differs from frame "
                              f"{video.frames[last]} size {image.shape[:2]}")
@@ -203,7 +209,8 @@ class ClipDecoder:
         """Decode and augment clip (video index, first frame) as seen in `epoch`."""
         cfg, d = self.cfg, self.cfg.data
         video, first = self.videos[clip[0]], clip[1]
-        image, ids = read_clip(video, first, self.clip_len, cfg.model.max_instances)
+        image, ids = read_clip(video, first, self.clip_len, cfg.model.max_instances,
+                               process_cache(d.cache_mb))
         rng = np.random.default_rng([cfg.train.seed, epoch, image_seed(video.name), first])
         image, hw, ids = clip_transform(image, ids, d.image_hw, self._mask_hw(), d.scale_jitter,
                                         d.color_jitter, d.hflip, rng)
@@ -212,13 +219,17 @@ class ClipDecoder:
 
     def still_example(self, row: dict[str, Any], epoch: int) -> ClipExample:
         """A still image (`data.stills`) as a clip seen in `epoch` (see still_clips)."""
-        image, hw, ids = still_clip(row, epoch, self.stills, self.cfg, self._mask_hw(), self.clip_len)
+        image, hw, ids = still_clip(row, epoch, self.stills, self.cfg, self._mask_hw(), self.clip_len,
+                                    process_cache(self.cfg.data.cache_mb))
         rng = np.random.default_rng([self.cfg.train.seed, epoch, image_seed(row["image_id"])])
         return self._finish(image, hw, ids, rng)
 
     def _finish(self, image: np.ndarray, hw: np.ndarray, ids: np.ndarray,
                 rng: np.random.Generator) -> ClipExample:
-        """ids (T, Hm, Wm), oldest first -> the example, ids in `data.id_order`."""
+        """ids (T, Hm, Wm), oldest first -> the example, with `data.history_drop` /
+        `history_add` noise on the earlier frames, ids in `data.id_order`."""
+        d = self.cfg.data
+        ids = history_noise(ids, d.history_drop, d.history_add, self.cfg.model.max_instances, rng)
         ids = raster_order_ids(ids) if self.cfg.data.id_order is IdOrder.RASTER else shuffle_ids(ids, rng)
         mask = np.stack([np.zeros_like(ids), ids], axis=-1)  # class channel 0 (spec §5.2)
         return ClipExample(image, hw, mask[-1], mask[:-1])
@@ -266,6 +277,13 @@ def frame_eval_input(image: np.ndarray, canvas: tuple[int, int]) -> tuple[np.nda
     out, hw, _ = clip_transform(image, dummy, canvas, (1, 1), (1.0, 1.0), 0.0, False,
                                 np.random.default_rng(0))
     return out, hw
+
+
+def _cached(cache: ByteLRU | None, path, read) -> np.ndarray:
+    """read(path), through `cache` for a file path; shard rows are read each time."""
+    if cache is None or not isinstance(path, (str, Path)):
+        return read(path)
+    return cache.get(file_key(path), lambda: read(path))
 
 
 def _read(path, reader, what: str) -> Any:

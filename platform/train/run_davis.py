@@ -52,6 +52,9 @@ def validate_video_config(cfg: Config) -> None:
                          "(a COCO-panoptic root, or 'generated')")
     if d.still_shift < 0:
         raise ValueError(f"data.still_shift={d.still_shift} must be >= 0")
+    for name in ("history_drop", "history_add"):
+        if not 0.0 <= getattr(d, name) <= 1.0:
+            raise ValueError(f"data.{name}={getattr(d, name)} must be in [0, 1]")
 
 
 def load_video_splits(cfg: Config, tmp: Path) -> tuple[list[VideoRecord], list[VideoRecord], Path]:

@@ -58,13 +58,17 @@ def _kill_a_worker_after_checkpoint(mlc, name, done: threading.Event) -> int:
     Two, not one: rank 0 tags a checkpoint as soon as its upload returns, but Ray Train's
     controller registers it a moment later; a kill in between restarts the worker group
     from the checkpoint before (or from scratch). By the second tag the first is registered."""
+    import ray
     from ray.util.state import list_actors
 
+    # this session's cluster by address: another Ray on the machine would make the
+    # default lookup fail ("multiple active Ray instances")
+    address = ray.get_runtime_context().gcs_address
     while not done.is_set():
         run = _find_run(mlc, name)
         steps = [int(k.split("/")[1]) for k in (run.data.tags if run else {}) if k.startswith("checkpoint/")]
         if len(steps) >= 2:
-            workers = [a for a in list_actors(filters=[("state", "=", "ALIVE")])
+            workers = [a for a in list_actors(address, filters=[("state", "=", "ALIVE")])
                        if "TrainWorker" in a.class_name]
             assert workers, "no live training worker found"
             os.kill(workers[-1].pid, signal.SIGKILL)

@@ -64,6 +64,10 @@ def test_as_video_turns_an_image_preset_into_the_streaming_model():
     assert (video.data.dataset.value, video.data.train_split, video.data.val_split) == ("davis", "train", "val")
     assert (video.sample.steps, video.sample.later_steps, video.sample.td, video.sample.min_pixels) == (32, 8, 1.0, 10)
     assert video.optim.end_lr_factor == 1.0 and video.train.ema_decay == 0.99
+    # the paper's loss weight whatever the image model's (tiny: 0.6); tiny's history noise
+    assert (get_preset("tiny").loss.p, video.loss.p) == (0.6, 0.2)
+    assert (video.data.history_drop, video.data.history_add) == (0.2, 0.2)
+    assert as_video(get_preset("coco_lowres")).data.history_drop == 0.0
     assert as_video(get_preset("davis")) == get_preset("davis")  # already a video preset
     # still clips: tiny's come from its own (generated) image set; paper presets have none
     assert (video.data.stills, video.data.still_fraction) == ("generated", 0.5)
