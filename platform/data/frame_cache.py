@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from pathlib import Path
 from typing import Any, Callable, Hashable
 
 import numpy as np
@@ -66,6 +67,14 @@ def process_cache(budget_mb: float) -> ByteLRU | None:
 def cached(cache: ByteLRU | None, key: Hashable, load: Callable[[], Any]) -> Any:
     """cache.get(key, load), or load() without a cache."""
     return load() if cache is None else cache.get(key, load)
+
+
+def cached_file(cache: ByteLRU | None, path, read: Callable[[Any], Any]) -> Any:
+    """read(path), through `cache` for a file path (key: `file_key`); anything else, such
+    as a prepared-shard row reference, is read each time."""
+    if cache is None or not isinstance(path, (str, Path)):
+        return read(path)
+    return cache.get(file_key(path), lambda: read(path))
 
 
 def file_key(path) -> tuple:

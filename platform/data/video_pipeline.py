@@ -20,7 +20,6 @@ model's own predictions (`history_noise`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -28,7 +27,7 @@ from PIL import Image
 
 from pix2seqd.platform.config import Config, IdOrder
 from pix2seqd.platform.data.davis import VOID, VideoRecord, davis_label_map, read_davis_mask
-from pix2seqd.platform.data.frame_cache import ByteLRU, file_key, process_cache
+from pix2seqd.platform.data.frame_cache import ByteLRU, cached_file, process_cache
 from pix2seqd.platform.data.history_noise import history_noise
 from pix2seqd.platform.data.pipeline import image_seed, rank_positions, read_rgb, stream_positions
 from pix2seqd.platform.data.still_clips import StillSource, is_still, still_clip
@@ -71,10 +70,10 @@ def read_clip(video: VideoRecord, first: int, clip_len: int, max_instances: int,
     rows) are decoded through `cache` when one is given (`frame_cache`).
     """
     last = first + clip_len - 1
-    image = _cached(cache, video.frames[last], read_frame)
+    image = cached_file(cache, video.frames[last], read_frame)
     frames = []
     for path in video.masks[first:last + 1]:
-        raw = _cached(cache, path, lambda p: _read(p, read_davis_mask, "cannot read DAVIS annotation"))
+        raw = cached_file(cache, path, lambda p: _read(p, read_davis_mask, "cannot read DAVIS annotation"))
         if raw.shape != image.shape[:2]:
             raise ValueError(f"{path}: annotation size {raw.shape} differs from frame "
                              f"{video.frames[last]} size {image.shape[:2]}")
@@ -277,13 +276,6 @@ def frame_eval_input(image: np.ndarray, canvas: tuple[int, int]) -> tuple[np.nda
     out, hw, _ = clip_transform(image, dummy, canvas, (1, 1), (1.0, 1.0), 0.0, False,
                                 np.random.default_rng(0))
     return out, hw
-
-
-def _cached(cache: ByteLRU | None, path, read) -> np.ndarray:
-    """read(path), through `cache` for a file path; shard rows are read each time."""
-    if cache is None or not isinstance(path, (str, Path)):
-        return read(path)
-    return cache.get(file_key(path), lambda: read(path))
 
 
 def _read(path, reader, what: str) -> Any:
