@@ -149,26 +149,29 @@ def _check_segments(ids: np.ndarray, segments_info: list[Mapping[str, Any]], cat
                     where: str) -> None:
     """(H, W) PNG ids vs segments_info, both ways, plus the categories of segments with pixels.
 
-    Checks run in panopticapi's order, so the first error is the one it would report.
+    Checks run in panopticapi's order, so the first error is the one it would report: PNG
+    ids in increasing order (an id missing from segments_info, or its unknown category),
+    then the segments_info ids absent from the PNG (id 0 among them: the PNG's 0 is VOID).
     """
     try:
-        info = {s["id"]: s["category_id"] for s in segments_info}
+        info = {s["id"]: s["category_id"] for s in segments_info}  # last duplicate wins
     except (KeyError, TypeError) as e:
         raise ValueError(f"{where}: malformed segments_info entry ({e!r})") from None
-    if 0 in info:
-        raise ValueError(f"{where}: segment id 0 is reserved for VOID")
     # Look pixels up among the listed ids (O(P log S)) instead of np.unique's full sort.
-    keys = np.array([0, *sorted(info)], dtype=np.int64)
+    listed = sorted(i for i in info if i != 0)
+    keys = np.array([0, *listed], dtype=np.int64)
     flat = ids.ravel().astype(np.int64)
     pos = np.minimum(np.searchsorted(keys, flat), len(keys) - 1)
     unknown = keys[pos] != flat
-    if unknown.any():
-        seg = int(flat[unknown].min())
-        raise ValueError(f"{where}: segment {seg} is in the PNG but not in segments_info")
-    present = np.bincount(pos, minlength=len(keys))[1:] > 0
-    for seg in keys[1:][present].tolist():
-        if info[seg] not in cat_ids:
-            raise ValueError(f"{where}: segment {seg} has unknown category_id {info[seg]}")
-    absent = keys[1:][~present].tolist()
+    first_unknown = int(flat[unknown].min()) if unknown.any() else None
+    present = np.bincount(pos[~unknown], minlength=len(keys))[1:] > 0
+    bad_category = [seg for seg in keys[1:][present].tolist() if info[seg] not in cat_ids]
+    if first_unknown is not None and (not bad_category or first_unknown < bad_category[0]):
+        raise ValueError(f"{where}: segment {first_unknown} is in the PNG but not in segments_info")
+    if bad_category:
+        seg = bad_category[0]
+        raise ValueError(f"{where}: segment {seg} has unknown category_id {info[seg]}")
+    absent = ([0] if 0 in info else []) + keys[1:][~present].tolist()
     if absent:
-        raise ValueError(f"{where}: segments {absent} are in segments_info but not in the PNG")
+        void = " (id 0 is VOID in the PNG)" if 0 in info else ""
+        raise ValueError(f"{where}: segments {absent} are in segments_info but not in the PNG{void}")

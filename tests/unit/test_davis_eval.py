@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from pix2seqd.platform.evaluation.davis_eval import (
-    GLOBAL_KEYS, MAX_PROPOSALS, bound_radius, boundary_map, db_statistics, dilate, disk,
-    evaluate_davis, evaluate_sequence, f_measure, j_measure)
+    GLOBAL_KEYS, MAX_PROPOSALS, _frame_scores, bound_radius, boundary_map, db_statistics, dilate,
+    disk, evaluate_davis, evaluate_sequence, f_measure, j_measure)
 
 H, W = 24, 40  # tolerance 1 px (module doc)
 
@@ -196,6 +196,59 @@ def test_rows_follow_proposal_order_not_gt_order():
     assert f[0].tolist() == [1, 1]
 
 
+# Matching maximises (mean J + mean F) / 2. O's ring (rows 3..7, cols 3..11) is 24 px.
+O = box(4, 7, 4, 11)  # 32 px
+SHIFTED = box(4, 7, 5, 12)  # J 28/36 = 7/9, F 1 (shift 1 = tolerance)
+WITH_LINE = O | box(18, 18, 20, 27)  # +8 px far away, ring 2x9 = 18 px: J 32/40, F 8/11
+WITH_DOT = O | box(18, 18, 30, 30)  # +1 px far away, ring 2x2 = 4 px: J 32/33, F 12/13
+
+
+def test_matching_uses_the_mean_of_j_and_f():
+    # the hand values: P = 24/42 = 4/7, R = 1 -> F = 8/11; P = 24/28 = 6/7, R = 1 -> 12/13
+    assert (j_measure(WITH_LINE, O), f_measure(WITH_LINE, O)) == pytest.approx((0.8, 8 / 11))
+    assert (j_measure(WITH_DOT, O), f_measure(WITH_DOT, O)) == pytest.approx((32 / 33, 12 / 13))
+    assert (j_measure(SHIFTED, O), f_measure(SHIFTED, O)) == pytest.approx((7 / 9, 1.0))
+    gt = np.stack([ids(O)] * 2)
+    # p1 in frame 0 only, p2 in frame 1 only; an absent proposal scores J = F = 0.
+    # p1 = WITH_LINE has the higher J (0.8 > 7/9), p2 = SHIFTED the higher J + F
+    # (1.778 > 1.527): a J-only matcher would take p1.
+    j, f = evaluate_sequence(gt, np.stack([ids(WITH_LINE), ids(None, SHIFTED)]))
+    assert j[0].tolist() == pytest.approx([0, 7 / 9]) and f.tolist() == [[0, 1]]
+    # p1 = WITH_DOT has the higher J + F (1.893 > 1.778), p2 = SHIFTED the higher F:
+    # an F-only matcher would take p2.
+    j, f = evaluate_sequence(gt, np.stack([ids(WITH_DOT), ids(None, SHIFTED)]))
+    assert j.shape == (1, 2) and j[0].tolist() == pytest.approx([32 / 33, 0])
+    assert f[0].tolist() == pytest.approx([12 / 13, 0])
+
+
+@pytest.mark.parametrize("shape", [(24, 40), (120, 200), (300, 420)])
+def test_per_pair_fast_path_equals_the_per_mask_measures(shape):
+    # _frame_scores (one bincount, boundaries on grown boxes, dilation lookups) against
+    # j_measure / f_measure mask by mask, with masks on every border, void, empty ids.
+    rng = np.random.default_rng(sum(shape))
+    height, width = shape
+    radius = bound_radius(shape)
+    assert radius == {24: 1, 120: 2, 300: 5}[height]
+    for _ in range(4):
+        gt, pred = np.zeros(shape, np.uint8), np.zeros(shape, np.uint8)
+        for frame, n in ((gt, 4), (pred, 6)):
+            for k in range(1, n + 1):
+                y0, x0 = rng.integers(-5, height - 2), rng.integers(-5, width - 2)
+                dy, dx = rng.integers(2, height // 2), rng.integers(2, width // 2)
+                frame[max(y0, 0):y0 + dy, max(x0, 0):x0 + dx] = k
+        pred[pred == 5] = 0  # proposal 5 absent: an empty mask in the middle
+        gt[rng.random(shape) < 0.02] = 255  # scattered void
+        gt[:, width - 3:] = np.where(rng.random((height, 3)) < 0.5, 255, gt[:, width - 3:])
+        n_obj = int(np.where(gt == 255, 0, gt).max())
+        j, f = _frame_scores(gt, pred, n_obj, 7, radius)  # proposal 7: padding
+        void = gt == 255
+        for r in range(7):
+            for k in range(n_obj):
+                pm, gm = pred == r + 1, gt == k + 1
+                assert j[r, k] == j_measure(pm, gm, void), (r, k)
+                assert f[r, k] == pytest.approx(f_measure(pm, gm, void), abs=1e-15), (r, k)
+
+
 # 7 ---------------------------------------------------------------------- GT objects
 
 def test_object_count_is_the_first_frames_max_id_void_excluded():
@@ -208,6 +261,19 @@ def test_object_count_is_the_first_frames_max_id_void_excluded():
     assert j.shape == (2, 2) and (j == 1).all() and (f == 1).all()
     gt[0] = ids(O1)  # frame 0 now has only object 1: K = 1, object 2 is dropped too
     assert evaluate_sequence(gt, pred)[0].shape == (1, 2)
+
+
+def test_sequence_with_an_empty_first_frame_has_no_objects(tmp_path):
+    gt = np.stack([ids(), ids(O1)])  # the object appears in frame 1 only: K = 0
+    j, f = evaluate_sequence(gt, np.stack([ids(O1)] * 2))
+    assert j.shape == f.shape == (0, 2)
+    res = write_davis(tmp_path, {"empty": (gt, gt), "seqA": (np.stack([ids(A)] * 2),
+                                                              np.stack([ids(A_PRED)] * 2))})
+    out = evaluate_davis(tmp_path, res)
+    assert list(out["per_object"]) == ["seqA_1"]  # the empty sequence adds no object
+    assert out["J-Mean"] == pytest.approx(7 / 9) and out["F-Mean"] == 1.0
+    with pytest.raises(ValueError, match="no GT object"):
+        evaluate_davis(tmp_path, res, sequences=["empty"])
 
 
 # 8 -------------------------------------------------------------- permutation of ids

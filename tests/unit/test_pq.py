@@ -165,6 +165,145 @@ def test_empty_split_and_excluded_categories_report_zero(tmp_path):
     assert type(r["All"]["n"]) is int and type(r["All"]["pq"]) is float
 
 
+def test_crowd_pixels_stay_in_the_union(tmp_path):
+    # Person pred (6 px): 4 on the person, 2 on a person crowd -> IoU 4/(6+4-4) = 2/3
+    # (4/4 = 1 if crowd pixels left the union as VOID does). Sky pred (10 px, 2 on the
+    # crowd): 8/(10+8-8) = 0.8. The unmatched crowd is no FN.
+    gt = [[1, 1, 1, 1], [2, 2, 2, 2], [3, 3, 3, 3], [3, 3, 3, 3]]
+    pred = [[1, 1, 1, 1], [1, 1, 2, 2], [2, 2, 2, 2], [2, 2, 2, 2]]
+    r = pq_compute(*write_set(tmp_path, [(gt, [(1, PERSON, 0), (2, PERSON, 1), (3, SKY, 0)], pred,
+                                          [(1, PERSON), (2, SKY)])]))
+    assert_split(r, "All", (2 / 3 + 0.8) / 2, (2 / 3 + 0.8) / 2, 1.0, 2)
+    assert_split(r, "Things", 2 / 3, 2 / 3, 1.0, 1)
+
+
+@pytest.mark.parametrize("crowd_order, excused", [((1, 2), False), ((2, 1), True)])
+def test_the_crowd_segment_listed_last_is_the_one_remembered(tmp_path, crowd_order, excused):
+    # Two person crowds (rows 0 and 1); one person pred, wholly on crowd 1; sky pred rows
+    # 1-3: 8/12 = 2/3 (TP). Crowd 1 excuses the person pred only when listed last.
+    gt = [[1, 1, 1, 1], [2, 2, 2, 2], [3, 3, 3, 3], [3, 3, 3, 3]]
+    pred = [[1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2], [2, 2, 2, 2]]
+    segs = [(i, PERSON, 1) for i in crowd_order] + [(3, SKY, 0)]
+    r = pq_compute(*write_set(tmp_path, [(gt, segs, pred, [(1, PERSON), (2, SKY)])]))
+    if excused:  # person pred ignored: person has no TP/FP/FN and leaves the averages
+        assert_split(r, "All", 2 / 3, 2 / 3, 1.0, 1)
+        assert r["Things"]["n"] == 0
+    else:  # person pred is a FP: person PQ 0 counts
+        assert_split(r, "All", 1 / 3, 1 / 3, 0.5, 2)
+        assert_split(r, "Things", 0.0, 0.0, 0.0, 1)
+
+
+ABOVE = [[1, 1, 1, 1], [1, 2, 2, 2], [1, 2, 2, 2], [2, 2, 2, 2]]  # person 6 px over sky 10 px
+
+
+def test_prediction_area_field_is_recounted_from_the_png(tmp_path):
+    paths = write_set(tmp_path, [(TWO_ROWS, [(1, PERSON, 0), (2, SKY, 0)], ABOVE,
+                                  [(1, PERSON), (2, SKY)])])
+    pred = json.loads(paths[1].read_text())
+    for seg, area in zip(pred["annotations"][0]["segments_info"], (1, 1000)):
+        seg["area"] = area  # a stale area would give person IoU 5/(1+8-5) or 5/1003
+    paths[1].write_text(json.dumps(pred))
+    r = pq_compute(*paths)
+    assert_split(r, "Things", 5 / 9, 5 / 9, 1.0, 1)  # 5/(6+8-5)
+    assert_split(r, "Stuff", 7 / 11, 7 / 11, 1.0, 1)  # 7/(10+8-7)
+
+
+def test_images_pair_by_image_id_each_side_with_its_own_file_name(tmp_path):
+    # image 3 exact; image 4: person IoU exactly 0.5 (FN + FP), sky 8/12.
+    exact_half = [[1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2], [2, 2, 2, 2]]
+    segs, preds = [(1, PERSON, 0), (2, SKY, 0)], [(1, PERSON), (2, SKY)]
+    gt_json, pred_json, gt_dir, pred_dir = write_set(
+        tmp_path, [(TWO_ROWS, segs, TWO_ROWS, preds), (TWO_ROWS, segs, exact_half, preds)])
+    pred = json.loads(pred_json.read_text())
+    (pred_dir / "img0.png").rename(pred_dir / "b.png")  # names no longer match the GT's
+    (pred_dir / "img1.png").rename(pred_dir / "a.png")
+    pred["annotations"][0]["file_name"], pred["annotations"][1]["file_name"] = "b.png", "a.png"
+    pred["annotations"].reverse()  # order no longer matches either
+    pred["annotations"].append({"image_id": 99, "file_name": "absent.png",  # not a GT image:
+                                "segments_info": [{"id": 1, "category_id": 1234}]})  # ignored
+    pred_json.write_text(json.dumps(pred))
+    r = pq_compute(gt_json, pred_json, gt_dir, pred_dir)
+    # person: tp 1 (IoU 1), fp 1, fn 1 -> PQ 1/2, SQ 1, RQ 1/2; sky: tp 2, IoU 1 + 2/3
+    assert_split(r, "Things", 0.5, 1.0, 0.5, 1)
+    assert_split(r, "Stuff", 5 / 6, 5 / 6, 1.0, 1)
+
+
+@pytest.mark.parametrize("first, last, person_tp", [(CAR, PERSON, True), (PERSON, CAR, False)])
+def test_duplicate_prediction_segment_id_last_entry_wins(tmp_path, first, last, person_tp):
+    r = pq_compute(*write_set(tmp_path, [(TWO_ROWS, [(1, PERSON, 0), (2, SKY, 0)], TWO_ROWS,
+                                          [(1, first), (1, last), (2, SKY)])]))
+    if person_tp:
+        assert_split(r, "All", 1.0, 1.0, 1.0, 2)
+    else:  # segment 1 is a car: car FP, person FN, both PQ 0; sky 1
+        assert_split(r, "All", 1 / 3, 1 / 3, 1 / 3, 3)
+        assert_split(r, "Things", 0.0, 0.0, 0.0, 2)
+
+
+def test_gt_segment_listed_but_absent_from_the_png_is_a_false_negative(tmp_path):
+    # Person 3 (JSON area 5) and car crowd 4 have no pixel: person FN (tp 1, fn 1 ->
+    # PQ 2/3, SQ 1, RQ 2/3); an absent crowd is no FN (car stays out of the averages).
+    segs = [(1, PERSON, 0), (2, SKY, 0), (3, PERSON, 0, 5), (4, CAR, 1, 3)]
+    r = pq_compute(*write_set(tmp_path, [(TWO_ROWS, segs, TWO_ROWS, [(1, PERSON), (2, SKY)])]))
+    assert_split(r, "All", 5 / 6, 1.0, 5 / 6, 2)
+    assert_split(r, "Things", 2 / 3, 1.0, 2 / 3, 1)
+
+
+def test_orphan_gt_pixels_are_neither_void_nor_a_segment(tmp_path):
+    # GT id 9 (row 0) is in no segments_info. Person pred (6 px, 2 on the orphans):
+    # 4/(6+4-4) = 2/3 (VOID would give 4/4). Car pred (2 px, all orphan): a FP (VOID would
+    # excuse it). Sky exact.
+    gt = [[9, 9, 9, 9], [1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]]
+    pred = [[3, 3, 1, 1], [1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]]
+    r = pq_compute(*write_set(tmp_path, [(gt, [(1, PERSON, 0), (2, SKY, 0)], pred,
+                                          [(1, PERSON), (2, SKY), (3, CAR)])]))
+    assert_split(r, "All", 5 / 9, 5 / 9, 2 / 3, 3)  # (2/3 + 0 + 1) / 3; RQ (1 + 0 + 1) / 3
+    assert_split(r, "Things", 1 / 3, 1 / 3, 0.5, 2)
+
+
+def test_gt_segment_of_an_unknown_category_is_dropped(tmp_path):
+    # GT segment 3 has category 4, not in the categories: not a FN anywhere. The car pred
+    # on it does not match (categories differ) and is not excused: a FP.
+    gt = [[3, 3, 3, 3], [1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]]
+    pred = [[3, 3, 3, 3], [1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]]
+    r = pq_compute(*write_set(tmp_path, [(gt, [(3, 4, 0), (1, PERSON, 0), (2, SKY, 0)], pred,
+                                          [(1, PERSON), (2, SKY), (3, CAR)])]))
+    assert_split(r, "All", 2 / 3, 2 / 3, 2 / 3, 3)  # person 1, car 0, sky 1
+    assert_split(r, "Things", 0.5, 0.5, 0.5, 2)
+    assert "4" not in r["per_class"]
+
+
+def test_empty_frames(tmp_path):
+    # image 3 exact; image 4: GT all VOID (no segment), a person pred over it is ignored;
+    # image 5: no prediction at all (all VOID, empty segments_info): person and sky FN.
+    void, person = [[0] * 4] * 4, [[1] * 4] * 4
+    segs, preds = [(1, PERSON, 0), (2, SKY, 0)], [(1, PERSON), (2, SKY)]
+    r = pq_compute(*write_set(tmp_path, [(TWO_ROWS, segs, TWO_ROWS, preds),
+                                         (void, [], person, [(1, PERSON)]),
+                                         (TWO_ROWS, segs, void, [])]))
+    # each of person, sky: tp 1 (IoU 1), fn 1 -> PQ 2/3, SQ 1, RQ 2/3
+    assert_split(r, "All", 2 / 3, 1.0, 2 / 3, 2)
+    assert_split(r, "Things", 2 / 3, 1.0, 2 / 3, 1)
+
+
+def test_a_category_list_without_stuff_reports_stuff_n_zero(tmp_path):
+    things = [c for c in CATEGORIES if c["id"] in (PERSON, CAR)]
+    person = [[1] * 4] * 4
+    r = pq_compute(*write_set(tmp_path, [(person, [(1, PERSON, 0)], person, [(1, PERSON)])],
+                              categories=things))
+    assert_split(r, "All", 1.0, 1.0, 1.0, 1)
+    assert r["Stuff"] == {"pq": 0.0, "sq": 0.0, "rq": 0.0, "n": 0}
+    assert list(r["per_class"]) == ["1", "2"]
+
+
+def test_rgba_prediction_png_scores_like_rgb(tmp_path):
+    paths = write_set(tmp_path, [(TWO_ROWS, [(1, PERSON, 0), (2, SKY, 0)], ABOVE,
+                                  [(1, PERSON), (2, SKY)])])
+    rgb = np.asarray(Image.open(paths[3] / "img0.png"))
+    alpha = np.full(rgb.shape[:2] + (1,), 17, np.uint8)  # only the first three channels count
+    Image.fromarray(np.concatenate([rgb, alpha], axis=-1), "RGBA").save(paths[3] / "img0.png")
+    assert_split(pq_compute(*paths), "Things", 5 / 9, 5 / 9, 1.0, 1)
+
+
 # ---------------------------------------------------------------- errors
 
 
@@ -183,6 +322,30 @@ def _mutate_prediction(gt_json, pred_json, gt_dir, pred_dir, case):
         pred["annotations"][0]["file_name"] = "nope.png"
     elif case == "shape":
         _png(pred_dir / "img0.png", np.ones((4, 5)))
+    elif case == "absent segment of unknown category":  # checked only with pixels
+        segs.append({"id": 77, "category_id": 4})
+    elif case == "first error in id order":  # id 1 unknown category, then id 2 unlisted
+        segs[0]["category_id"] = 4
+        segs.pop()
+    elif case == "segment id 0":
+        segs.append({"id": 0, "category_id": PERSON})
+    elif case == "grey png":
+        Image.fromarray(np.ones((4, 4), np.uint8), "L").save(pred_dir / "img0.png")
+    elif case == "malformed segments_info":
+        segs[0].pop("category_id")
+    elif case == "missing gt png":
+        (gt_dir / "img0.png").unlink()
+    elif case == "missing folder":
+        for f in pred_dir.iterdir():
+            f.unlink()
+        pred_dir.rmdir()
+    elif case == "category without isthing":
+        gt = json.loads(gt_json.read_text())
+        gt["categories"][0].pop("isthing")
+        gt_json.write_text(json.dumps(gt))
+    elif case == "not json":
+        pred_json.write_text("{")
+        return
     pred_json.write_text(json.dumps(pred))
 
 
@@ -193,6 +356,15 @@ def _mutate_prediction(gt_json, pred_json, gt_dir, pred_dir, case):
     ("unknown category", ["image 3", "img0.png", "segment 1", "category_id 4"]),
     ("missing png", ["image 3", "nope.png"]),
     ("shape", ["image 3", "img0.png", "4x5", "4x4"]),
+    ("absent segment of unknown category", ["image 3", "[77]", "not in the PNG"]),
+    ("first error in id order", ["image 3", "segment 1", "category_id 4"]),
+    ("segment id 0", ["image 3", "img0.png", "[0]", "not in the PNG", "VOID"]),
+    ("grey png", ["image 3", "img0.png", "RGB or RGBA", "mode L"]),
+    ("malformed segments_info", ["image 3", "img0.png", "malformed segments_info"]),
+    ("missing gt png", ["image 3", "gt", "img0.png", "not found"]),
+    ("missing folder", ["folder not found", "pred"]),
+    ("category without isthing", ["gt.json", "isthing"]),
+    ("not json", ["pred.json", "not valid JSON"]),
 ])
 def test_broken_predictions_raise_value_error_naming_image_and_segment(tmp_path, case, words):
     paths = write_set(tmp_path, [(TWO_ROWS, [(1, PERSON, 0), (2, SKY, 0)], TWO_ROWS,
@@ -310,3 +482,24 @@ def test_write_prediction_rejects_out_of_range_classes(tmp_path):
         write_prediction(bad, cmap, 9, tmp_path, "img9")
     with pytest.raises(ValueError, match="img9: .* ambiguous"):
         write_prediction(np.ones((2, 3, 2), int), cmap, 9, tmp_path, "img9")
+
+
+# ---------------------------------------------------------------- MLflow names and table
+
+
+def test_pq_metrics_and_per_class_table(tmp_path):
+    from pix2seqd.platform.evaluation.tracked import pq_metrics, pq_table
+
+    r = pq_compute(*write_set(tmp_path, [(TWO_ROWS, [(1, PERSON, 0), (2, SKY, 0)], ABOVE,
+                                          [(1, PERSON), (2, SKY)])]))
+    m = pq_metrics(r)
+    assert m["val/pq"] == pytest.approx((5 / 9 + 7 / 11) / 2) and m["val/rq"] == 1.0
+    assert (m["val/pq_th"], m["val/pq_st"]) == pytest.approx((5 / 9, 7 / 11))
+    assert {k: v for k, v in m.items() if k.startswith("eval/pq_class/")} == pytest.approx(
+        {"eval/pq_class/1": 5 / 9, "eval/pq_class/2": 0.0, "eval/pq_class/5": 7 / 11,
+         "eval/pq_class/7": 0.0, "eval/pq_class/9": 0.0})
+    assert pq_table(r).splitlines() == [
+        "| category | PQ | SQ | RQ |", "|---|---|---|---|",
+        "| 1 | 0.5556 | 0.5556 | 1.0000 |", "| 2 | 0.0000 | 0.0000 | 0.0000 |",
+        "| 5 | 0.6364 | 0.6364 | 1.0000 |", "| 7 | 0.0000 | 0.0000 | 0.0000 |",
+        "| 9 | 0.0000 | 0.0000 | 0.0000 |"]
