@@ -142,6 +142,9 @@ class TrainConfig:
     slower, so it stays NCHW there in any case); `compile`: torch.compile of the
     loss (forward and backward) with `compile_backend`, minutes of compilation first;
     activation checkpointing is `model.grad_checkpoint`.
+    `video_steps` (read by `presets.as_video` only, i.e. the video stage of train_davis): > 0
+    gives the video stage a schedule of that many steps with the preset's linear decay to
+    lr * end_lr_factor; 0 keeps the paper's constant learning rate over `steps`.
     """
 
     batch_size: int = 512
@@ -163,6 +166,7 @@ class TrainConfig:
     channels_last: bool = False
     compile: bool = False
     compile_backend: str = "inductor"
+    video_steps: int = 0
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,13 @@ def test_as_video_turns_an_image_preset_into_the_streaming_model():
     assert video.model.mask_stride == 2  # the paper's stride: J&F scores boundaries
     assert (video.data.dataset.value, video.data.train_split, video.data.val_split) == ("davis", "train", "val")
     assert (video.sample.steps, video.sample.later_steps, video.sample.td, video.sample.min_pixels) == (32, 8, 1.0, 10)
-    assert video.optim.end_lr_factor == 1.0 and video.train.ema_decay == 0.99
+    assert video.train.ema_decay == 0.99 and video.optim.warmup_steps == 0
+    # tiny's video stage decays over train.video_steps; paper presets keep a constant lr
+    assert (video.train.steps, video.optim.end_lr_factor) == (2000, 0.1)
+    lowres = get_preset("coco_lowres")
+    assert (as_video(lowres).train.steps, as_video(lowres).optim.end_lr_factor) == (lowres.train.steps, 1.0)
+    with pytest.raises(ValueError, match=r"train.video_steps=-1 must be >= 0"):
+        as_video(replace(lowres, train=replace(lowres.train, video_steps=-1)))
     # the paper's loss weight whatever the image model's (tiny: 0.6); tiny's history noise
     assert (get_preset("tiny").loss.p, video.loss.p) == (0.6, 0.2)
     assert (video.data.history_drop, video.data.history_add) == (0.2, 0.2)
