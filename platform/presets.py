@@ -200,6 +200,7 @@ def as_video(cfg: Config) -> Config:
     if cfg.train.video_steps < 0:
         raise ValueError(f"train.video_steps={cfg.train.video_steps} must be >= 0 (0: the paper's "
                          "constant learning rate for the video stage)")
+    decay = cfg.train.video_steps > 0  # the preset's own schedule, not the paper's constant lr
     model = replace(cfg.model, num_classes=1, max_instances=min(16, cfg.model.max_instances),
                     mask_stride=min(2, cfg.model.mask_stride),
                     decoder=replace(cfg.model.decoder, cond_frames=2, frame_dropout=0.2))
@@ -210,8 +211,8 @@ def as_video(cfg: Config) -> Config:
         data=replace(cfg.data, dataset=DatasetKind.DAVIS, scale_jitter=(1.0, 1.0), color_jitter=0.0,
                      train_split="train", val_split="val", stills=_stills(cfg.data)),
         optim=replace(cfg.optim, warmup_steps=0,
-                      end_lr_factor=cfg.optim.end_lr_factor if cfg.train.video_steps else 1.0),
-        train=replace(cfg.train, ema_decay=0.99, steps=cfg.train.video_steps or cfg.train.steps),
+                      end_lr_factor=cfg.optim.end_lr_factor if decay else 1.0),
+        train=replace(cfg.train, ema_decay=0.99, steps=cfg.train.video_steps if decay else cfg.train.steps),
     )
 
 

@@ -196,27 +196,27 @@ def test_rows_follow_proposal_order_not_gt_order():
     assert f[0].tolist() == [1, 1]
 
 
-# Matching maximises (mean J + mean F) / 2. O's ring (rows 3..7, cols 3..11) is 24 px.
-O = box(4, 7, 4, 11)  # 32 px
-SHIFTED = box(4, 7, 5, 12)  # J 28/36 = 7/9, F 1 (shift 1 = tolerance)
-WITH_LINE = O | box(18, 18, 20, 27)  # +8 px far away, ring 2x9 = 18 px: J 32/40, F 8/11
-WITH_DOT = O | box(18, 18, 30, 30)  # +1 px far away, ring 2x2 = 4 px: J 32/33, F 12/13
+# Matching maximises (mean J + mean F) / 2. A's ring (rows 3..7, cols 3..11) is 24 px.
+A = box(4, 7, 4, 11)  # seqA's object (32 px); its prediction is shifted right by 1 px:
+A_PRED = box(4, 7, 5, 12)  # J = 4*7 / (32 + 4) = 28/36 = 7/9, F = 1 (shift 1 = tolerance)
+WITH_LINE = A | box(18, 18, 20, 27)  # +8 px far away, ring 2x9 = 18 px: J 32/40, F 8/11
+WITH_DOT = A | box(18, 18, 30, 30)  # +1 px far away, ring 2x2 = 4 px: J 32/33, F 12/13
 
 
 def test_matching_uses_the_mean_of_j_and_f():
     # the hand values: P = 24/42 = 4/7, R = 1 -> F = 8/11; P = 24/28 = 6/7, R = 1 -> 12/13
-    assert (j_measure(WITH_LINE, O), f_measure(WITH_LINE, O)) == pytest.approx((0.8, 8 / 11))
-    assert (j_measure(WITH_DOT, O), f_measure(WITH_DOT, O)) == pytest.approx((32 / 33, 12 / 13))
-    assert (j_measure(SHIFTED, O), f_measure(SHIFTED, O)) == pytest.approx((7 / 9, 1.0))
-    gt = np.stack([ids(O)] * 2)
+    assert (j_measure(WITH_LINE, A), f_measure(WITH_LINE, A)) == pytest.approx((0.8, 8 / 11))
+    assert (j_measure(WITH_DOT, A), f_measure(WITH_DOT, A)) == pytest.approx((32 / 33, 12 / 13))
+    assert (j_measure(A_PRED, A), f_measure(A_PRED, A)) == pytest.approx((7 / 9, 1.0))
+    gt = np.stack([ids(A)] * 2)
     # p1 in frame 0 only, p2 in frame 1 only; an absent proposal scores J = F = 0.
-    # p1 = WITH_LINE has the higher J (0.8 > 7/9), p2 = SHIFTED the higher J + F
+    # p1 = WITH_LINE has the higher J (0.8 > 7/9), p2 = A_PRED the higher J + F
     # (1.778 > 1.527): a J-only matcher would take p1.
-    j, f = evaluate_sequence(gt, np.stack([ids(WITH_LINE), ids(None, SHIFTED)]))
+    j, f = evaluate_sequence(gt, np.stack([ids(WITH_LINE), ids(None, A_PRED)]))
     assert j[0].tolist() == pytest.approx([0, 7 / 9]) and f.tolist() == [[0, 1]]
-    # p1 = WITH_DOT has the higher J + F (1.893 > 1.778), p2 = SHIFTED the higher F:
+    # p1 = WITH_DOT has the higher J + F (1.893 > 1.778), p2 = A_PRED the higher F:
     # an F-only matcher would take p2.
-    j, f = evaluate_sequence(gt, np.stack([ids(WITH_DOT), ids(None, SHIFTED)]))
+    j, f = evaluate_sequence(gt, np.stack([ids(WITH_DOT), ids(None, A_PRED)]))
     assert j.shape == (1, 2) and j[0].tolist() == pytest.approx([32 / 33, 0])
     assert f[0].tolist() == pytest.approx([12 / 13, 0])
 
@@ -295,8 +295,6 @@ def test_permuted_gt_ids_score_perfectly():
 
 # 9-11 ----------------------------------------------------------- data set, files
 
-A = box(4, 7, 4, 11)  # seqA's object (32 px); its prediction is shifted right by 1 px:
-A_PRED = box(4, 7, 5, 12)  # J = 4*7 / (32 + 4) = 28/36 = 7/9, F = 1 (shift 1 = tolerance)
 C1, C2 = box(2, 5, 2, 9), box(12, 17, 20, 29)
 C_PRED = ids(C2, box(2, 5, 2, 5))  # p1 = C2 exactly, p2 = left half of C1
 # C1 vs p2: J = 16/32 = 0.5. Rings: C1 rows 1..5, cols 1..9 (24 px); p2 rows 1..5,

@@ -81,6 +81,8 @@ def assert_split(result, split, pq, sq, rq, n):
 
 
 TWO_ROWS = [[1, 1, 1, 1], [1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]]  # person 1 over sky 2
+ABOVE = [[1, 1, 1, 1], [1, 2, 2, 2], [1, 2, 2, 2], [2, 2, 2, 2]]  # person 6 px over sky 10 px
+EXACT_HALF = [[1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2], [2, 2, 2, 2]]  # person 4 px of TWO_ROWS' 8
 
 
 # ---------------------------------------------------------------- hand-computed cases
@@ -89,11 +91,9 @@ TWO_ROWS = [[1, 1, 1, 1], [1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2]]  # person 1 
 def test_match_needs_iou_strictly_above_half(tmp_path):
     # Image 3: person IoU 5/(6+8-5) = 5/9 (TP), sky 7/(10+8-7) = 7/11 (TP).
     # Image 4: person IoU 4/8 = 0.5 exactly -> FN + FP, sky 8/12 (TP).
-    above = [[1, 1, 1, 1], [1, 2, 2, 2], [1, 2, 2, 2], [2, 2, 2, 2]]
-    exact = [[1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2], [2, 2, 2, 2]]
     segs = [(1, PERSON, 0), (2, SKY, 0)]
     preds = [(1, PERSON), (2, SKY)]
-    r = pq_compute(*write_set(tmp_path, [(TWO_ROWS, segs, above, preds), (TWO_ROWS, segs, exact, preds)]))
+    r = pq_compute(*write_set(tmp_path, [(TWO_ROWS, segs, ABOVE, preds), (TWO_ROWS, segs, EXACT_HALF, preds)]))
     person_pq, sky_pq = (5 / 9) / 2, (7 / 11 + 8 / 12) / 2  # person tp1 fp1 fn1; sky tp2
     assert r["per_class"][str(PERSON)] == pytest.approx({"pq": person_pq, "sq": 5 / 9, "rq": 0.5})
     assert r["per_class"][str(SKY)] == pytest.approx({"pq": sky_pq, "sq": sky_pq, "rq": 1.0})
@@ -147,8 +147,7 @@ def test_only_the_last_crowd_segment_of_a_category_excuses(tmp_path):
 
 def test_gt_area_is_taken_from_json(tmp_path):
     # As in the first case but the JSON says the person has 10 pixels: 5/(6+10-5) < 0.5.
-    above = [[1, 1, 1, 1], [1, 2, 2, 2], [1, 2, 2, 2], [2, 2, 2, 2]]
-    r = pq_compute(*write_set(tmp_path, [(TWO_ROWS, [(1, PERSON, 0, 10), (2, SKY, 0)], above,
+    r = pq_compute(*write_set(tmp_path, [(TWO_ROWS, [(1, PERSON, 0, 10), (2, SKY, 0)], ABOVE,
                                           [(1, PERSON), (2, SKY)])]))
     assert_split(r, "Things", 0.0, 0.0, 0.0, 1)
 
@@ -193,9 +192,6 @@ def test_the_crowd_segment_listed_last_is_the_one_remembered(tmp_path, crowd_ord
         assert_split(r, "Things", 0.0, 0.0, 0.0, 1)
 
 
-ABOVE = [[1, 1, 1, 1], [1, 2, 2, 2], [1, 2, 2, 2], [2, 2, 2, 2]]  # person 6 px over sky 10 px
-
-
 def test_prediction_area_field_is_recounted_from_the_png(tmp_path):
     paths = write_set(tmp_path, [(TWO_ROWS, [(1, PERSON, 0), (2, SKY, 0)], ABOVE,
                                   [(1, PERSON), (2, SKY)])])
@@ -210,10 +206,9 @@ def test_prediction_area_field_is_recounted_from_the_png(tmp_path):
 
 def test_images_pair_by_image_id_each_side_with_its_own_file_name(tmp_path):
     # image 3 exact; image 4: person IoU exactly 0.5 (FN + FP), sky 8/12.
-    exact_half = [[1, 1, 1, 1], [2, 2, 2, 2], [2, 2, 2, 2], [2, 2, 2, 2]]
     segs, preds = [(1, PERSON, 0), (2, SKY, 0)], [(1, PERSON), (2, SKY)]
     gt_json, pred_json, gt_dir, pred_dir = write_set(
-        tmp_path, [(TWO_ROWS, segs, TWO_ROWS, preds), (TWO_ROWS, segs, exact_half, preds)])
+        tmp_path, [(TWO_ROWS, segs, TWO_ROWS, preds), (TWO_ROWS, segs, EXACT_HALF, preds)])
     pred = json.loads(pred_json.read_text())
     (pred_dir / "img0.png").rename(pred_dir / "b.png")  # names no longer match the GT's
     (pred_dir / "img1.png").rename(pred_dir / "a.png")
