@@ -78,6 +78,10 @@ class DecoderConfig:
     # video training: probability that a conditioning frame is replaced by a missing one
     # (official frames_dropout; 0.2 in the DAVIS sweep)
     frame_dropout: float = 0.2
+    # video training: probability that an example loses all its conditioning frames at once,
+    # the situation of a video's first frame (not in the paper; with frame_dropout alone it
+    # is frame_dropout ** cond_frames, 4 % at the paper's 0.2)
+    history_dropout: float = 0.0
     self_cond: bool = False
     # Variance scale of the "zero" initialised convolutions (each ResBlock's last conv and the
     # output head); official VarianceScaling(1e-10). Tiny, briefly trained models learn

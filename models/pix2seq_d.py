@@ -136,7 +136,8 @@ class Pix2SeqD(nn.Module):
         gamma = gamma_cosine(torch.rand(x0.shape[0], device=x0.device))
         x_t = corrupt(x0, gamma, torch.randn_like(x0))
         if cond_masks is not None and self.training:
-            cond_masks = drop_frames(cond_masks, self.cfg.decoder.frame_dropout)
+            dec = self.cfg.decoder
+            cond_masks = drop_frames(cond_masks, dec.frame_dropout, all_rate=dec.history_dropout)
         cond = self.cond_bits(cond_masks, x0)
         x0_prev = torch.zeros_like(x0)
         if self.cfg.decoder.self_cond:

@@ -15,16 +15,19 @@ if TYPE_CHECKING:  # pix2seq_d imports drop_frames from here
     from .pix2seq_d import Pix2SeqD
 
 
-def drop_frames(cond_masks: torch.Tensor, rate: float, generator: torch.Generator | None = None
-                ) -> torch.Tensor:
+def drop_frames(cond_masks: torch.Tensor, rate: float, generator: torch.Generator | None = None,
+                all_rate: float = 0.0) -> torch.Tensor:
     """Replace each conditioning frame of each example by a missing (all-zero) one with
-    probability `rate`. cond_masks: int (B, F, 2, Hm, Wm) -> same."""
-    if rate <= 0:
+    probability `rate`, and all frames of an example with probability `all_rate` (the two
+    draws independent). cond_masks: int (B, F, 2, Hm, Wm) -> same."""
+    if rate <= 0 and all_rate <= 0:
         return cond_masks
     b, f = cond_masks.shape[:2]
-    u = torch.rand(b, f, generator=generator, device=generator.device if generator else None)
-    keep = (u.to(cond_masks.device) >= rate).view(b, f, 1, 1, 1)
-    return cond_masks * keep
+    device = generator.device if generator else None
+    # the extra column only when used: runs without it draw the same numbers as before
+    u = torch.rand(b, f + (all_rate > 0), generator=generator, device=device).to(cond_masks.device)
+    keep = (u[:, :f] >= rate) & (u[:, f:] >= all_rate).all(dim=1, keepdim=True)
+    return cond_masks * keep.view(b, f, 1, 1, 1)
 
 
 @torch.no_grad()

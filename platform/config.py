@@ -134,6 +134,10 @@ class TrainConfig:
 
     `batch_size` is the global batch (all workers, after accumulation).
     `time_budget_min` > 0 stops training cleanly after that many minutes, then evaluates.
+    `decay_to_budget` (with a time budget): the learning-rate decay follows the larger of
+    the fraction of `steps` done and the elapsed fraction of the budget, so it ends when the
+    budget does however fast the machine is; `steps` is then an upper bound. A run resumed
+    from a checkpoint starts a new budget, and its decay goes on from the step fraction.
     `max_failures`: worker-group failures Ray Train recovers from (restarting from the
     latest checkpoint) before the run fails. `placement_strategy`: Ray's placement of the
     workers on nodes; each run records the node of every rank (MLflow tag `worker_nodes`).
@@ -161,6 +165,7 @@ class TrainConfig:
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     time_budget_min: float = 0.0
+    decay_to_budget: bool = False
     max_failures: int = 3
     placement_strategy: Placement = Placement.PACK
     channels_last: bool = False

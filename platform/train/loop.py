@@ -50,13 +50,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     micro = cfg.train.batch_size // (world * cfg.train.accum)
     batches = iter(_train_batches(loop_config, cfg, rank, world, state["step"], micro))
     meter = _Meter()
-    deadline = time.monotonic() + 60 * cfg.train.time_budget_min if cfg.train.time_budget_min > 0 else None
+    budget_s, start, time_frac = 60 * cfg.train.time_budget_min, time.monotonic(), 0.0
     last_saved, num_train = state["step"], int(loop_config.get("num_train", 0))
     while state["step"] < cfg.train.steps:
-        if (deadline is not None and state["step"] % STOP_CHECK_EVERY == 0
-                and _agree_to_stop(time.monotonic() > deadline, device, world)):
-            break
-        if optimizer_step(state, cfg, batches, device, meter) is None:
+        if budget_s > 0 and state["step"] % STOP_CHECK_EVERY == 0:
+            time_frac = _shared_clock((time.monotonic() - start) / budget_s, device, world)
+            if time_frac > 1.0:
+                break
+        decay_frac = time_frac if cfg.train.decay_to_budget else 0.0
+        if optimizer_step(state, cfg, batches, device, meter, decay_frac) is None:
             break
         step = state["step"]
         if step % cfg.train.log_every == 0:
@@ -171,13 +173,15 @@ def _initialise(model, cfg: Config, init_from: str) -> None:
         model.load_state_dict(snap["ema"])
 
 
-def optimizer_step(state, cfg: Config, batches, device, meter) -> float | None:
-    """One optimizer step over `accum` micro-batches; None when the data ran out."""
+def optimizer_step(state, cfg: Config, batches, device, meter, time_frac: float = 0.0
+                   ) -> float | None:
+    """One optimizer step over `accum` micro-batches; None when the data ran out.
+    time_frac: the elapsed fraction of the time budget, for `train.decay_to_budget`."""
     ddp, opt = state["ddp"], state["optimizer"]
     ddp.train()
     for group in opt.param_groups:
         group["lr"] = cfg.optim.lr * lr_factor(state["step"], cfg.optim.warmup_steps,
-                                               cfg.train.steps, cfg.optim.end_lr_factor)
+                                               cfg.train.steps, cfg.optim.end_lr_factor, time_frac)
     opt.zero_grad(set_to_none=True)
     total = 0.0
     for k in range(cfg.train.accum):
@@ -212,13 +216,14 @@ def _autocast(cfg: Config, device):
 STOP_CHECK_EVERY = 8
 
 
-def _agree_to_stop(local: bool, device, world: int) -> bool:
-    """All ranks must stop at the same step (DDP); rank 0's clock decides."""
+def _shared_clock(local_frac: float, device, world: int) -> float:
+    """The elapsed fraction of the time budget by rank 0's clock, on every rank: all ranks
+    must stop at the same step and use the same learning rate (DDP)."""
     if world == 1 or not dist.is_initialized():
-        return local
-    flag = torch.tensor([1.0 if local else 0.0], device=device)
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())
+        return local_frac
+    frac = torch.tensor([local_frac], dtype=torch.float64, device=device)
+    dist.broadcast(frac, src=0)
+    return float(frac.item())
 
 
 class _Meter:

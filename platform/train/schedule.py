@@ -4,15 +4,18 @@ from __future__ import annotations
 import torch
 
 
-def lr_factor(step: int, warmup: int, total: int, end_factor: float) -> float:
+def lr_factor(step: int, warmup: int, total: int, end_factor: float, time_frac: float = 0.0
+              ) -> float:
     """Official `WarmUpAndDecay`: linear warm-up from 0, then linear decay to end_factor.
 
     Returns the multiplier of the peak learning rate for optimizer step `step` (0-based).
+    `time_frac` (`train.decay_to_budget`): the elapsed fraction of the time budget; after
+    the warm-up the decay follows the larger of it and the fraction of steps done.
     """
     if warmup > 0 and step < warmup:
         return step / warmup
     span = max(1, total - warmup)
-    frac = min(1.0, (step - warmup) / span)
+    frac = min(1.0, max((step - warmup) / span, time_frac))
     return 1.0 - (1.0 - end_factor) * frac
 
 

@@ -26,6 +26,20 @@ def test_frame_dropout_drops_whole_frames_at_the_rate():
     assert torch.equal(drop_frames(cond, 0.0), cond)
 
 
+def test_history_dropout_drops_all_frames_of_an_example_at_once():
+    cond = torch.ones(20000, 2, 2, 3, 3, dtype=torch.long)
+    alone = drop_frames(cond, 0.0, torch.Generator().manual_seed(0), all_rate=0.3).flatten(2).sum(-1)
+    assert ((alone == 0).all(1) | (alone > 0).all(1)).all()  # never one frame without the other
+    assert (alone == 0).all(1).float().mean().item() == pytest.approx(0.3, abs=0.01)
+    both = drop_frames(cond, 0.2, torch.Generator().manual_seed(0), all_rate=0.3).flatten(2).sum(-1)
+    # independent draws: 0.3 + 0.7 * 0.2 ** 2 of the examples lose both frames
+    assert (both == 0).all(1).float().mean().item() == pytest.approx(0.328, abs=0.01)
+    assert (both[:, 0] == 0).float().mean().item() == pytest.approx(0.3 + 0.7 * 0.2, abs=0.01)
+    # without it, the per-frame draws are those of a run that never had the option
+    plain = drop_frames(cond, 0.2, torch.Generator().manual_seed(0))
+    assert torch.equal(plain, drop_frames(cond, 0.2, torch.Generator().manual_seed(0), all_rate=0.0))
+
+
 def test_streaming_sampler_steps_per_frame_and_own_predictions_as_condition():
     model = video_model()
     frames = toy_batch(2)[0][:, None].expand(-1, 4, -1, -1, -1)  # (B=2, T=4, 3, 32, 32)
