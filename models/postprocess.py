@@ -1,5 +1,6 @@
 """Prediction post-processing for one image (spec §4.2; official `TaskPanopticSegmentation.infer`,
 `majority_vote_postprocess`). Works on (2, H, W) int (class, id) maps on any device.
+`to_original` departs from the official resizing on purpose: see its docstring.
 """
 from __future__ import annotations
 

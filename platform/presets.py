@@ -143,12 +143,14 @@ def tiny() -> Config:
       done) and stopped early on a faster one (the same schedule done in 7.4 of the 15
       minutes, the 2,000-step video stage in 6). From the same image checkpoint, the video
       stage of 2,000 steps scored J&F 0.528 and 0.542 on the generated val sequences (0.540
-      on 50 sequences of another seed); decaying over the 15 minutes (5,544 steps) 0.591
+      and 0.525 on 50 sequences of another seed); decaying over the 15 minutes (5,544 steps) 0.591
       (0.596). The video stage decays (a constant 3e-3, the paper's constant-rate recipe,
       diverged at step 1,740 in one run: loss 0.04 -> 0.39, J&F 0.158);
     - fused AdamW: the 2 CPU workers train 4-13 steps/s depending on the machine (slower
       while Ray Data decodes ahead early in the run); val PQ on 32 images every 400 steps
-      gives the curve (and the best checkpoint).
+      gives the curve (and the best checkpoint). The upper bounds have a cost: Ray Data
+      sizes the stream by them and decodes ahead early in the run (the image stage trained
+      at 80-110 img/s for its first half, 200 after), a bound to revisit.
     """
     model = ModelConfig(
         num_classes=8,
@@ -187,7 +189,7 @@ def as_video(cfg: Config) -> Config:
     the first frame then 8, td 1, min_pixels 10 (paper values), and the paper's mask stride
     of 2 at most: J&F scores boundaries at the original resolution, and on the generated val
     sequences ground truth passed through a stride-4 mask scores J&F 0.67, through stride 2
-    0.83 (README, "Results"; scripts/mask_oracle.py). The weights carry over: the fuser has the same layers at
+    0.90 (README, "Results"; scripts/mask_oracle.py). The weights carry over: the fuser has the same layers at
     strides 2 and 4, the decoder is convolutional with fixed position codes. Image size,
     steps and batch stay the preset's. A preset with `data.still_fraction` > 0 (tiny) gets
     its still clips from its own image set (`data.root`, or the generated one) unless

@@ -40,28 +40,23 @@ def test_ema_update_params_and_buffers():
     assert int(ema.num_batches_tracked) == 7
 
 
-def _clock_rank(rank: int, port: int, out) -> None:
+def _clock_rank(rank: int, init_file: str, out) -> None:
     import torch.distributed as dist
 
     from pix2seqd.platform.train.loop import _shared_clock
 
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
         out[rank] = _shared_clock(0.25 if rank == 0 else 0.75, torch.device("cpu"), world=2)
     finally:
         dist.destroy_process_group()
 
 
-def test_shared_clock_gives_every_rank_rank_zeros_fraction():
+def test_shared_clock_gives_every_rank_rank_zeros_fraction(tmp_path):
     # DDP ranks must stop at the same step and use the same learning rate
-    import socket
-
     import torch.multiprocessing as mp
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_clock_rank, args=(port, out), nprocs=2)
+        mp.spawn(_clock_rank, args=(str(tmp_path / "init"), out), nprocs=2)
         assert dict(out) == {0: 0.25, 1: 0.25}
