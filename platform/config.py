@@ -148,7 +148,8 @@ class TrainConfig:
     activation checkpointing is `model.grad_checkpoint`.
     `video_steps` (read by `presets.as_video` only, i.e. the video stage of train_davis): > 0
     gives the video stage a schedule of that many steps (an upper bound with
-    `decay_to_budget`) with the preset's linear decay to lr * end_lr_factor; 0 keeps the paper's constant learning rate over `steps`.
+    `decay_to_budget`) with the preset's linear decay to lr * end_lr_factor; 0 keeps the
+    paper's constant learning rate over `steps`.
     """
 
     batch_size: int = 512

@@ -54,7 +54,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     last_saved, num_train = state["step"], int(loop_config.get("num_train", 0))
     while state["step"] < cfg.train.steps:
         if budget_s > 0 and state["step"] % STOP_CHECK_EVERY == 0:
-            time_frac = _shared_clock((time.monotonic() - start) / budget_s, device, world)
+            time_frac = _shared_budget_fraction((time.monotonic() - start) / budget_s, device, world)
             if time_frac > 1.0:
                 break
         decay_frac = time_frac if cfg.train.decay_to_budget else 0.0
@@ -173,15 +173,15 @@ def _initialise(model, cfg: Config, init_from: str) -> None:
         model.load_state_dict(snap["ema"])
 
 
-def optimizer_step(state, cfg: Config, batches, device, meter, time_frac: float = 0.0
+def optimizer_step(state, cfg: Config, batches, device, meter, decay_frac: float = 0.0
                    ) -> float | None:
     """One optimizer step over `accum` micro-batches; None when the data ran out.
-    time_frac: the elapsed fraction of the time budget, for `train.decay_to_budget`."""
+    decay_frac: the elapsed fraction of the time budget under `train.decay_to_budget`, else 0."""
     ddp, opt = state["ddp"], state["optimizer"]
     ddp.train()
     for group in opt.param_groups:
         group["lr"] = cfg.optim.lr * lr_factor(state["step"], cfg.optim.warmup_steps,
-                                               cfg.train.steps, cfg.optim.end_lr_factor, time_frac)
+                                               cfg.train.steps, cfg.optim.end_lr_factor, decay_frac)
     opt.zero_grad(set_to_none=True)
     total = 0.0
     for k in range(cfg.train.accum):
@@ -216,7 +216,7 @@ def _autocast(cfg: Config, device):
 STOP_CHECK_EVERY = 8
 
 
-def _shared_clock(local_frac: float, device, world: int) -> float:
+def _shared_budget_fraction(local_frac: float, device, world: int) -> float:
     """The elapsed fraction of the time budget by rank 0's clock, on every rank: all ranks
     must stop at the same step and use the same learning rate (DDP)."""
     if world == 1 or not dist.is_initialized():

@@ -22,10 +22,10 @@ def test_lr_factor_decays_with_the_time_budget_when_it_is_ahead_of_the_steps():
     assert lr_factor(5, 10, 110, 0.1, time_frac=0.9) == 0.5  # warm-up counts steps only
 
 
-def test_shared_clock_outside_a_process_group_is_the_local_clock():
-    from pix2seqd.platform.train.loop import _shared_clock
+def test_shared_budget_fraction_outside_a_process_group_is_the_local_clock():
+    from pix2seqd.platform.train.loop import _shared_budget_fraction
 
-    assert _shared_clock(0.25, torch.device("cpu"), world=1) == 0.25
+    assert _shared_budget_fraction(0.25, torch.device("cpu"), world=1) == 0.25
 
 
 def test_ema_update_params_and_buffers():
@@ -43,16 +43,16 @@ def test_ema_update_params_and_buffers():
 def _clock_rank(rank: int, init_file: str, out) -> None:
     import torch.distributed as dist
 
-    from pix2seqd.platform.train.loop import _shared_clock
+    from pix2seqd.platform.train.loop import _shared_budget_fraction
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        out[rank] = _shared_clock(0.25 if rank == 0 else 0.75, torch.device("cpu"), world=2)
+        out[rank] = _shared_budget_fraction(0.25 if rank == 0 else 0.75, torch.device("cpu"), world=2)
     finally:
         dist.destroy_process_group()
 
 
-def test_shared_clock_gives_every_rank_rank_zeros_fraction(tmp_path):
+def test_shared_budget_fraction_gives_every_rank_rank_zeros_fraction(tmp_path):
     # DDP ranks must stop at the same step and use the same learning rate
     import torch.multiprocessing as mp
 
