@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 from typing import Iterator
 
 # Quiet, private defaults; any value the user set wins.
@@ -84,3 +86,24 @@ def ray_session(train_cpus: float = 0.0) -> Iterator[None]:
             import ray
 
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def sigint_handler_kept() -> Iterator[None]:
+    """Put back the caller's SIGINT handler after the block (a `TrainerV2.fit()`).
+
+    Ray Train V2's `fit()` installs a Ctrl-C handler that aborts its controller and leaves it
+    installed, so the finished controller's handle lives until the next `fit()` replaces the
+    handler. Released then, in the same instant the next controller is created, the driver
+    was left waiting forever to hear that the new controller was alive (Ray 2.60; three runs
+    of the test suite hung there). Kept here, the handle goes when `fit()` returns. Outside
+    the main thread (Tune trials) Ray installs nothing and there is nothing to put back.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, saved)

@@ -273,6 +273,8 @@ def run_ray(cfg: Config, warmup: int, steps: int, device: str, storage: str
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from pix2seqd.platform.ray_env import sigint_handler_kept
+
     t, gpu = cfg.train, device == "cuda"
     trainer = TorchTrainer(
         ray_worker_loop,
@@ -285,7 +287,8 @@ def run_ray(cfg: Config, warmup: int, steps: int, device: str, storage: str
                                        storage_path=storage),
     )
     started = time.time()
-    result = trainer.fit()
+    with sigint_handler_kept():
+        result = trainer.fit()
     with result.checkpoint.as_directory() as d:
         payload = json.loads((Path(d) / "step_s.json").read_text())
     return payload["step_s"], payload["loop_entered"] - started

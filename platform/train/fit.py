@@ -109,6 +109,7 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from pix2seqd.platform.ray_env import sigint_handler_kept
     from pix2seqd.platform.train.loop import train_loop_per_worker
 
     t = cfg.train
@@ -135,7 +136,8 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
         datasets={} if per_rank else {"train": _split_stream(cfg, inputs, opts, run_id, uri)},
     )
     t0 = time.perf_counter()
-    result = trainer.fit()
+    with sigint_handler_kept():
+        result = trainer.fit()
     print(f"[pix2seqd] training finished in {time.perf_counter() - t0:.0f} s")
     return result
 

@@ -3,6 +3,7 @@ server: params, metrics and a checkpoint that loads must land in the MLflow run.
 from __future__ import annotations
 
 import json
+import signal
 
 import pytest
 from helpers_jobs import load_job
@@ -27,8 +28,11 @@ def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch
             "--summary-json", str(summary_path), "--run-name", "itest"]
     for s in sets:
         args += ["--set", s]
+    sigint = signal.getsignal(signal.SIGINT)
     summary = load_job("train_coco").main(args)
 
+    # Ray Train's Ctrl-C handler (it holds the finished controller) is not left behind
+    assert signal.getsignal(signal.SIGINT) is sigint
     assert json.loads(summary_path.read_text()) == summary
     assert set(summary) == {"mlflow_run_id", "tracking_uri", "checkpoint", "metrics"}
     assert set(summary["metrics"]) == {"pq", "pq_th", "pq_st"}
