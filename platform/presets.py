@@ -135,7 +135,7 @@ def tiny() -> Config:
     - data.history_drop 0.2 and data.history_add 0.2 (video fine-tuning only; see
       `data.history_noise`): conditioning masks with a missed or a false object, so the
       model corrects its own history instead of copying it (README, "Results");
-    - train.decay_to_budget with 12,000 scheduled steps (train.video_steps 8,000 for the video
+    - train.decay_to_budget with 12,000 scheduled steps (train.video_steps 5,000 for the video
       stage): the learning rate decays linearly to 0.1 x over the time budget, however many
       steps the machine makes of it, and the step counts are upper bounds the budget ends
       first. Fixed schedules sized for one machine were cut short on a slower one (a
@@ -149,8 +149,12 @@ def tiny() -> Config:
     - fused AdamW: the 2 CPU workers train 4-13 steps/s depending on the machine (slower
       while Ray Data decodes ahead early in the run); val PQ on 32 images every 400 steps
       gives the curve (and the best checkpoint). The upper bounds have a cost: Ray Data
-      sizes the stream by them and decodes ahead early in the run (the image stage trained
-      at 80-110 img/s for its first half, 200 after), a bound to revisit.
+      sizes the stream by them and decodes ahead early in the run, and while the stream
+      runs its coordinator's scheduling loop takes about 0.6 of the 2 cores (py-spy). With
+      video_steps 8,000 the video stage trained at 50 img/s for 11 minutes, then 85
+      (3,160 steps, J&F 0.535); with 5,000, at 75-90 img/s throughout (4,376 steps, J&F
+      0.577; 2026-12-03, one run each). Capping the stream's object-store budget instead
+      kept the loop running all along (54 img/s over a 4-min probe).
     """
     model = ModelConfig(
         num_classes=8,
@@ -175,7 +179,7 @@ def tiny() -> Config:
         train=TrainConfig(
             batch_size=16, steps=12_000, ema_decay=0.99, num_workers=2, cpus_per_worker=0.5,
             torch_threads=1, log_every=25, checkpoint_every=400, keep_checkpoints=2, time_budget_min=15.0,
-            decay_to_budget=True, video_steps=8_000,
+            decay_to_budget=True, video_steps=5_000,
         ),
         eval=EvalConfig(max_images=0, batch_size=16, overlays=4, num_actors=1, every_steps=400),
     )

@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}" RAY_USAGE_STATS_ENABLED=0 \
        MLFLOW_DISABLE_TELEMETRY=true PYTHONDONTWRITEBYTECODE=1
-# A hang ends the suite (exit 124) instead of the CI's time: the suites take about 16 and
-# 5 minutes on 2 cores; pytest-timeout cannot always interrupt a test blocked inside Ray.
+# A hang ends the suite (exit 124) instead of the CI's time: the suites take 6-16 and
+# 3-6 minutes on 2 cores; pytest-timeout cannot always interrupt a test blocked inside Ray.
 suite() {
   local limit=$1; shift
   timeout -k 30 "$limit" python -m pytest "$@" || {
