@@ -153,8 +153,8 @@ def tiny() -> Config:
       runs its coordinator's scheduling loop takes about 0.6 of the 2 cores (py-spy). With
       video_steps 8,000 the video stage trained at 50 img/s for 11 minutes, then 85
       (3,160 steps, J&F 0.535); with 5,000, at 75-90 img/s throughout (4,376 and 4,280
-      steps, J&F 0.577 and 0.588; 2026-12-03). Capping the stream's object-store budget instead
-      kept the loop running all along (54 img/s over a 4-min probe).
+      steps, J&F 0.577 and 0.588; 2026-12-03). Capping the stream's object-store budget
+      instead kept the loop running all along (54 img/s over a 4-min probe).
     """
     model = ModelConfig(
         num_classes=8,

@@ -4,6 +4,8 @@ from __future__ import annotations
 import signal
 import threading
 
+import pytest
+
 from pix2seqd.platform.ray_env import sigint_handler_kept
 
 
@@ -22,12 +24,9 @@ def test_the_callers_handler_is_back_after_the_block_even_on_error():
             signal.signal(signal.SIGINT, _rays)
             assert signal.getsignal(signal.SIGINT) is _rays
         assert signal.getsignal(signal.SIGINT) is _mine
-        try:
-            with sigint_handler_kept():
-                signal.signal(signal.SIGINT, _rays)
-                raise RuntimeError("fit failed")
-        except RuntimeError:
-            pass
+        with pytest.raises(RuntimeError), sigint_handler_kept():
+            signal.signal(signal.SIGINT, _rays)
+            raise RuntimeError("fit failed")
         assert signal.getsignal(signal.SIGINT) is _mine
     finally:
         signal.signal(signal.SIGINT, before)
