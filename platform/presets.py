@@ -148,13 +148,14 @@ def tiny() -> Config:
       diverged at step 1,740 in one run: loss 0.04 -> 0.39, J&F 0.158);
     - fused AdamW: the 2 CPU workers train 4-13 steps/s depending on the machine (slower
       while Ray Data decodes ahead early in the run); val PQ on 32 images every 400 steps
-      gives the curve (and the best checkpoint). The upper bounds have a cost: Ray Data
-      sizes the stream by them and decodes ahead early in the run, and while the stream
-      runs its coordinator's scheduling loop takes about 0.6 of the 2 cores (py-spy). With
-      video_steps 8,000 the video stage trained at 50 img/s for 11 minutes, then 85
-      (3,160 steps, J&F 0.535); with 5,000, at 75-90 img/s throughout (4,376 and 4,280
-      steps, J&F 0.577 and 0.588; 2026-12-03). Capping the stream's object-store budget
-      instead kept the loop running all along (54 img/s over a 4-min probe).
+      gives the curve (and the best checkpoint). Ray Data sizes the stream by the upper
+      bounds and decodes ahead early in the run. Its scheduling loop used to spin while the
+      stream was ahead, ~0.6 of the 2 cores (py-spy), so larger bounds cost speed: with
+      video_steps 8,000 the video stage trained at 50 img/s for 11 minutes, then 85 (3,160
+      steps, J&F 0.535); with 5,000 at 75-90 img/s (4,376 and 4,280 steps, J&F 0.577 and
+      0.588). With the loop paused while the stream is ahead (`data.executor_nap`), the
+      image stage made 7,448 steps (PQ 0.585) and three video stages from it 5,000, 5,000
+      and 4,488 steps at 83-95 img/s (J&F 0.633, 0.624, 0.613; 2026-12-03).
     """
     model = ModelConfig(
         num_classes=8,

@@ -27,12 +27,17 @@ def init_ray(train_cpus: float = 0.0) -> bool:
     Returns True when this call started Ray (the caller then shuts it down). A local Ray gets
     at least one logical CPU more than the training workers hold (`train_cpus`), so a Ray Data
     operator can always run next to them: with every CPU held by workers the pipeline hangs.
+    Datasets built in this process afterwards pause their scheduling loop while their
+    output waits (`data.executor_nap`).
     """
     import math
 
     import ray
 
+    from pix2seqd.platform.data import executor_nap
+
     apply_env_defaults()
+    executor_nap.install()
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS")
