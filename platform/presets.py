@@ -155,7 +155,8 @@ def tiny() -> Config:
       steps, J&F 0.535); with 5,000 at 75-90 img/s (4,376 and 4,280 steps, J&F 0.577 and
       0.588). With the loop paused while the stream is ahead (`data.executor_nap`), the
       image stage made 7,448 steps (PQ 0.585) and three video stages from it 5,000, 5,000
-      and 4,488 steps at 83-95 img/s (J&F 0.633, 0.624, 0.613; 2026-12-03).
+      and 4,488 steps at 83-95 img/s (J&F 0.633, 0.624, 0.613); a second image run 7,325
+      (PQ 0.576), its video stage 4,544 (J&F 0.598; 2026-12-03).
     """
     model = ModelConfig(
         num_classes=8,
