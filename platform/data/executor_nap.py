@@ -11,9 +11,10 @@ at 50-90 img/s until the stream ended, then at 160 (README, "Results").
 the executor's output queue holds blocks not yet taken (any split's). While it is empty
 the loop runs as Ray's does. A nap delays the loop's next dispatch by at most `NAP_S`,
 also when one split's consumer waits while the queue holds another split's blocks; the
-training stream is far ahead of both workers, whose wait for data stayed under 1.3 % of
-the step time with the nap (`train/data_wait_frac` after the first 25 steps). Napping only when no consumer waits
-as well (`num_waiting_consumers`) would be stricter; it is not what was measured.
+training stream is far ahead of both workers, whose wait for data stayed at most 1.4 %
+of the step time with the nap (`train/data_wait_frac` after the first 25 steps, 6 runs).
+Napping only when no consumer waits as well (`num_waiting_consumers`) would be stricter;
+it is not what was measured.
 `python scripts/executor_nap_bench.py` measures the coordinator's CPU with and without it.
 """
 from __future__ import annotations
