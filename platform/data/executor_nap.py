@@ -47,7 +47,9 @@ class NapWhenAhead(ExecutionCallback):
 def install(ctx: "ray.data.DataContext | None" = None) -> None:
     """Add `NapWhenAhead` to a DataContext (default: this process's current one), once.
     A dataset takes a copy of the current context when it is built, and the
-    SplitCoordinator actor of its `streaming_split` runs its executor with that copy."""
+    SplitCoordinator actor of its `streaming_split` runs its executor with that copy; Ray
+    Train copies the driver's context to its workers, so their own (per-rank) datasets
+    carry it too."""
     if ctx is None:
         ctx = ray.data.DataContext.get_current()
     if NapWhenAhead not in ctx.custom_execution_callback_classes:

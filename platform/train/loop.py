@@ -104,11 +104,6 @@ def _train_batches(loop_config: dict[str, Any], cfg: Config, rank: int, world: i
     if loop_config.get("train_source") is None:
         shard = ray.train.get_dataset_shard("train")
         return shard.iter_torch_batches(batch_size=micro, drop_last=True)
-    from pix2seqd.platform.data import executor_nap
-
-    # Ray Train copies the driver's DataContext here; a driver that never called
-    # init_ray (a user's own script) gets the nap for this rank's executor too
-    executor_nap.install()
     source = ray.get(loop_config["train_source"])
     start = step * cfg.train.batch_size
     if source["kind"] == "video":
