@@ -13,15 +13,35 @@ from __future__ import annotations
 import torch
 
 N_BITS = 8                 # bits per int channel: class and id each in [0, 255]
-N_VALUES = 2**N_BITS       # categories per softmax group
 
 
 def bit_table(device: torch.device | str | None = None,
-              dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(256, 8) table: row c holds the bits of integer c, LSB first (used for expected bits)."""
-    values = torch.arange(N_VALUES, device=device)
-    shifts = torch.arange(N_BITS, device=device)
+              dtype: torch.dtype = torch.float32, n_bits: int = N_BITS) -> torch.Tensor:
+    """(2^n_bits, n_bits) table: row c holds the bits of integer c, LSB first (used for
+    expected bits)."""
+    values = torch.arange(2**n_bits, device=device)
+    shifts = torch.arange(n_bits, device=device)
     return ((values[:, None] >> shifts) & 1).to(dtype)
+
+
+def group_bits(groups: int) -> int:
+    """Bits per softmax group when the 16 mask bits are cut into `groups` groups (official
+    `outp_softmax_groups`): 8 for the paper's 2 groups. Groups never straddle the class and
+    id channels, so `groups` must be 2, 4, 8 or 16."""
+    if groups not in (2, 4, 8, 16):
+        raise ValueError(f"model.decoder.softmax_groups={groups}: must be 2, 4, 8 or 16 (the "
+                         f"{2 * N_BITS} mask bits are cut into equal groups within the class "
+                         "and the id channel)")
+    return 2 * N_BITS // groups
+
+
+def group_values(masks: torch.Tensor, groups: int) -> torch.Tensor:
+    """(class, id) masks int (B, 2, H, W) -> the integer each softmax group's bits encode,
+    int64 (B, H, W, groups), groups in bit order (class low bits first, then id)."""
+    n = group_bits(groups)
+    shifts = (n * torch.arange(N_BITS // n, device=masks.device)).view(1, 1, -1, 1, 1)
+    values = (masks.long()[:, :, None] >> shifts) & (2**n - 1)  # (B, 2, groups/2, H, W)
+    return values.flatten(1, 2).permute(0, 2, 3, 1)
 
 
 def int_to_analog_bits(masks: torch.Tensor, b_scale: float) -> torch.Tensor:
@@ -55,10 +75,11 @@ def analog_bits_to_int(x: torch.Tensor, num_classes: int, max_instances: int) ->
 def expected_analog_bits(logits: torch.Tensor, b_scale: float) -> torch.Tensor:
     """Softmax groups -> analog bits: a_k = (2·E[bit_k] − 1)·b with E[bit_k] = Σ_c p_c·bit_k(c).
 
-    logits: channels-last (B, H, W, G, 256). Returns (B, 8·G, H, W) in [−b, b] (official
-    `TransUNet.call`).
+    logits: channels-last (B, H, W, G, 2^n) (the paper's G = 2, n = 8). Returns
+    (B, n·G, H, W) in [−b, b] (official `TransUNet.call`).
     """
-    b, h, w, g, _ = logits.shape
-    expected = logits.float().softmax(dim=-1) @ bit_table(logits.device)
+    b, h, w, g, v = logits.shape
+    n = v.bit_length() - 1
+    expected = logits.float().softmax(dim=-1) @ bit_table(logits.device, n_bits=n)
     analog = (2.0 * expected - 1.0) * b_scale
-    return analog.reshape(b, h, w, g * N_BITS).permute(0, 3, 1, 2)
+    return analog.reshape(b, h, w, g * n).permute(0, 3, 1, 2)

@@ -83,6 +83,11 @@ class DecoderConfig:
     # is frame_dropout ** cond_frames, 4 % at the paper's 0.2)
     history_dropout: float = 0.0
     self_cond: bool = False
+    # Softmax groups of the head (official `outp_softmax_groups`; the sweeps' 2, the paper):
+    # the 16 mask bits [class bit0..7, id bit0..7] are cut into this many groups of 16 / G
+    # consecutive bits, each predicted by a softmax over its 2^(16/G) values (G = 2: one
+    # 256-way softmax for the class, one for the id). G in (2, 4, 8, 16).
+    softmax_groups: int = 2
     # Variance scale of the "zero" initialised convolutions (each ResBlock's last conv and the
     # output head); official VarianceScaling(1e-10). Tiny, briefly trained models learn
     # several times faster with 1.0 (see the tiny preset).

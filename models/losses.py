@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .bits import N_BITS
+from .bits import group_values
 from .config import LossKind
 
 
@@ -35,13 +35,13 @@ def instance_weights(ids: torch.Tensor, p: float, max_instances: int) -> torch.T
 
 def softmax_ce_loss(logits: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor
                     ) -> torch.Tensor:
-    """Mean over pixels and the 2 groups of w'·CE (official 'x_softmax_xent').
+    """Mean over pixels and the G groups of w'·CE (official 'x_softmax_xent').
 
-    logits: channels-last (B, H, W, 2, 256); masks: int (B, 2, H, W) (class, id);
-    weights: (B, H, W).
+    logits: channels-last (B, H, W, G, 2^(16/G)) (the paper's G = 2: (B, H, W, 2, 256));
+    masks: int (B, 2, H, W) (class, id); weights: (B, H, W).
     """
-    n = logits.shape[-1]
-    targets = (masks & (n - 1)).permute(0, 2, 3, 1)  # (B, H, W, 2): the int the 8 bits encode
+    g, n = logits.shape[-2:]
+    targets = group_values(masks, g)  # (B, H, W, G): the int each group's bits encode
     ce = F.cross_entropy(logits.reshape(-1, n).float(), targets.reshape(-1), reduction="none")
     return (ce.view(targets.shape) * weights[..., None]).mean()
 
@@ -61,11 +61,12 @@ def sigmoid_ce_loss(out: torch.Tensor, x0: torch.Tensor, b_scale: float, weights
 
 
 def mask_loss(kind: LossKind, out: torch.Tensor, masks: torch.Tensor, x0: torch.Tensor,
-              weights: torch.Tensor, b_scale: float) -> torch.Tensor:
-    """Dispatch on LossKind. out: channels-last decoder output (B, H, W, 512) for softmax_ce,
-    else (B, H, W, 16); masks (B, 2, H, W); x0 (B, 16, H, W); weights (B, H, W)."""
+              weights: torch.Tensor, b_scale: float, groups: int = 2) -> torch.Tensor:
+    """Dispatch on LossKind. out: channels-last decoder output (B, H, W, G·2^(16/G)) for
+    softmax_ce with `groups` G (512 for the paper's 2), else (B, H, W, 16); masks (B, 2, H, W);
+    x0 (B, 16, H, W); weights (B, H, W)."""
     if kind == LossKind.SOFTMAX_CE:
-        return softmax_ce_loss(out.unflatten(-1, (2, 2**N_BITS)), masks, weights)
+        return softmax_ce_loss(out.unflatten(-1, (groups, -1)), masks, weights)
     if kind == LossKind.L2:
         return l2_loss(out.permute(0, 3, 1, 2), x0, weights)
     if kind == LossKind.SIGMOID_CE:

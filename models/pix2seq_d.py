@@ -15,7 +15,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .bits import analog_bits_to_int, expected_analog_bits, int_to_analog_bits, N_BITS
+from .bits import (
+    analog_bits_to_int, expected_analog_bits, group_bits, int_to_analog_bits, N_BITS)
 from .config import Conditioning, DiffusionConfig, LossConfig, LossKind, ModelConfig
 from .decoder import TransUNet
 from .diffusion import corrupt, ddim_sample, gamma_cosine
@@ -47,7 +48,7 @@ class Pix2SeqD(nn.Module):
             self.encoder.requires_grad_(False)
         elif not self.use_cat:
             self.encoder.fuser.requires_grad_(False)
-        out_channels = 2 * 2**N_BITS if loss.kind == LossKind.SOFTMAX_CE else MASK_BITS
+        out_channels = self.head_channels(model, loss)
         self.decoder = TransUNet(dec, self.in_channels(model), out_channels,
                                  enc.tf_dim if self.use_attn else None)
         self.set_grad_checkpointing(model.grad_checkpoint)
@@ -70,6 +71,15 @@ class Pix2SeqD(nn.Module):
             mode = "reduce-overhead" if next(self.parameters()).is_cuda else "default"
         self._compiled_x0_step = torch.compile(self.x0_step, backend=backend, mode=mode,
                                                dynamic=False, fullgraph=True)
+
+    @staticmethod
+    def head_channels(model: ModelConfig, loss: LossConfig) -> int:
+        """Decoder outputs per mask pixel: G·2^(16/G) logits for softmax_ce with G =
+        decoder.softmax_groups (512 for the paper's 2), else the 16 bits."""
+        if loss.kind != LossKind.SOFTMAX_CE:
+            return MASK_BITS
+        groups = model.decoder.softmax_groups
+        return groups * 2**group_bits(groups)
 
     @staticmethod
     def in_channels(model: ModelConfig) -> int:
@@ -121,7 +131,8 @@ class Pix2SeqD(nn.Module):
         """Channels-last decoder output (B, Hm, Wm, C) -> x̂_0 analog bits (B, 16, Hm, Wm)."""
         kind = self.loss_cfg.kind
         if kind == LossKind.SOFTMAX_CE:
-            return expected_analog_bits(out.unflatten(-1, (2, 2**N_BITS)), self.b_scale)
+            return expected_analog_bits(out.unflatten(-1, (self.cfg.decoder.softmax_groups, -1)),
+                                        self.b_scale)
         out = out.float().permute(0, 3, 1, 2)
         if kind == LossKind.SIGMOID_CE:
             return (2 * torch.sigmoid(out) - 1) * self.b_scale
@@ -146,7 +157,8 @@ class Pix2SeqD(nn.Module):
             keep = torch.rand(x0.shape[0], 1, 1, 1, device=x0.device) < SELF_COND_RATE
             x0_prev = estimate * keep
         out = self.denoise(x_t, gamma, encoded, cond, x0_prev)
-        return mask_loss(self.loss_cfg.kind, out, masks, x0, weights, self.b_scale)
+        return mask_loss(self.loss_cfg.kind, out, masks, x0, weights, self.b_scale,
+                         self.cfg.decoder.softmax_groups)
 
     def forward(self, images: torch.Tensor, masks: torch.Tensor,
                 cond_masks: torch.Tensor | None = None) -> torch.Tensor:
@@ -188,6 +200,7 @@ class Pix2SeqD(nn.Module):
         ([x_t | fused], and the self-cond bits when both have them) are copied and the new
         video conditioning channels start at zero, so the video model initially ignores them.
         """
+        self.check_head(state_dict)
         key = "decoder.conv_in.weight"
         own = self.state_dict()[key]
         src = state_dict[key]
@@ -198,3 +211,20 @@ class Pix2SeqD(nn.Module):
         if source_self_cond and self.cfg.decoder.self_cond:
             weight[:, -MASK_BITS:] = src[:, -MASK_BITS:]
         self.load_state_dict({**state_dict, key: weight})
+
+    def check_head(self, state_dict: dict[str, torch.Tensor], source: str = "the state dict") -> None:
+        """The module-level `check_head` with this model's configs."""
+        check_head(state_dict, self.cfg, self.loss_cfg, source)
+
+
+def check_head(state_dict: dict[str, torch.Tensor], model: ModelConfig, loss: LossConfig,
+               source: str = "the state dict") -> None:
+    """ValueError when `state_dict`'s output head is not the width of the model of
+    (`model`, `loss`) (another decoder.softmax_groups or loss.kind), before load_state_dict's
+    size-mismatch error."""
+    own, src = Pix2SeqD.head_channels(model, loss), state_dict.get("decoder.conv_out.weight")
+    if src is not None and src.shape[0] != own:
+        raise ValueError(
+            f"{source}: its output head has {src.shape[0]} channels per mask pixel, this "
+            f"model's {own} (model.decoder.softmax_groups={model.decoder.softmax_groups}, "
+            f"loss.kind={loss.kind.value}); set both to the checkpoint's values")

@@ -116,7 +116,7 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
     per_rank = cfg.data.exact_order
     loop_config = {
         "config": flatten(cfg), "run_id": run_id, "tracking_uri": uri,
-        "init_from": resolve_checkpoint(opts.init_from) if opts.init_from else "",
+        "init_from": init_checkpoint(cfg, opts.init_from) if opts.init_from else "",
         "categories": inputs.categories, "storage": storage_path(opts),
         "run_name": ray_run_name(run_id), "num_train": inputs.num_train,
         "train_source": ray.put(inputs.train) if per_rank else None,
@@ -140,6 +140,17 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
         result = trainer.fit()
     print(f"[pix2seqd] training finished in {time.perf_counter() - t0:.0f} s")
     return result
+
+
+def init_checkpoint(cfg: Config, ref: str) -> str:
+    """--init-from resolved to a local directory; refused here, on the driver, when its
+    output head does not fit cfg's model (the workers would fail before their first step)."""
+    from pix2seqd.models.pix2seq_d import check_head
+    from pix2seqd.platform.train import checkpoint as ckpt_io
+
+    path = resolve_checkpoint(ref)
+    check_head(ckpt_io.load(path, mmap=True).get("ema", {}), cfg.model, cfg.loss, f"--init-from {ref}")
+    return path
 
 
 def _tune_callbacks(opts: RunOptions) -> list:

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from pix2seqd.models.bits import (analog_bits_to_int, bit_table, expected_analog_bits,
-                                  int_to_analog_bits)
+                                  group_bits, group_values, int_to_analog_bits)
 
 B_SCALE = 0.1
 
@@ -62,3 +62,30 @@ def test_expected_bits_one_hot_and_uniform():
     torch.testing.assert_close(sharp, target)
     uniform = expected_analog_bits(torch.zeros(1, 1, 1, 2, 256), B_SCALE)
     torch.testing.assert_close(uniform, torch.zeros(1, 16, 1, 1))
+
+
+def test_group_values_cut_class_then_id_bits_lsb_first():
+    masks = torch.tensor([181, 11]).view(1, 2, 1, 1)  # class 0b1011_0101, id 0b0000_1011
+    assert group_values(masks, 2).flatten().tolist() == [181, 11]
+    assert group_values(masks, 4).flatten().tolist() == [5, 11, 11, 0]
+    assert group_values(masks, 8).flatten().tolist() == [1, 1, 3, 2, 3, 2, 0, 0]
+    assert group_values(masks, 16).flatten().tolist() == [1, 0, 1, 0, 1, 1, 0, 1,
+                                                          1, 1, 0, 1, 0, 0, 0, 0]
+    assert [group_bits(g) for g in (2, 4, 8, 16)] == [8, 4, 2, 1]
+    assert bit_table(n_bits=4)[11].tolist() == [1, 1, 0, 1]
+
+
+@pytest.mark.parametrize("groups", [1, 3, 32])
+def test_group_count_must_cut_each_channel_evenly(groups):
+    with pytest.raises(ValueError, match=f"model.decoder.softmax_groups={groups}: must be 2, 4, 8 or 16"):
+        group_bits(groups)
+
+
+@pytest.mark.parametrize("groups", [2, 4, 8, 16])
+def test_expected_bits_of_sharp_groups_are_the_mask_bits(groups):
+    g = torch.Generator().manual_seed(groups)
+    masks = torch.randint(0, 256, (2, 2, 3, 5), generator=g)
+    values = group_values(masks, groups)                      # (2, 3, 5, G)
+    logits = 40.0 * torch.nn.functional.one_hot(values, 2**group_bits(groups)).float()
+    torch.testing.assert_close(expected_analog_bits(logits, B_SCALE),
+                               int_to_analog_bits(masks, B_SCALE))

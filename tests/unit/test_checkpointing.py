@@ -67,3 +67,19 @@ def test_snapshot_holds_what_exact_resume_needs():
     state["step"] = 0
     restore(state, snap, rank=1)  # rank 1 gets its own RNG state back
     assert state["step"] == 300 and torch.equal(torch.rand(3), expected)
+
+
+def test_init_from_a_checkpoint_with_another_head_is_refused_on_the_driver(tmp_path):
+    from pix2seqd.models.pix2seq_d import Pix2SeqD
+    from pix2seqd.platform.config import override
+    from pix2seqd.platform.presets import tiny
+    from pix2seqd.platform.train import checkpoint as ckpt_io
+    from pix2seqd.platform.train.fit import init_checkpoint
+
+    paper_head = override(tiny(), {"model.decoder.softmax_groups": 2})
+    model = Pix2SeqD(paper_head.model, paper_head.diffusion, paper_head.loss)
+    ckpt_io.save(tmp_path, {"ema": model.state_dict(), "config": {}})
+    assert init_checkpoint(paper_head, str(tmp_path)) == str(tmp_path)
+    with pytest.raises(ValueError, match=f"--init-from {tmp_path}: its output head has 512 "
+                                         "channels per mask pixel, this model's 64"):
+        init_checkpoint(tiny(), str(tmp_path))

@@ -86,3 +86,24 @@ def test_sigmoid_ce_hand_made():
     expected = (8 * math.log1p(math.exp(-2.0)) + 8 * math.log(2.0)) / 16 * 0.5
     loss = sigmoid_ce_loss(out, x0, 0.1, torch.full((1, 1, 1), 0.5))
     assert loss.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("groups", [2, 4, 8, 16])
+def test_softmax_ce_of_uniform_logits_is_log_of_group_size(groups):
+    # weights w' average 1 per image, so the loss of all-zero logits is ln 2^(16/G)
+    masks = torch.stack([torch.full((4, 4), 5), IDS.clamp(max=15)])[None]
+    weights = instance_weights(masks[:, 1], 0.2, 16)
+    n = 2 ** (16 // groups)
+    out = torch.zeros(1, 4, 4, groups * n)
+    loss = mask_loss(LossKind.SOFTMAX_CE, out, masks, int_to_analog_bits(masks, 0.1), weights,
+                     0.1, groups)
+    assert loss.item() == pytest.approx(math.log(n), rel=1e-6)
+
+
+def test_softmax_ce_four_groups_hand_made():
+    # class 181 = groups (5, 11), id 11 = groups (11, 0); group 0's target 5 gets p = 1/2
+    masks = torch.tensor([181, 11]).view(1, 2, 1, 1)
+    logits = torch.zeros(1, 1, 1, 4, 16)
+    logits[0, 0, 0, 0, 5] = math.log(15.0)
+    expected = (math.log(2) + 3 * math.log(16)) / 4
+    assert softmax_ce_loss(logits, masks, torch.ones(1, 1, 1)).item() == pytest.approx(expected, rel=1e-6)

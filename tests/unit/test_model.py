@@ -187,3 +187,28 @@ def test_init_scale_controls_the_zero_initialised_convolutions():
     assert stds[1e-10][0] < 1e-6 and stds[1e-10][1] < 1e-6
     assert stds[1.0][0] > 1e-2 and stds[1.0][1] > 1e-2
     assert stds[1.0][0] / stds[1e-10][0] == pytest.approx(1e5, rel=1e-3)
+
+
+def test_four_softmax_groups_train_and_sample():
+    model = Pix2SeqD(tiny(softmax_groups=4), DiffusionConfig(), LossConfig())
+    assert model.decoder.conv_out.weight.shape[0] == 64  # 4 groups x 16 values
+    images, masks = toy_batch()
+    loss = model.loss(images, masks)
+    loss.backward()
+    assert torch.isfinite(loss) and model.decoder.conv_out.weight.grad.abs().sum() > 0
+    out = model.eval().sample(images, 2, 1.0)
+    assert out.shape == (2, 2, 16, 16)
+    assert out[:, 0].max() < TINY.num_classes and out[:, 1].max() < TINY.max_instances
+
+
+def test_a_checkpoint_with_another_head_is_refused_by_name():
+    image_model = Pix2SeqD(TINY, DiffusionConfig(), LossConfig())       # 2 groups: 512 logits
+    video_model = Pix2SeqD(tiny(cond_frames=2, softmax_groups=4), DiffusionConfig(), LossConfig())
+    with pytest.raises(ValueError, match="512 channels per mask pixel, this model's 64 "
+                                         r"\(model.decoder.softmax_groups=4"):
+        video_model.load_video_from_image(image_model.state_dict())
+    with pytest.raises(ValueError, match="runs:/abc: its output head"):
+        Pix2SeqD(tiny(softmax_groups=4), DiffusionConfig(), LossConfig()).check_head(
+            image_model.state_dict(), "runs:/abc")
+    with pytest.raises(ValueError, match="softmax_groups=3"):
+        Pix2SeqD(tiny(softmax_groups=3), DiffusionConfig(), LossConfig())

@@ -65,7 +65,7 @@ def test_as_video_turns_an_image_preset_into_the_streaming_model():
     assert (video.sample.steps, video.sample.later_steps, video.sample.td, video.sample.min_pixels) == (32, 8, 1.0, 10)
     assert video.train.ema_decay == 0.99 and video.optim.warmup_steps == 0
     # tiny's video stage decays over train.video_steps; paper presets keep a constant lr
-    assert (video.train.steps, video.optim.end_lr_factor) == (5000, 0.1)
+    assert (video.train.steps, video.optim.end_lr_factor) == (7000, 0.1)
     assert video.train.decay_to_budget and video.train.time_budget_min == 15.0  # tiny's
     lowres = get_preset("coco_lowres")
     assert (as_video(lowres).train.steps, as_video(lowres).optim.end_lr_factor) == (lowres.train.steps, 1.0)
