@@ -165,8 +165,8 @@ def tiny() -> Config:
       and 4,488 steps at 83-95 img/s (J&F 0.633, 0.624, 0.613); a second image run 7,325
       (PQ 0.576), its video stage 4,544 (J&F 0.598; 2026-12-03). With 4 softmax groups
       (above) the video stage trains at 99-107 img/s, past the old 5,000-step bound, hence
-      7,000: 5,200-5,600 steps, J&F 0.646, 0.572, 0.568 on the 10 val sequences and 0.603,
-      0.591, 0.605 on 50 of another seed (2 groups: 0.592 on average there); image PQ
+      7,000: 4,975-5,600 steps, J&F 0.646, 0.572, 0.568, 0.616 on the 10 val sequences and
+      0.603, 0.591, 0.605, 0.595 on 50 of another seed (2 groups: 0.592 on average); image PQ
       0.570 and 0.544, 0.557 and 0.555 on the generalisation set (2 groups: 0.564, 0.554).
     """
     model = ModelConfig(
