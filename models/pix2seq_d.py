@@ -200,7 +200,7 @@ class Pix2SeqD(nn.Module):
         ([x_t | fused], and the self-cond bits when both have them) are copied and the new
         video conditioning channels start at zero, so the video model initially ignores them.
         """
-        self.check_head(state_dict)
+        check_head(state_dict, self.cfg, self.loss_cfg)
         key = "decoder.conv_in.weight"
         own = self.state_dict()[key]
         src = state_dict[key]
@@ -211,10 +211,6 @@ class Pix2SeqD(nn.Module):
         if source_self_cond and self.cfg.decoder.self_cond:
             weight[:, -MASK_BITS:] = src[:, -MASK_BITS:]
         self.load_state_dict({**state_dict, key: weight})
-
-    def check_head(self, state_dict: dict[str, torch.Tensor], source: str = "the state dict") -> None:
-        """The module-level `check_head` with this model's configs."""
-        check_head(state_dict, self.cfg, self.loss_cfg, source)
 
 
 def check_head(state_dict: dict[str, torch.Tensor], model: ModelConfig, loss: LossConfig,

@@ -8,7 +8,7 @@ import torch
 from pix2seqd.models.config import (Conditioning, DecoderConfig, DiffusionConfig, EncoderConfig,
                                     LossConfig, ModelConfig, NormMode)
 from pix2seqd.models.encoder import Encoder
-from pix2seqd.models.pix2seq_d import Pix2SeqD
+from pix2seqd.models.pix2seq_d import Pix2SeqD, check_head
 from pix2seqd.models.resnet import ResNetC4, load_torchvision_resnet
 
 from helpers_model import TINY, tiny, toy_batch
@@ -208,7 +208,6 @@ def test_a_checkpoint_with_another_head_is_refused_by_name():
                                          r"\(model.decoder.softmax_groups=4"):
         video_model.load_video_from_image(image_model.state_dict())
     with pytest.raises(ValueError, match="runs:/abc: its output head"):
-        Pix2SeqD(tiny(softmax_groups=4), DiffusionConfig(), LossConfig()).check_head(
-            image_model.state_dict(), "runs:/abc")
+        check_head(image_model.state_dict(), tiny(softmax_groups=4), LossConfig(), "runs:/abc")
     with pytest.raises(ValueError, match="softmax_groups=3"):
         Pix2SeqD(tiny(softmax_groups=3), DiffusionConfig(), LossConfig())
