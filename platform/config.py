@@ -82,6 +82,13 @@ class DataConfig:
     object of a clip's conditioning masks is erased from them with probability
     `history_drop`, and a false object is added to them with probability `history_add`,
     so the model learns to find what its history missed and to drop what it invented.
+    `vflip` (vertical flip, p 0.5) and `rgb_symmetry` (a random one of the 48 symmetries of
+    the RGB cube: channels permuted, each inverted with p 0.5) are not in the paper. They
+    leave the project's generated data's distribution unchanged (its shapes and textures
+    look alike upside down, triangles point both ways; its colours are uniform in the cube
+    and only their distances matter), so they add scenes without teaching anything false;
+    on photos they would teach what is false there (sky below ground, inverted colours).
+    Video: one draw per clip, for the frame and all its masks.
     `cache_mb`: each data worker process keeps up to this many MB of decoded video frames,
     masks and still images (`data.frame_cache`; video training; 0 turns it off).
     """
@@ -96,6 +103,8 @@ class DataConfig:
     scale_jitter: tuple[float, float] = (1.0, 3.0)
     color_jitter: float = 1.0
     hflip: bool = True
+    vflip: bool = False
+    rgb_symmetry: bool = False
     pad_value: float = 0.3
     crowd: CrowdMode = CrowdMode.SEGMENT
     skip_bad: bool = False

@@ -24,7 +24,8 @@ from pix2seqd.platform.data.coco_panoptic import (
 from pix2seqd.platform.data.prepared import read_row
 from pix2seqd.platform.data.validate import require_present
 from pix2seqd.platform.data.transforms import (
-    eval_transform, raster_order_ids, relabel_random, train_transform, void_smallest)
+    eval_transform, raster_order_ids, relabel_random, symmetry_augment, train_transform,
+    void_smallest)
 
 
 def record_item(rec: PanopticRecord, epoch: int = 0) -> dict[str, Any]:
@@ -141,6 +142,7 @@ class TrainDecoder:
         label, _ = void_smallest(label, cfg.model.max_instances)
         # drawn in both orders, so that a seed gives the same geometry in both
         label[..., 1] = relabel_random(label[..., 1], cfg.model.max_instances, rng)
+        image, label = symmetry_augment(image, label, d.vflip, d.rgb_symmetry, rng)
         ex = train_transform(image, label, d.image_size, mask_size, d.scale_jitter,
                              d.color_jitter, d.hflip, rng)
         if d.id_order is IdOrder.RASTER:  # after the flip and crop: the order the model sees

@@ -24,7 +24,7 @@ from pix2seqd.platform.config import Config, CrowdMode
 from pix2seqd.platform.data.coco_panoptic import CategoryMap
 from pix2seqd.platform.data.frame_cache import ByteLRU, cached, file_key
 from pix2seqd.platform.data.pipeline import decode_example, image_seed
-from pix2seqd.platform.data.transforms import void_smallest
+from pix2seqd.platform.data.transforms import symmetry_augment, void_smallest
 
 STILL_STREAM = 0x57111  # separates the still-or-video draw from the examples' own streams
 
@@ -93,6 +93,7 @@ def still_clip(row: dict[str, Any], epoch: int, source: StillSource, cfg: Config
     key = ("still", files, cfg.model.max_instances)
     image, ids = cached(cache, key, lambda: _decode_still(row, source, cfg.model.max_instances))
     rng = np.random.default_rng([cfg.train.seed, epoch, image_seed(row["image_id"]), STILL_STREAM])
+    image, ids = symmetry_augment(image, ids, d.vflip, d.rgb_symmetry, rng)
     image, hw, target = clip_transform(image, ids, d.image_hw, mask_hw, d.scale_jitter,
                                        d.color_jitter, d.hflip, rng)
     return image, hw, moving_clip(target, clip_len, d.still_shift, rng)

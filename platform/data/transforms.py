@@ -1,8 +1,9 @@
 """Per-example augmentation in numpy/PIL, in the official order (spec §1.5).
 
 Train: scale jitter -> random crop -> horizontal flip -> colour jitter (image only) ->
-pad bottom/right -> nearest resize of the label map to mask size. Eval: resize so the long
-side is the target, pad. Images stay uint8 and padding is applied on the training device
+pad bottom/right -> nearest resize of the label map to mask size. Before them, when on,
+the symmetries of the generated data (`symmetry_augment`; not in the paper). Eval: resize
+so the long side is the target, pad. Images stay uint8 and padding is applied on the training device
 (value 0.3 there), so only the unpadded size `hw` travels with the example.
 """
 from __future__ import annotations
@@ -41,6 +42,20 @@ def train_transform(image, label, size, mask_size, scale_range, color_strength, 
     if color_strength > 0:
         image = color_jitter(image, color_strength, rng)
     return _pad(image, label, size, mask_size)
+
+
+def symmetry_augment(image, labels, vflip, rgb_symmetry, rng):
+    """`data.vflip` and `data.rgb_symmetry`, drawn before the train transform (no draws when
+    both are off). vflip: rows reversed with p 0.5. rgb_symmetry: one of the 48 symmetries
+    of the RGB cube, uniformly (channels permuted, each inverted with p 0.5).
+    image (H, W, 3) uint8, labels (H, W, ...) -> contiguous arrays of the same shapes: new
+    ones where something was applied; the inputs (maybe cached) are never written."""
+    if vflip and rng.random() < 0.5:
+        image, labels = image[::-1], labels[::-1]
+    if rgb_symmetry:
+        image = image[..., rng.permutation(3)]
+        image = np.where(rng.random(3) < 0.5, 255 - image, image).astype(np.uint8)
+    return np.ascontiguousarray(image), np.ascontiguousarray(labels)
 
 
 def eval_transform(image, size, mask_size, label=None):

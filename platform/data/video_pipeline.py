@@ -31,7 +31,8 @@ from pix2seqd.platform.data.frame_cache import ByteLRU, cached_file, process_cac
 from pix2seqd.platform.data.history_noise import history_noise
 from pix2seqd.platform.data.pipeline import image_seed, rank_positions, read_rgb, stream_positions
 from pix2seqd.platform.data.still_clips import StillSource, is_still, still_clip
-from pix2seqd.platform.data.transforms import _resize, color_jitter, raster_order_ids
+from pix2seqd.platform.data.transforms import (
+    _resize, color_jitter, raster_order_ids, symmetry_augment)
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ class ClipDecoder:
         image, ids = read_clip(video, first, self.clip_len, cfg.model.max_instances,
                                process_cache(d.cache_mb))
         rng = np.random.default_rng([cfg.train.seed, epoch, image_seed(video.name), first])
+        image, ids = symmetry_augment(image, ids, d.vflip, d.rgb_symmetry, rng)
         image, hw, ids = clip_transform(image, ids, d.image_hw, self._mask_hw(), d.scale_jitter,
                                         d.color_jitter, d.hflip, rng)
         # after the (id-agnostic) geometry: the same relabelling, on the small arrays
