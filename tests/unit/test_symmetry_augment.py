@@ -129,8 +129,8 @@ def test_clip_decoder_flips_the_target_and_its_history_together(tmp_path):
 
     def frames(vflip, clip, epoch):
         cfg = replace(base, model=replace(base.model, mask_stride=1),
-                      data=replace(base.data, image_size=32, image_width=0, hflip=False, vflip=vflip,
-                                   id_order=IdOrder.RASTER))
+                      data=replace(base.data, image_size=32, image_width=0, hflip=False,
+                                   vflip=vflip, id_order=IdOrder.RASTER))
         ex = ClipDecoder(cfg, videos, clip_index(videos)).example(clip, epoch)
         return np.concatenate([ex.cond_mask, ex.mask[None]])[..., 1], ex.image
 
