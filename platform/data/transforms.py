@@ -54,7 +54,7 @@ def symmetry_augment(image, labels, vflip, rgb_symmetry, rng):
         image, labels = image[::-1], labels[::-1]
     if rgb_symmetry:
         image = image[..., rng.permutation(3)]
-        image = np.where(rng.random(3) < 0.5, 255 - image, image).astype(np.uint8)
+        image = np.where(rng.random(3) < 0.5, 255 - image, image)  # uint8 stays uint8
     return np.ascontiguousarray(image), np.ascontiguousarray(labels)
 
 
