@@ -89,8 +89,9 @@ class DataConfig:
     and only their distances matter), so they add scenes without teaching anything false;
     on photos they would teach what is false there (sky below ground, inverted colours).
     Video: one draw per clip, for the frame and all its masks.
-    `cache_mb`: each data worker process keeps up to this many MB of decoded video frames,
-    masks and still images (`data.frame_cache`; video training; 0 turns it off).
+    `cache_mb`: each data worker process keeps up to this many MB of decoded training
+    images and their label maps, video frames, masks and still images (`data.frame_cache`;
+    0 turns it off).
     """
 
     dataset: DatasetKind = DatasetKind.COCO

@@ -21,6 +21,7 @@ from pix2seqd.platform.config import Config, IdOrder
 from pix2seqd.platform.data.coco_panoptic import (
     CategoryMap, PanopticRecord, decode_label_map, parse_segments, read_id_png,
 )
+from pix2seqd.platform.data.frame_cache import cached, file_key, process_cache
 from pix2seqd.platform.data.prepared import read_row
 from pix2seqd.platform.data.validate import require_present
 from pix2seqd.platform.data.transforms import (
@@ -137,9 +138,9 @@ class TrainDecoder:
 
     def example(self, row: dict[str, Any], mask_size: int):
         cfg, d = self.cfg, self.cfg.data
-        image, label = decode_example(row, self.cmap, d.crowd)
+        image, label = cached(process_cache(d.cache_mb), self._key(row), lambda: self._decode(row))
         rng = np.random.default_rng([cfg.train.seed, int(row["epoch"]), image_seed(row["image_id"])])
-        label, _ = void_smallest(label, cfg.model.max_instances)
+        label = label.copy()  # the cached array is read-only
         # drawn in both orders, so that a seed gives the same geometry in both
         label[..., 1] = relabel_random(label[..., 1], cfg.model.max_instances, rng)
         image, label = symmetry_augment(image, label, d.vflip, d.rgb_symmetry, rng)
@@ -148,6 +149,17 @@ class TrainDecoder:
         if d.id_order is IdOrder.RASTER:  # after the flip and crop: the order the model sees
             ex.mask[..., 1] = raster_order_ids(ex.mask[..., 1])
         return ex
+
+    def _decode(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """A row's files -> image (h, w, 3) uint8, label (h, w, 2) int32, the smallest
+        segments beyond the model's ids made void (the same in every epoch)."""
+        image, label = decode_example(row, self.cmap, self.cfg.data.crowd)
+        return image, void_smallest(label, self.cfg.model.max_instances)[0]
+
+    def _key(self, row: dict[str, Any]) -> tuple:
+        files = ((file_key(row["image_path"]), file_key(row["png_path"])) if "image_path" in row
+                 else (str(row["shard"]), int(row["row"])))
+        return ("image", files, self.cfg.data.crowd, self.cfg.model.max_instances)
 
     def _rows(self, batch: dict[str, np.ndarray]):
         if "id" not in batch:
@@ -172,7 +184,16 @@ def image_inputs(image: np.ndarray, size: int, mask_size: int) -> dict[str, np.n
     return {"image": ex.image, "hw": ex.hw, "orig_hw": np.array(image.shape[:2], np.int32)}
 
 
-ROWS_PER_TASK = 128
+def rows_per_task(image_hw: tuple[int, int]) -> int:
+    """Examples per map task of the training stream: 128 at 256 x 256 pixels or more, more
+    of smaller canvases (about the same pixels per task), at most 1,024.
+
+    A task hands its output over when it ends, so with preserve_order large blocks made the
+    consumer wait for whole blocks (260 s to the first batch at coco_lowres, benchmark.py
+    data). Small examples pay the per-task overhead instead: 64 x 64 examples (tiny),
+    decoded from the cache and drained from a 2-way split on 2 cores, 1,589 per s in tasks
+    of 128 and 1,943 in tasks of 1,024 (`python scripts/stream_drain_bench.py`)."""
+    return int(min(1024, max(128, 128 * 256 * 256 // (image_hw[0] * image_hw[1]))))
 
 
 def build_rank_dataset(rows, cmap: CategoryMap, cfg: Config, rank: int, world: int, start: int = 0):
@@ -187,10 +208,7 @@ def build_rank_dataset(rows, cmap: CategoryMap, cfg: Config, rank: int, world: i
 
     total = (cfg.train.steps * cfg.train.batch_size - start) // world
     ds = ray.data.range(total, override_num_blocks=max(1, min(200, total // 256)))
-    # Map tasks of 128 examples: a task hands its output over when it ends, so with
-    # preserve_order the range's large blocks made the consumer wait for whole blocks
-    # (260 s to the first batch at coco_lowres, benchmark.py data).
-    ds = ds.repartition(target_num_rows_per_block=ROWS_PER_TASK)
+    ds = ds.repartition(target_num_rows_per_block=rows_per_task(cfg.data.image_hw))
     ds.context.execution_options.preserve_order = True
     return ds.map_batches(TrainDecoder(cfg, cmap, rows, start, rank, world), batch_size=32,
                           batch_format="numpy", num_cpus=0.5)
