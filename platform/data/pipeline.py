@@ -87,6 +87,14 @@ def decode_example(row: dict[str, Any], cmap: CategoryMap, crowd: str) -> tuple[
     return image, label
 
 
+def record_files(row: dict[str, Any]) -> tuple:
+    """What a record row's decoded arrays depend on, as a cache key: both files'
+    `file_key` (a rewritten file is read again), or its prepared shard and row."""
+    if "image_path" in row:
+        return file_key(row["image_path"]), file_key(row["png_path"])
+    return str(row["shard"]), int(row["row"])
+
+
 def rank_positions(local: np.ndarray, rank: int, world: int, global_batch: int, start: int = 0
                    ) -> np.ndarray:
     """Local example numbers of one rank -> positions in the global stream.
@@ -157,9 +165,7 @@ class TrainDecoder:
         return image, void_smallest(label, self.cfg.model.max_instances)[0]
 
     def _key(self, row: dict[str, Any]) -> tuple:
-        files = ((file_key(row["image_path"]), file_key(row["png_path"])) if "image_path" in row
-                 else (str(row["shard"]), int(row["row"])))
-        return ("image", files, self.cfg.data.crowd, self.cfg.model.max_instances)
+        return ("image", record_files(row), self.cfg.data.crowd, self.cfg.model.max_instances)
 
     def _rows(self, batch: dict[str, np.ndarray]):
         if "id" not in batch:

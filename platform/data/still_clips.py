@@ -22,8 +22,8 @@ import numpy as np
 
 from pix2seqd.platform.config import Config, CrowdMode
 from pix2seqd.platform.data.coco_panoptic import CategoryMap
-from pix2seqd.platform.data.frame_cache import ByteLRU, cached, file_key
-from pix2seqd.platform.data.pipeline import decode_example, image_seed
+from pix2seqd.platform.data.frame_cache import ByteLRU, cached
+from pix2seqd.platform.data.pipeline import decode_example, image_seed, record_files
 from pix2seqd.platform.data.transforms import symmetry_augment, void_smallest
 
 STILL_STREAM = 0x57111  # separates the still-or-video draw from the examples' own streams
@@ -88,9 +88,7 @@ def still_clip(row: dict[str, Any], epoch: int, source: StillSource, cfg: Config
     from pix2seqd.platform.data.video_pipeline import clip_transform
 
     d = cfg.data
-    files = ((file_key(row["image_path"]), file_key(row["png_path"])) if "image_path" in row
-             else (row["shard"], row["row"]))
-    key = ("still", files, cfg.model.max_instances)
+    key = ("still", record_files(row), cfg.model.max_instances)
     image, ids = cached(cache, key, lambda: _decode_still(row, source, cfg.model.max_instances))
     rng = np.random.default_rng([cfg.train.seed, epoch, image_seed(row["image_id"]), STILL_STREAM])
     image, ids = symmetry_augment(image, ids, d.vflip, d.rgb_symmetry, rng)
