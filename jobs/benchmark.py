@@ -1,12 +1,13 @@
 """Benchmarks that print figures and write the benchmark JSON of docs/cli.md.
 
-    python jobs/benchmark.py model --preset tiny --json /tmp/model.json
-    python jobs/benchmark.py model --preset coco_lowres --device cuda --batch 8
-    python jobs/benchmark.py data --preset coco_lowres --json /tmp/data.json
-    python jobs/benchmark.py gpu --preset r50_ablation --quick --json /tmp/gpu.json
-    python jobs/benchmark.py gpu --preset tiny --device cpu --quick --no-compile
-    python jobs/benchmark.py train-overhead --preset tiny --json /tmp/train_overhead.json
+python jobs/benchmark.py model --preset tiny --json /tmp/model.json
+python jobs/benchmark.py model --preset coco_lowres --device cuda --batch 8
+python jobs/benchmark.py data --preset coco_lowres --json /tmp/data.json
+python jobs/benchmark.py gpu --preset r50_ablation --quick --json /tmp/gpu.json
+python jobs/benchmark.py gpu --preset tiny --device cpu --quick --no-compile
+python jobs/benchmark.py train-overhead --preset tiny --json /tmp/train_overhead.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pix2seqd.platform.benchmarks.report import environment, print_table
-from pix2seqd.platform.cli import add_common_flags, build_config
+from pix2seqd.platform.cli import add_common_flags, build_config, job_parser, parse_job_args
 
 
 def model(args: argparse.Namespace) -> dict:
@@ -29,11 +30,20 @@ def gpu(args: argparse.Namespace) -> dict:
     from pix2seqd.platform.benchmarks.gpu_bench import GpuBenchSettings, run_gpu_benchmark
 
     head = {**environment(args.device), "preset": args.preset}
-    settings = GpuBenchSettings(quick=args.quick, compile=not args.no_compile,
-                                compile_backend=args.compile_backend,
-                                peak_tflops=args.peak_tflops, batch=args.batch)
-    return run_gpu_benchmark(build_config(args), args.preset, args.device, settings,
-                             save=lambda part: write_json(args.json, {**head, **part}))
+    settings = GpuBenchSettings(
+        quick=args.quick,
+        compile=not args.no_compile,
+        compile_backend=args.compile_backend,
+        peak_tflops=args.peak_tflops,
+        batch=args.batch,
+    )
+    return run_gpu_benchmark(
+        build_config(args),
+        args.preset,
+        args.device,
+        settings,
+        save=lambda part: write_json(args.json, {**head, **part}),
+    )
 
 
 def data(args: argparse.Namespace) -> dict:
@@ -45,37 +55,64 @@ def data(args: argparse.Namespace) -> dict:
 def train_overhead(args: argparse.Namespace) -> dict:
     from pix2seqd.platform.benchmarks.train_overhead import benchmark_train_overhead
 
-    return benchmark_train_overhead(build_config(args), args.device, args.quick,
-                                    steps=args.steps, rounds=args.rounds)
+    return benchmark_train_overhead(
+        build_config(args), args.device, args.quick, steps=args.steps, rounds=args.rounds
+    )
 
 
 SUBCOMMANDS = {"model": model, "data": data, "gpu": gpu, "train-overhead": train_overhead}
 DEFAULT_DEVICE = {"gpu": "cuda"}
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser(__doc__.splitlines()[0])
     parser.add_argument("what", choices=sorted(SUBCOMMANDS), help="what to measure")
     add_common_flags(parser)
-    parser.add_argument("--device", default=None, choices=("cpu", "cuda"),
-                        help="default: cuda for gpu, cpu otherwise")
-    parser.add_argument("--batch", type=int, default=0,
-                        help="model: images per timed call (default 1); data: examples per "
-                             "batch (default 32); gpu: training batch (default the preset's "
-                             "per-GPU batch)")
+    parser.add_argument(
+        "--device",
+        default=None,
+        choices=("cpu", "cuda"),
+        help="default: cuda for gpu, cpu otherwise",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=0,
+        help="model: images per timed call (default 1); data: examples per "
+        "batch (default 32); gpu: training batch (default the preset's "
+        "per-GPU batch)",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
     parser.add_argument("--json", default="", help="write the results here (gpu: after each part)")
-    parser.add_argument("--peak-tflops", type=float, default=0.0,
-                        help="gpu: peak bf16 TFLOP/s for MFU (default 0: look up the card)")
+    parser.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=0.0,
+        help="gpu: peak bf16 TFLOP/s for MFU (default 0: look up the card)",
+    )
     parser.add_argument("--no-compile", action="store_true", help="gpu: skip torch.compile")
-    parser.add_argument("--compile-backend", default="inductor",
-                        help="gpu: torch.compile backend (inductor; aot_eager to debug)")
-    parser.add_argument("--steps", type=int, default=0,
-                        help="train-overhead: timed steps per side and round (default 60; "
-                             "quick 10)")
-    parser.add_argument("--rounds", type=int, default=0,
-                        help="train-overhead: plain/Ray rounds (default 2; quick 1)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="gpu: torch.compile backend (inductor; aot_eager to debug)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="train-overhead: timed steps per side and round (default 60; quick 10)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=0,
+        help="train-overhead: plain/Ray rounds (default 2; quick 1)",
+    )
+    return parser
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    args = parse_job_args(build_parser(), argv)
     args.device = args.device or DEFAULT_DEVICE.get(args.what, "cpu")
     return args
 

@@ -7,10 +7,12 @@ DAVIS 2017), byte-identical for equal arguments.
 Things are told apart by shape, stuff by texture; colours are random for every class.
 For --layout davis, --train/--val count sequences of 10-16 frames.
 """
+
 import argparse
 import json
 import time
 
+from pix2seqd.platform.cli import job_parser, parse_job_args
 from pix2seqd.platform.synthetic.cityscapes import make_cityscapes
 from pix2seqd.platform.synthetic.coco import make_coco
 from pix2seqd.platform.synthetic.davis import make_davis
@@ -27,18 +29,31 @@ def _count(text):
     return value
 
 
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def build_parser():
+    parser = job_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="folder to write the data set into")
     parser.add_argument("--layout", choices=sorted(WRITERS), default="coco")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--train", type=_count, default=None,
-                        help="training images (sequences for davis); default per layout")
-    parser.add_argument("--val", type=_count, default=None,
-                        help="validation images (sequences for davis); default per layout")
+    parser.add_argument(
+        "--train",
+        type=_count,
+        default=None,
+        help="training images (sequences for davis); default per layout",
+    )
+    parser.add_argument(
+        "--val",
+        type=_count,
+        default=None,
+        help="validation images (sequences for davis); default per layout",
+    )
     parser.add_argument("--min-size", type=int, default=64, help="smallest image side, px")
     parser.add_argument("--max-size", type=int, default=96, help="largest image side, px")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parse_job_args(parser, argv)
     if not 8 <= args.min_size <= args.max_size:
         parser.error("need 8 <= --min-size <= --max-size")
     return args
@@ -50,10 +65,20 @@ def main(argv=None):
     n_train = n_train if args.train is None else args.train
     n_val = n_val if args.val is None else args.val
     start = time.perf_counter()
-    out = WRITERS[args.layout](args.out, args.seed, n_train, n_val,
-                               min_size=args.min_size, max_size=args.max_size)
-    print(json.dumps({"layout": args.layout, "out": str(out), "train": n_train, "val": n_val,
-                      "seconds": round(time.perf_counter() - start, 2)}))
+    out = WRITERS[args.layout](
+        args.out, args.seed, n_train, n_val, min_size=args.min_size, max_size=args.max_size
+    )
+    print(
+        json.dumps(
+            {
+                "layout": args.layout,
+                "out": str(out),
+                "train": n_train,
+                "val": n_val,
+                "seconds": round(time.perf_counter() - start, 2),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

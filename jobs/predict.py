@@ -6,23 +6,35 @@
 Writes panoptic PNGs, predictions.json and overlays/<name>.png (image | prediction); a video
 model writes DAVIS palette PNGs <folder>/<frame>.png instead (see platform/evaluation/predict_job.py).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 
+from pix2seqd.platform.cli import (
+    add_checkpoint_flags,
+    checkpoint_overrides,
+    job_parser,
+    parse_job_args,
+)
 
-def main(argv: list[str] | None = None) -> dict:
-    from pix2seqd.platform.cli import add_checkpoint_flags, checkpoint_overrides
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = job_parser(__doc__.splitlines()[0])
     add_checkpoint_flags(parser, video=True)
     parser.add_argument("--steps", type=int, help="sampling steps (image model) [20]")
     parser.add_argument("--input", required=True, help="an image, a folder of images or of frames")
     parser.add_argument("--out", required=True, help="output folder")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parse_job_args(parser, argv)
     if not args.checkpoint:
         parser.error("--checkpoint is required")
+    # keeps --help fast: prediction imports torch and Ray
     from pix2seqd.platform.evaluation.predict_job import predict_path
 
     summary = predict_path(args.checkpoint, args.input, args.out, checkpoint_overrides(args))

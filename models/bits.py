@@ -1,4 +1,4 @@
-"""Integer panoptic maps <-> analog bits (paper §3.1, official `task_utils.integer_map_to_bits`).
+"""Integer panoptic maps <-> analog bits (paper §2, §3.2; official `task_utils.integer_map_to_bits`).
 
 Each int channel is written with N_BITS = 8 bits, least significant bit first, and every bit is
 mapped to the analog value a = (2·bit − 1)·b, b = `b_scale`. A (class, id) mask therefore gives
@@ -8,15 +8,19 @@ mapped to the analog value a = (2·bit − 1)·b, b = `b_scale`. A (class, id) m
     b_scale            b   (input scaling, Table 3)
     analog bits        x_0 ∈ {−b, +b}^16
 """
+
 from __future__ import annotations
 
 import torch
 
-N_BITS = 8                 # bits per int channel: class and id each in [0, 255]
+N_BITS = 8  # bits per int channel: class and id each in [0, 255]
 
 
-def bit_table(device: torch.device | str | None = None,
-              dtype: torch.dtype = torch.float32, n_bits: int = N_BITS) -> torch.Tensor:
+def bit_table(
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+    n_bits: int = N_BITS,
+) -> torch.Tensor:
     """(2^n_bits, n_bits) table: row c holds the bits of integer c, LSB first (used for
     expected bits)."""
     values = torch.arange(2**n_bits, device=device)
@@ -29,9 +33,11 @@ def group_bits(groups: int) -> int:
     `outp_softmax_groups`): 8 for the paper's 2 groups. Groups never straddle the class and
     id channels, so `groups` must be 2, 4, 8 or 16."""
     if groups not in (2, 4, 8, 16):
-        raise ValueError(f"model.decoder.softmax_groups={groups}: must be 2, 4, 8 or 16 (the "
-                         f"{2 * N_BITS} mask bits are cut into equal groups within the class "
-                         "and the id channel)")
+        raise ValueError(
+            f"model.decoder.softmax_groups={groups}: must be 2, 4, 8 or 16 (the "
+            f"{2 * N_BITS} mask bits are cut into equal groups within the class "
+            "and the id channel)"
+        )
     return 2 * N_BITS // groups
 
 

@@ -4,12 +4,13 @@ They live in `models/` (not `platform/`) so the model package stays free of ray/
 be built from these alone; `pix2seqd.platform.config` composes them into the run config.
 
 Paper / official-code symbols:
-    b_scale   b       analog-bit scale: bits are mapped to {-b, +b} (paper §3.1, Table 3)
+    b_scale   b       analog-bit scale: bits are mapped to {-b, +b} (paper §3.2, Table 3)
     gamma     γ(t)    noise level of the cosine schedule; the decoder is told γ, not t
     p         p       loss weight exponent: pixel weight (1/(c+1))^p, c = pixels of its segment
     td        τ_d     asymmetric time difference of the DDIM sampler (paper §3.3, Fig. 6b)
     K         max_instances   instance ids are in [0, K-1]; 0 = null / void
 """
+
 from __future__ import annotations
 
 import enum
@@ -19,23 +20,23 @@ from dataclasses import dataclass
 class NormMode(str, enum.Enum):
     """BatchNorm behaviour of the ResNet encoder."""
 
-    BATCH = "batch"    # per-worker batch statistics
-    SYNC = "sync"      # converted to SyncBatchNorm under DDP (official: synchronised BN)
+    BATCH = "batch"  # per-worker batch statistics
+    SYNC = "sync"  # converted to SyncBatchNorm under DDP (official: synchronised BN)
     FROZEN = "frozen"  # running statistics and affine parameters fixed
 
 
 class Conditioning(str, enum.Enum):
     """How the decoder sees the image (official `model.conditional`)."""
 
-    CAT = "cat"            # fused feature map concatenated to the noisy bits
-    ATTN = "attn"          # cross-attention to the encoder tokens at the U-Net bottleneck
+    CAT = "cat"  # fused feature map concatenated to the noisy bits
+    ATTN = "attn"  # cross-attention to the encoder tokens at the U-Net bottleneck
     CAT_ATTN = "cat+attn"  # both (all paper runs)
-    NONE = "none"          # unconditional decoder pre-training; zero features keep shapes
+    NONE = "none"  # unconditional decoder pre-training; zero features keep shapes
 
 
 class LossKind(str, enum.Enum):
     SOFTMAX_CE = "softmax_ce"  # 2 x 256-way softmax cross-entropy on x0 (paper default)
-    L2 = "l2"                  # l2 regression of the analog bits x0 (paper Table 4)
+    L2 = "l2"  # l2 regression of the analog bits x0 (paper Table 4)
     SIGMOID_CE = "sigmoid_ce"  # per-bit logistic loss
 
 
@@ -67,14 +68,14 @@ class DecoderConfig:
 
     dim: int = 128
     ch_mult: tuple[int, ...] = (1, 1, 2, 2)
-    n_res_blocks: int = 1          # per level on the way down; n_res_blocks + 1 on the way up
+    n_res_blocks: int = 1  # per level on the way down; n_res_blocks + 1 on the way up
     tf_dim: int = 512
     tf_layers: int = 6
     tf_heads: int = 8
     tf_mlp: int = 2048
-    time_scaling: float = 1.0      # γ is embedded as sin/cos of γ * time_scaling
+    time_scaling: float = 1.0  # γ is embedded as sin/cos of γ * time_scaling
     conditional: Conditioning = Conditioning.CAT_ATTN
-    cond_frames: int = 0           # video: previous frames whose masks condition the decoder (2)
+    cond_frames: int = 0  # video: previous frames whose masks condition the decoder (2)
     # video training: probability that a conditioning frame is replaced by a missing one
     # (official frames_dropout; 0.2 in the DAVIS sweep)
     frame_dropout: float = 0.2
@@ -98,8 +99,8 @@ class DecoderConfig:
 class ModelConfig:
     """Sizes shared by all parts. Masks are predicted at image size / `mask_stride`."""
 
-    num_classes: int = 134         # including class 0 = void (COCO: 133 + 1)
-    max_instances: int = 101       # K: ids 0..K-1, 0 = null
+    num_classes: int = 134  # including class 0 = void (COCO: 133 + 1)
+    max_instances: int = 101  # K: ids 0..K-1, 0 = null
     mask_stride: int = 2
     encoder: EncoderConfig = EncoderConfig()
     decoder: DecoderConfig = DecoderConfig()
@@ -110,13 +111,13 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    b_scale: float = 0.1           # b: analog bits in {-b, +b}
+    b_scale: float = 0.1  # b: analog bits in {-b, +b}
 
 
 @dataclass(frozen=True)
 class LossConfig:
     kind: LossKind = LossKind.SOFTMAX_CE
-    p: float = 0.2                 # pixel weight (1/(c+1))^p, normalised per image
+    p: float = 0.2  # pixel weight (1/(c+1))^p, normalised per image
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,7 @@ class SampleConfig:
     steps: int = 20
     td: float = 2.0
     min_pixels: int = 80
-    later_steps: int = 0           # video: steps for frames after the first (0: `steps`)
+    later_steps: int = 0  # video: steps for frames after the first (0: `steps`)
     # compile the denoising step (Pix2SeqD.compile_sampler; on CUDA also a CUDA graph):
     # pays off over many images, costs a compilation per batch size first
     compile: bool = False

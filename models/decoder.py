@@ -1,10 +1,11 @@
-"""TransUNet mask decoder (spec §2.3; official `architectures/transunet.py`).
+"""TransUNet mask decoder (paper §3.1, docs/model.md; official `architectures/transunet.py`).
 
 U-Net over the decoder input [x_t | fused | video bits | self-cond bits] with FiLM time
 conditioning from the γ embedding and a transformer at the bottleneck (time token +
 cross-attention to the encoder tokens). Shapes below for mask (Hm, Wm), dim D = 128,
 ch_mult (1, 1, 2, 2): levels at Hm, Hm/2, Hm/4, Hm/8 with D, D, 2D, 2D channels.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,7 +18,6 @@ from .config import DecoderConfig
 from .encoder import glorot_conv, group_norm
 from .remat import run_block
 from .transformer import DecoderLayer, ScalarEmbedding, glorot_linear, position_codes_2d
-
 
 
 class ResBlock(nn.Module):
@@ -46,15 +46,17 @@ class BottleneckTransformer(nn.Module):
         super().__init__()
         self.norm_in, self.proj_in = group_norm(c_in), glorot_conv(c_in, cfg.tf_dim, 1)
         self.time_token = glorot_linear(emb_dim, cfg.tf_dim)
-        self.layers = nn.ModuleList(DecoderLayer(cfg.tf_dim, cfg.tf_heads, cfg.tf_mlp, kv_dim)
-                                    for _ in range(cfg.tf_layers))
+        self.layers = nn.ModuleList(
+            DecoderLayer(cfg.tf_dim, cfg.tf_heads, cfg.tf_mlp, kv_dim) for _ in range(cfg.tf_layers)
+        )
         self.norm_out = group_norm(cfg.tf_dim)
         self.proj_out = glorot_conv(cfg.tf_dim, cfg.tf_dim, 1)
 
     remat = False  # models/remat.py; set by Pix2SeqD.set_grad_checkpointing
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor, memory: torch.Tensor | None
-                ) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor, memory: torch.Tensor | None
+    ) -> torch.Tensor:
         b, _, h, w = x.shape
         tokens = self.proj_in(self.norm_in(x)).flatten(2).transpose(1, 2)
         tokens = tokens + position_codes_2d(h, w, tokens.shape[-1], x.device).to(tokens.dtype)
@@ -109,8 +111,9 @@ class TransUNet(nn.Module):
 
     remat = False  # models/remat.py; set by Pix2SeqD.set_grad_checkpointing
 
-    def forward(self, x: torch.Tensor, gamma: torch.Tensor, memory: torch.Tensor | None = None
-                ) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, gamma: torch.Tensor, memory: torch.Tensor | None = None
+    ) -> torch.Tensor:
         emb = self.time_emb(gamma)
         x = self.norm_in(self.conv_in(x))
         skips = [x]

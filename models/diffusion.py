@@ -9,10 +9,11 @@ intervals (paper §3, Algorithms 1-2; official `diffusion_utils.Scheduler`). Pur
     b_scale        b              analog bits live in {−b, +b}; x̂_0 is clipped to [−b, b]
     x0_hat         x̂_0            network estimate of the clean bits
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -31,8 +32,9 @@ def gamma_cosine(t: torch.Tensor | float) -> torch.Tensor | float:
     return math.cos((t + 2e-4) / (1 + 2.5e-4) * (math.pi / 2)) ** 2
 
 
-def _roots(gamma: torch.Tensor | float, x: torch.Tensor
-           ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+def _roots(
+    gamma: torch.Tensor | float, x: torch.Tensor
+) -> tuple[torch.Tensor | float, torch.Tensor | float]:
     """(√γ, √(1−γ)) broadcastable against x (B, C, H, W); gamma is (B,), 0-d or a float.
 
     Floats stay in double precision: near t = 0, 1 − γ ≈ 1e-7 is below float32 resolution.
@@ -55,8 +57,12 @@ def time_pairs(steps: int, td: float) -> list[tuple[float, float]]:
     return [(1 - i / steps, max(1 - (i + 1 + td) / steps, 0.0)) for i in range(steps)]
 
 
-def ddim_step(x_t: torch.Tensor, x0_hat: torch.Tensor, gamma_now: float | torch.Tensor,
-              gamma_next: float | torch.Tensor) -> torch.Tensor:
+def ddim_step(
+    x_t: torch.Tensor,
+    x0_hat: torch.Tensor,
+    gamma_now: float | torch.Tensor,
+    gamma_next: float | torch.Tensor,
+) -> torch.Tensor:
     """Deterministic DDIM (η = 0) move from γ_now to γ_next given x̂_0 (official `transition_step`).
 
     ε̂ = (x_t − √γ_now·x̂_0)/√(1−γ_now);  x_next = √γ_next·x̂_0 + √(1−γ_next)·ε̂.
@@ -67,10 +73,16 @@ def ddim_step(x_t: torch.Tensor, x0_hat: torch.Tensor, gamma_now: float | torch.
     return root_next * x0_hat + root_1m_next * eps_hat
 
 
-def ddim_sample(denoise_fn: DenoiseFn, shape: tuple[int, ...], steps: int, td: float,
-                b_scale: float, generator: torch.Generator | None = None,
-                device: torch.device | str = "cpu") -> torch.Tensor:
-    """Algorithm 2 of the paper with asymmetric time intervals (spec §4.1).
+def ddim_sample(
+    denoise_fn: DenoiseFn,
+    shape: tuple[int, ...],
+    steps: int,
+    td: float,
+    b_scale: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Algorithm 2 of the paper with asymmetric time intervals (docs/model.md, "Sampler").
 
     Starts from x ~ N(0, I) of `shape` (B, C, H, W) and returns the LAST x̂_0 estimate (made at
     t = 1/N), clipped to [−b, b] — not the final DDIM state. With a generator the noise is

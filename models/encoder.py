@@ -1,6 +1,7 @@
-"""Image encoder (spec §2.1-2.2): ResNet-50 C4 -> tokeniser -> pre-LN transformer encoder, and
+"""Image encoder (paper §3.1): ResNet-50 C4 -> tokeniser -> pre-LN transformer encoder, and
 the top-down FeaturePyramidMerge fuser that brings [C2, C3, tokens-as-map] to mask resolution.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -31,8 +32,9 @@ def group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(groups, channels, eps=1e-5)
 
 
-def glorot_conv(c_in: int, c_out: int, kernel: int, stride: int = 1, gain: float = 1.0
-                ) -> nn.Conv2d:
+def glorot_conv(
+    c_in: int, c_out: int, kernel: int, stride: int = 1, gain: float = 1.0
+) -> nn.Conv2d:
     """Conv with bias; Glorot-uniform weight (VarianceScaling(gain², fan_avg, uniform)); zero
     bias."""
     conv = nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2)
@@ -59,11 +61,13 @@ class Tokenizer(nn.Module):
 class TransformerEncoder(nn.Module):
     """`layers` pre-LN encoder layers followed by a final LayerNorm. (B, N, dim) -> same."""
 
-    def __init__(self, layers: int, dim: int, heads: int, mlp_dim: int, drop_path: float,
-                 drop_units: float):
+    def __init__(
+        self, layers: int, dim: int, heads: int, mlp_dim: int, drop_path: float, drop_units: float
+    ):
         super().__init__()
         self.layers = nn.ModuleList(
-            EncoderLayer(dim, heads, mlp_dim, drop_path, drop_units) for _ in range(layers))
+            EncoderLayer(dim, heads, mlp_dim, drop_path, drop_units) for _ in range(layers)
+        )
         self.ln_out = nn.LayerNorm(dim, eps=LN_EPS)
 
     remat = False  # models/remat.py; set by Pix2SeqD.set_grad_checkpointing
@@ -87,14 +91,16 @@ class UpsampleBlock(nn.Module):
         self.conv = glorot_conv(dim, dim, 3)
         self.norm = group_norm(dim)
 
-    def forward(self, lr: torch.Tensor, hr: torch.Tensor | None, out_hw: tuple[int, int]
-                ) -> torch.Tensor:
+    def forward(
+        self, lr: torch.Tensor, hr: torch.Tensor | None, out_hw: tuple[int, int]
+    ) -> torch.Tensor:
         up = F.interpolate(F.silu(self.norm_lateral(self.lateral(lr))), size=out_hw, mode="nearest")
         return F.silu(self.norm(self.conv(up if hr is None else hr + up)))
 
 
 class FeaturePyramidMerge(nn.Module):
-    """Top-down merge of [C2, C3, T] (coarsest last) into (B, out_dim, Hm, Wm) (spec §2.2).
+    """Top-down merge of [C2, C3, T] (coarsest last) into (B, out_dim, Hm, Wm) (docs/model.md,
+    "Architecture").
 
     Every higher-resolution map not finer than the mask gets a block whose width is that map's
     channel count (finer maps are skipped, as in the official code); a final block without hr
@@ -108,7 +114,8 @@ class FeaturePyramidMerge(nn.Module):
         widths = [in_channels[i] for i in self.hr_index]
         lr_dims = [in_channels[-1]] + widths
         self.blocks = nn.ModuleList(
-            UpsampleBlock(lr, dim) for lr, dim in zip(lr_dims, widths + [out_dim]))
+            UpsampleBlock(lr, dim) for lr, dim in zip(lr_dims, widths + [out_dim])
+        )
 
     def forward(self, features: list[torch.Tensor], out_hw: tuple[int, int]) -> torch.Tensor:
         x = features[-1]
@@ -128,10 +135,12 @@ class Encoder(nn.Module):
             load_torchvision_resnet(self.backbone, cfg.init)
         c2, c3, c4 = self.backbone.out_channels
         self.tokenizer = Tokenizer(c4, cfg.tf_dim, cfg.drop_units)
-        self.transformer = TransformerEncoder(cfg.tf_layers, cfg.tf_dim, cfg.tf_heads, cfg.tf_mlp,
-                                              cfg.drop_path, cfg.drop_units)
-        self.fuser = FeaturePyramidMerge([c2, c3, cfg.tf_dim], [4, 8, 16], cfg.fuse_dim,
-                                         mask_stride)
+        self.transformer = TransformerEncoder(
+            cfg.tf_layers, cfg.tf_dim, cfg.tf_heads, cfg.tf_mlp, cfg.drop_path, cfg.drop_units
+        )
+        self.fuser = FeaturePyramidMerge(
+            [c2, c3, cfg.tf_dim], [4, 8, 16], cfg.fuse_dim, mask_stride
+        )
 
     def encode_tokens(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """-> ([C2, C3, tokens as a map (B, tf_dim, H/16, W/16)], tokens (B, N, tf_dim))."""

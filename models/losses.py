@@ -1,10 +1,11 @@
-"""Pixel weights and the three x_0 losses of spec §3.3-3.4 (official `Model.compute_loss`,
+"""Pixel weights and the three x_0 losses of paper §3.2 (official `Model.compute_loss`,
 `task_utils.get_normalized_weight`).
 
     code name    paper symbol
     p            p     weight exponent: w_ij = (1/(c_ij + 1))^p (paper writes 1/c^p; code c+1)
     weights      w'    w normalised so each image's weights sum to H·W
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,15 +27,17 @@ def instance_weights(ids: torch.Tensor, p: float, max_instances: int) -> torch.T
     bucket = torch.where(valid, ids.clamp(min=0), k)  # ids >= K share the spare bucket K
     flat = (bucket + (k + 1) * torch.arange(b, device=ids.device).view(b, 1, 1)).reshape(-1)
     counts = torch.zeros(b * (k + 1), device=ids.device).scatter_add_(
-        0, flat, torch.ones(flat.shape, device=ids.device))
+        0, flat, torch.ones(flat.shape, device=ids.device)
+    )
     c = counts[flat].view(b, h, w)
     weights = (1.0 / (c + 1.0)) ** p * valid
     total = weights.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)
     return weights * (h * w) / total
 
 
-def softmax_ce_loss(logits: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor
-                    ) -> torch.Tensor:
+def softmax_ce_loss(
+    logits: torch.Tensor, masks: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
     """Mean over pixels and the G groups of w'·CE (official 'x_softmax_xent').
 
     logits: channels-last (B, H, W, G, 2^(16/G)) (the paper's G = 2: (B, H, W, 2, 256));
@@ -54,14 +57,22 @@ def l2_loss(x0_hat: torch.Tensor, x0: torch.Tensor, weights: torch.Tensor) -> to
     return ((x0_hat.float() - x0) ** 2 * weights[:, None]).mean()
 
 
-def sigmoid_ce_loss(out: torch.Tensor, x0: torch.Tensor, b_scale: float, weights: torch.Tensor
-                    ) -> torch.Tensor:
+def sigmoid_ce_loss(
+    out: torch.Tensor, x0: torch.Tensor, b_scale: float, weights: torch.Tensor
+) -> torch.Tensor:
     """mean(w'·(−log σ(out·x_0/b))) per bit (official 'x_sigmoid_xent'). out, x0: (B, 16, H, W)."""
     return (F.softplus(-out.float() * x0 / b_scale) * weights[:, None]).mean()
 
 
-def mask_loss(kind: LossKind, out: torch.Tensor, masks: torch.Tensor, x0: torch.Tensor,
-              weights: torch.Tensor, b_scale: float, groups: int = 2) -> torch.Tensor:
+def mask_loss(
+    kind: LossKind,
+    out: torch.Tensor,
+    masks: torch.Tensor,
+    x0: torch.Tensor,
+    weights: torch.Tensor,
+    b_scale: float,
+    groups: int = 2,
+) -> torch.Tensor:
     """Dispatch on LossKind. out: channels-last decoder output (B, H, W, G·2^(16/G)) for
     softmax_ce with `groups` G (512 for the paper's 2), else (B, H, W, 16); masks (B, 2, H, W);
     x0 (B, 16, H, W); weights (B, H, W)."""

@@ -2,30 +2,30 @@
 
 This class only composes bits.py, diffusion.py, losses.py, encoder.py and decoder.py.
 
-    decoder input channels (spec §2.3, §5.1)
+    decoder input channels (docs/model.md, "Architecture" and "Video")
     [0, 16)                          x_t: noisy analog bits of the target mask
     [16, 16 + fuse_dim)              fused encoder map (zeros without 'cat' conditioning)
     next 16·cond_frames              video: bits of the masks at t−2, t−1 (oldest first)
     next 16 (only if self_cond)      previous x̂_0 estimate (self-conditioning)
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .bits import (
-    analog_bits_to_int, expected_analog_bits, group_bits, int_to_analog_bits, N_BITS)
+from .bits import N_BITS, analog_bits_to_int, expected_analog_bits, group_bits, int_to_analog_bits
 from .config import Conditioning, DiffusionConfig, LossConfig, LossKind, ModelConfig
 from .decoder import TransUNet
 from .diffusion import corrupt, ddim_sample, gamma_cosine
 from .encoder import Encoded, Encoder
+from .frame_dropout import drop_frames
 from .losses import instance_weights, mask_loss
-from .video import drop_frames
 
 MASK_BITS = 2 * N_BITS  # class bits + id bits
-SELF_COND_RATE = 0.5    # official self_cond_rate
+SELF_COND_RATE = 0.5  # official self_cond_rate
 
 
 class Pix2SeqD(nn.Module):
@@ -43,14 +43,16 @@ class Pix2SeqD(nn.Module):
         self.use_attn = dec.conditional in (Conditioning.ATTN, Conditioning.CAT_ATTN)
         self.encoder = Encoder(enc, model.mask_stride)
         # Unused parts stay in the state dict (checkpoints transfer between modes) but are frozen
-        # so DDP does not wait for their gradients (spec §2.4: 'none' = frozen encoder).
+        # so DDP does not wait for their gradients ('none' freezes the encoder:
+        # docs/model.md, "Architecture").
         if dec.conditional == Conditioning.NONE:
             self.encoder.requires_grad_(False)
         elif not self.use_cat:
             self.encoder.fuser.requires_grad_(False)
         out_channels = self.head_channels(model, loss)
-        self.decoder = TransUNet(dec, self.in_channels(model), out_channels,
-                                 enc.tf_dim if self.use_attn else None)
+        self.decoder = TransUNet(
+            dec, self.in_channels(model), out_channels, enc.tf_dim if self.use_attn else None
+        )
         self.set_grad_checkpointing(model.grad_checkpoint)
         # compile_sampler's compiled x0_step: a function, not a submodule, so the state dict
         # keeps its keys
@@ -69,8 +71,9 @@ class Pix2SeqD(nn.Module):
         'reduce-overhead', which also captures the step in a CUDA graph."""
         if mode is None:
             mode = "reduce-overhead" if next(self.parameters()).is_cuda else "default"
-        self._compiled_x0_step = torch.compile(self.x0_step, backend=backend, mode=mode,
-                                               dynamic=False, fullgraph=True)
+        self._compiled_x0_step = torch.compile(
+            self.x0_step, backend=backend, mode=mode, dynamic=False, fullgraph=True
+        )
 
     @staticmethod
     def head_channels(model: ModelConfig, loss: LossConfig) -> int:
@@ -79,7 +82,7 @@ class Pix2SeqD(nn.Module):
         if loss.kind != LossKind.SOFTMAX_CE:
             return MASK_BITS
         groups = model.decoder.softmax_groups
-        return groups * 2**group_bits(groups)
+        return groups * 2 ** group_bits(groups)
 
     @staticmethod
     def in_channels(model: ModelConfig) -> int:
@@ -111,8 +114,14 @@ class Pix2SeqD(nn.Module):
             cond_masks = torch.zeros(b, frames, 2, h, w, dtype=torch.long, device=like.device)
         return int_to_analog_bits(cond_masks, self.b_scale).to(like.dtype)
 
-    def denoise(self, x_t: torch.Tensor, gamma: torch.Tensor, encoded: Encoded,
-                cond: torch.Tensor, x0_prev: torch.Tensor) -> torch.Tensor:
+    def denoise(
+        self,
+        x_t: torch.Tensor,
+        gamma: torch.Tensor,
+        encoded: Encoded,
+        cond: torch.Tensor,
+        x0_prev: torch.Tensor,
+    ) -> torch.Tensor:
         """One decoder call. x_t (B, 16, Hm, Wm), gamma (B,), cond (B, 16·cond_frames, Hm, Wm),
         x0_prev (B, 16, Hm, Wm) (ignored unless self_cond) -> channels-last decoder output."""
         parts = [x_t, encoded.fused.to(x_t.dtype), cond]
@@ -121,8 +130,15 @@ class Pix2SeqD(nn.Module):
         memory = encoded.tokens if self.use_attn else None
         return self.decoder(torch.cat(parts, dim=1), gamma, memory)
 
-    def x0_step(self, x_t: torch.Tensor, gamma: torch.Tensor, tokens: torch.Tensor,
-                fused: torch.Tensor, cond: torch.Tensor, x0_prev: torch.Tensor) -> torch.Tensor:
+    def x0_step(
+        self,
+        x_t: torch.Tensor,
+        gamma: torch.Tensor,
+        tokens: torch.Tensor,
+        fused: torch.Tensor,
+        cond: torch.Tensor,
+        x0_prev: torch.Tensor,
+    ) -> torch.Tensor:
         """One sampler step's x̂_0 (B, 16, Hm, Wm): `denoise` and `x0_estimate` on plain
         tensors (what compile_sampler compiles; ddim_sample casts and clips the result)."""
         return self.x0_estimate(self.denoise(x_t, gamma, Encoded(tokens, fused), cond, x0_prev))
@@ -131,15 +147,17 @@ class Pix2SeqD(nn.Module):
         """Channels-last decoder output (B, Hm, Wm, C) -> x̂_0 analog bits (B, 16, Hm, Wm)."""
         kind = self.loss_cfg.kind
         if kind == LossKind.SOFTMAX_CE:
-            return expected_analog_bits(out.unflatten(-1, (self.cfg.decoder.softmax_groups, -1)),
-                                        self.b_scale)
+            return expected_analog_bits(
+                out.unflatten(-1, (self.cfg.decoder.softmax_groups, -1)), self.b_scale
+            )
         out = out.float().permute(0, 3, 1, 2)
         if kind == LossKind.SIGMOID_CE:
             return (2 * torch.sigmoid(out) - 1) * self.b_scale
         return out.clamp(-self.b_scale, self.b_scale)
 
-    def loss(self, images: torch.Tensor, masks: torch.Tensor,
-             cond_masks: torch.Tensor | None = None) -> torch.Tensor:
+    def loss(
+        self, images: torch.Tensor, masks: torch.Tensor, cond_masks: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Algorithm 1: t ~ U(0, 1) per example, x_t = √γ·x_0 + √(1−γ)·ε, weighted x_0 loss."""
         encoded = self.encode(images)
         x0 = int_to_analog_bits(masks, self.b_scale)
@@ -157,24 +175,42 @@ class Pix2SeqD(nn.Module):
             keep = torch.rand(x0.shape[0], 1, 1, 1, device=x0.device) < SELF_COND_RATE
             x0_prev = estimate * keep
         out = self.denoise(x_t, gamma, encoded, cond, x0_prev)
-        return mask_loss(self.loss_cfg.kind, out, masks, x0, weights, self.b_scale,
-                         self.cfg.decoder.softmax_groups)
+        return mask_loss(
+            self.loss_cfg.kind,
+            out,
+            masks,
+            x0,
+            weights,
+            self.b_scale,
+            self.cfg.decoder.softmax_groups,
+        )
 
-    def forward(self, images: torch.Tensor, masks: torch.Tensor,
-                cond_masks: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, images: torch.Tensor, masks: torch.Tensor, cond_masks: torch.Tensor | None = None
+    ) -> torch.Tensor:
         return self.loss(images, masks, cond_masks)
 
     @torch.no_grad()
-    def sample(self, images: torch.Tensor, steps: int, td: float,
-               cond_masks: torch.Tensor | None = None,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample(
+        self,
+        images: torch.Tensor,
+        steps: int,
+        td: float,
+        cond_masks: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """Algorithm 2: images (B, 3, H, W) -> int64 (B, 2, Hm, Wm). The encoder runs once."""
         return self.sample_from_encoded(self.encode(images), steps, td, cond_masks, generator)
 
     @torch.no_grad()
-    def sample_from_encoded(self, encoded: Encoded, steps: int, td: float,
-                            cond_masks: torch.Tensor | None = None,
-                            generator: torch.Generator | None = None) -> torch.Tensor:
+    def sample_from_encoded(
+        self,
+        encoded: Encoded,
+        steps: int,
+        td: float,
+        cond_masks: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
         """DDIM over `steps` with time difference td on cached encoder features.
 
         Returns int64 (B, 2, Hm, Wm); reuse one `encoded` for many (steps, td) settings.
@@ -185,16 +221,18 @@ class Pix2SeqD(nn.Module):
 
         step = self._compiled_x0_step or self.x0_step
 
-        def denoise_fn(x_t: torch.Tensor, gamma: torch.Tensor, x0_prev: torch.Tensor
-                       ) -> torch.Tensor:
+        def denoise_fn(
+            x_t: torch.Tensor, gamma: torch.Tensor, x0_prev: torch.Tensor
+        ) -> torch.Tensor:
             return step(x_t, gamma, encoded.tokens, encoded.fused, cond, x0_prev)
 
-        x0_hat = ddim_sample(denoise_fn, tuple(like.shape), steps, td, self.b_scale, generator,
-                             like.device)
+        x0_hat = ddim_sample(
+            denoise_fn, tuple(like.shape), steps, td, self.b_scale, generator, like.device
+        )
         return analog_bits_to_int(x0_hat, self.cfg.num_classes, self.cfg.max_instances)
 
     def load_video_from_image(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Initialise this (video) model from an image-model state dict (spec §5.2 suggestion).
+        """Initialise this (video) model from an image-model state dict (docs/model.md, "Video").
 
         All weights are copied; in `decoder.conv_in.weight` the channels both models share
         ([x_t | fused], and the self-cond bits when both have them) are copied and the new
@@ -213,8 +251,12 @@ class Pix2SeqD(nn.Module):
         self.load_state_dict({**state_dict, key: weight})
 
 
-def check_head(state_dict: dict[str, torch.Tensor], model: ModelConfig, loss: LossConfig,
-               source: str = "the state dict") -> None:
+def check_head(
+    state_dict: dict[str, torch.Tensor],
+    model: ModelConfig,
+    loss: LossConfig,
+    source: str = "the state dict",
+) -> None:
     """ValueError when `state_dict`'s output head is not the width of the model of
     (`model`, `loss`) (another decoder.softmax_groups or loss.kind), before load_state_dict's
     size-mismatch error."""
@@ -223,4 +265,5 @@ def check_head(state_dict: dict[str, torch.Tensor], model: ModelConfig, loss: Lo
         raise ValueError(
             f"{source}: its output head has {src.shape[0]} channels per mask pixel, this "
             f"model's {own} (model.decoder.softmax_groups={model.decoder.softmax_groups}, "
-            f"loss.kind={loss.kind.value}); set both to the checkpoint's values")
+            f"loss.kind={loss.kind.value}); set both to the checkpoint's values"
+        )

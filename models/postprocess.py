@@ -1,7 +1,8 @@
-"""Prediction post-processing for one image (spec §4.2; official `TaskPanopticSegmentation.infer`,
+"""Prediction post-processing for one image (docs/model.md; official `TaskPanopticSegmentation.infer`,
 `majority_vote_postprocess`). Works on (2, H, W) int (class, id) maps on any device.
 `to_original` departs from the official resizing on purpose: see its docstring.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,8 +24,12 @@ def _source_index(n_in: int, n_out: int, device: torch.device) -> torch.Tensor:
     return ((i + 0.5) * (n_in / n_out)).long().clamp(max=n_in - 1)
 
 
-def to_original(pred: torch.Tensor, image_hw: tuple[int, int], unpadded_hw: tuple[int, int],
-                original_hw: tuple[int, int]) -> torch.Tensor:
+def to_original(
+    pred: torch.Tensor,
+    image_hw: tuple[int, int],
+    unpadded_hw: tuple[int, int],
+    original_hw: tuple[int, int],
+) -> torch.Tensor:
     """(..., Hm, Wm) mask-size prediction -> (..., *original_hw), any dtype.
 
     Each original pixel takes the mask pixel whose sample point is nearest to it, the
@@ -35,15 +40,16 @@ def to_original(pred: torch.Tensor, image_hw: tuple[int, int], unpadded_hw: tupl
     canvas, crop, nearest to the original size) puts it at the centre, which shifts every
     prediction half a canvas pixel up and left: nothing at 480p, but on the 64-px canvas of
     the tiny preset ground truth sent through the stride-2 geometry scored J&F 0.828 that
-    way and 0.902 this way (generated DAVIS val; `scripts/mask_oracle.py`).
+    way and 0.902 this way (generated DAVIS val; docs/results.md).
     """
     rows = _nearest_sample(pred.shape[-2], image_hw[0], unpadded_hw[0], original_hw[0], pred.device)
     cols = _nearest_sample(pred.shape[-1], image_hw[1], unpadded_hw[1], original_hw[1], pred.device)
     return pred[..., rows[:, None], cols[None, :]]
 
 
-def _nearest_sample(n_mask: int, n_canvas: int, n_valid: int, n_out: int, device: torch.device
-                    ) -> torch.Tensor:
+def _nearest_sample(
+    n_mask: int, n_canvas: int, n_valid: int, n_out: int, device: torch.device
+) -> torch.Tensor:
     """For each of n_out output pixels (spread over the first n_valid canvas pixels), the
     mask index whose sample point (the centre of canvas pixel floor((i + 0.5)·n_canvas /
     n_mask)) is nearest to the output pixel's centre; ties: the lower index."""
@@ -52,8 +58,9 @@ def _nearest_sample(n_mask: int, n_canvas: int, n_valid: int, n_out: int, device
     return torch.bucketize(at, (centres[1:] + centres[:-1]) / 2)
 
 
-def majority_vote(pred: torch.Tensor, num_classes: int, max_instances: int, min_pixels: int
-                  ) -> torch.Tensor:
+def majority_vote(
+    pred: torch.Tensor, num_classes: int, max_instances: int, min_pixels: int
+) -> torch.Tensor:
     """One class per id, small ids and void removed. pred: int (2, H, W) -> int64 (2, H, W).
 
     Each id 0..K−1 takes its most frequent class (ties: lowest class); ids with fewer than
@@ -62,8 +69,9 @@ def majority_vote(pred: torch.Tensor, num_classes: int, max_instances: int, min_
     """
     cls = pred[0].long().clamp(0, num_classes - 1)
     ids = pred[1].long().clamp(0, max_instances - 1)
-    counts = torch.bincount((ids * num_classes + cls).reshape(-1),
-                            minlength=max_instances * num_classes).view(max_instances, num_classes)
+    counts = torch.bincount(
+        (ids * num_classes + cls).reshape(-1), minlength=max_instances * num_classes
+    ).view(max_instances, num_classes)
     id_class = counts.argmax(dim=1)
     id_class[counts.sum(dim=1) < min_pixels] = 0
     id_class[0] = 0  # id 0 is null: its pixels are void whatever their class

@@ -5,9 +5,11 @@ Only blocks without running statistics are recomputed (decoder ResBlocks, the de
 the encoder's transformer layers): a BatchNorm run twice would update its statistics twice.
 Dropout and drop-path draw the same masks again (the RNG state is saved and restored).
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint

@@ -1,9 +1,10 @@
-"""ResNet-50 v1.5 cut after stage 3 ("C4", stride 16), the image backbone of spec §2.1.
+"""ResNet-50 v1.5 cut after stage 3 ("C4", stride 16), the image backbone of paper §3.1.
 
 Parameter names equal torchvision's `resnet50` state dict (conv1, bn1, layer1.0.conv1, ...,
 layer1.0.downsample.0/1), so a local torchvision checkpoint loads with
 `load_torchvision_resnet`; its layer4.* and fc.* entries are ignored.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,7 +30,7 @@ class FrozenBatchNorm2d(nn.BatchNorm2d):
         self.weight.requires_grad_(False)
         self.bias.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "FrozenBatchNorm2d":
+    def train(self, mode: bool = True) -> FrozenBatchNorm2d:
         return super().train(False)
 
 
@@ -75,8 +76,9 @@ class ResNetC4(nn.Module):
     """Stem + stages 1-3. forward: images (B, 3, H, W) -> [C2 (B, 4w, H/4, W/4),
     C3 (B, 8w, H/8, W/8), C4 (B, 16w, H/16, W/16)] with w = `width` (64 for ResNet-50)."""
 
-    def __init__(self, depths: tuple[int, ...] = (3, 4, 6), width: int = 64,
-                 norm: NormMode = NormMode.BATCH):
+    def __init__(
+        self, depths: tuple[int, ...] = (3, 4, 6), width: int = 64, norm: NormMode = NormMode.BATCH
+    ):
         super().__init__()
         self.conv1, self.bn1 = _conv(3, width, 7, stride=2), batch_norm(width, norm)
         self.relu = nn.ReLU(inplace=True)
@@ -111,9 +113,14 @@ def load_torchvision_resnet(module: ResNetC4, path: str | Path) -> None:
     own = module.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
-    shapes = [f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-              for k, v in state.items() if k in own and v.shape != own[k].shape]
+    shapes = [
+        f"{k}: file {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state.items()
+        if k in own and v.shape != own[k].shape
+    ]
     if missing or unexpected or shapes:
-        raise ValueError(f"{path} does not match the ResNet backbone: missing {missing[:10]}, "
-                         f"unexpected {unexpected[:10]}, shape mismatches {shapes[:10]}")
+        raise ValueError(
+            f"{path} does not match the ResNet backbone: missing {missing[:10]}, "
+            f"unexpected {unexpected[:10]}, shape mismatches {shapes[:10]}"
+        )
     module.load_state_dict(state, strict=False)

@@ -1,7 +1,8 @@
-"""Transformer parts shared by the image encoder and the TransUNet bottleneck (spec §2.1, §2.3,
-§2.5; official `architectures/transformers.py`): pre-LN layers, drop-path, fixed sin-cos codes
+"""Transformer parts shared by the image encoder and the TransUNet bottleneck (paper §3.1;
+official `architectures/transformers.py`): pre-LN layers, drop-path, fixed sin-cos codes
 and the scalar (γ) embedding. All attention goes through `F.scaled_dot_product_attention`.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ def sincos_1d(coords: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
-def position_codes_2d(n_rows: int, n_cols: int, dim: int, device: torch.device | str | None = None
-                      ) -> torch.Tensor:
+def position_codes_2d(
+    n_rows: int, n_cols: int, dim: int, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Fixed 2-D code (n_rows·n_cols, dim), row-major (official `get_2d_position_codes`).
 
     Row and column coordinates are normalised to [0, 2π] so the same code family serves any
@@ -107,8 +109,9 @@ class Mlp(nn.Module):
 class EncoderLayer(nn.Module):
     """Pre-LN self-attention + MLP block with drop-path on both residual branches."""
 
-    def __init__(self, dim: int, heads: int, mlp_dim: int, drop_path: float = 0.0,
-                 drop_units: float = 0.0):
+    def __init__(
+        self, dim: int, heads: int, mlp_dim: int, drop_path: float = 0.0, drop_units: float = 0.0
+    ):
         super().__init__()
         self.ln_attn = nn.LayerNorm(dim, eps=LN_EPS)
         self.attn = Attention(dim, heads)

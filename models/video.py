@@ -1,54 +1,59 @@
-"""Streaming video inference and the training-time frame dropout (spec §5.2-5.3).
+"""Streaming video inference (paper §3.4; docs/model.md, "Video").
 
 Frames are segmented one after another; frame s is conditioned on the model's own
 predictions for frames s−2 and s−1 (missing before the start: all-zero maps, i.e. bits −b).
 Ids are tracked implicitly: the decoder copies ids present in the conditioning masks.
 The paper samples the first frame with 32 steps and later ones with 8, τ_d = 1.
 """
+
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-if TYPE_CHECKING:  # pix2seq_d imports drop_frames from here
-    from .pix2seq_d import Pix2SeqD
-
-
-def drop_frames(cond_masks: torch.Tensor, rate: float, generator: torch.Generator | None = None,
-                all_rate: float = 0.0) -> torch.Tensor:
-    """Replace each conditioning frame of each example by a missing (all-zero) one with
-    probability `rate`, and all frames of an example with probability `all_rate` (the two
-    draws independent). cond_masks: int (B, F, 2, Hm, Wm) -> same."""
-    if rate <= 0 and all_rate <= 0:
-        return cond_masks
-    b, f = cond_masks.shape[:2]
-    device = generator.device if generator else None
-    # the extra column only when used: runs without it draw the same numbers as before
-    u = torch.rand(b, f + (all_rate > 0), generator=generator, device=device).to(cond_masks.device)
-    keep = (u[:, :f] >= rate) & (u[:, f:] >= all_rate).all(dim=1, keepdim=True)
-    return cond_masks * keep.view(b, f, 1, 1, 1)
+from .pix2seq_d import Pix2SeqD
 
 
 @torch.no_grad()
-def sample_video(model: "Pix2SeqD", frames: torch.Tensor, first_steps: int, later_steps: int,
-                 td: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_video(
+    model: Pix2SeqD,
+    frames: torch.Tensor,
+    first_steps: int,
+    later_steps: int,
+    td: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """frames: float (B, T, 3, H, W) in [0, 1] -> int64 (B, T, 2, Hm, Wm).
 
     One encoder call and `first_steps` (frame 0) or `later_steps` decoder calls per frame.
     """
     t = frames.shape[1]
-    out = [pred for _, _, pred in stream_videos(
-        model, lambda i, active: frames[active, i], [t] * frames.shape[0], first_steps,
-        later_steps, td, generator)]
+    out = [
+        pred
+        for _, _, pred in stream_videos(
+            model,
+            lambda i, active: frames[active, i],
+            [t] * frames.shape[0],
+            first_steps,
+            later_steps,
+            td,
+            generator,
+        )
+    ]
     return torch.stack(out, dim=1)
 
 
 @torch.no_grad()
-def stream_videos(model: "Pix2SeqD", read_frames: Callable[[int, list[int]], torch.Tensor],
-                  lengths: Sequence[int], first_steps: int, later_steps: int, td: float,
-                  generator: torch.Generator | None = None
-                  ) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+def stream_videos(
+    model: Pix2SeqD,
+    read_frames: Callable[[int, list[int]], torch.Tensor],
+    lengths: Sequence[int],
+    first_steps: int,
+    later_steps: int,
+    td: float,
+    generator: torch.Generator | None = None,
+) -> Iterator[tuple[int, list[int], torch.Tensor]]:
     """Segment B videos of possibly different lengths together, one frame index at a time.
 
     `read_frames(t, active)` returns float (A, 3, H, W) in [0, 1]: frame t of the videos
@@ -65,8 +70,15 @@ def stream_videos(model: "Pix2SeqD", read_frames: Callable[[int, list[int]], tor
         images = read_frames(t, active)
         if history is None:
             s = model.cfg.mask_stride
-            history = torch.zeros(len(lengths), n_cond, 2, images.shape[-2] // s,
-                                  images.shape[-1] // s, dtype=torch.long, device=images.device)
+            history = torch.zeros(
+                len(lengths),
+                n_cond,
+                2,
+                images.shape[-2] // s,
+                images.shape[-1] // s,
+                dtype=torch.long,
+                device=images.device,
+            )
         rows = torch.tensor(active, device=history.device)
         steps = first_steps if t == 0 else later_steps
         pred = model.sample(images, steps, td, history[rows], generator)

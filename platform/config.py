@@ -2,15 +2,17 @@
 
 Every field has a dotted path (`optim.lr`, `diffusion.b_scale`, `model.encoder.tf_layers`).
 The same paths are the `--set KEY=VALUE` overrides of every job, the keys of Tune search
-spaces and the MLflow param names (see notes/cli.md). Presets live in `presets.py`.
+spaces and the MLflow param names (see docs/cli.md). Presets live in `presets.py`.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import enum
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from pix2seqd.models.config import (
     DiffusionConfig,
@@ -31,13 +33,16 @@ class DatasetKind(str, enum.Enum):
 class Placement(str, enum.Enum):
     """How Ray places a run's training workers on nodes (`train.placement_strategy`)."""
 
-    PACK = "PACK"                    # fill nodes first (Ray Train's default)
-    SPREAD = "SPREAD"                # over as many nodes as possible
-    STRICT_PACK = "STRICT_PACK"      # all on one node, or wait
+    PACK = "PACK"  # fill nodes first (Ray Train's default)
+    SPREAD = "SPREAD"  # over as many nodes as possible
+    STRICT_PACK = "STRICT_PACK"  # all on one node, or wait
     STRICT_SPREAD = "STRICT_SPREAD"  # one node per worker, or wait
+
+
 class CrowdMode(str, enum.Enum):
     """What training does with `iscrowd` segments (`data.crowd`): keep each as one segment
-    of its class (official Cityscapes path, spec §1.6), or make it void."""
+    of its class (as the official Cityscapes reader does; docs/model.md, "Masks and instance
+    ids"), or make it void."""
 
     SEGMENT = "segment"
     VOID = "void"
@@ -46,7 +51,7 @@ class CrowdMode(str, enum.Enum):
 class IdOrder(str, enum.Enum):
     """How training numbers the instance ids of an example (`data.id_order`).
 
-    RANDOM is the paper's (§2, spec §1.2): ids re-drawn every time an example is read,
+    RANDOM is the paper's (§2; docs/model.md): ids re-drawn every time an example is read,
     without replacement from 1..K-1 for images ('random'), a permutation of the ids present
     for video clips ('shuffle'). RASTER numbers them 1..N in the order of each instance's
     first pixel in the model's mask (row-major after the augmentation; for a clip, the
@@ -58,7 +63,7 @@ class IdOrder(str, enum.Enum):
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Input data and augmentation (official transform order, spec §1.5).
+    """Input data and augmentation (official transform order: docs/model.md, "Training inputs").
 
     `root` empty means the project's generated data set (cached under the user's home).
     `prepared` (a folder or s3:// URI written by jobs/prepare_data.py) replaces `root`.
@@ -92,6 +97,10 @@ class DataConfig:
     `cache_mb`: each data worker process keeps up to this many MB of decoded training
     images and their label maps, video frames, masks and still images (`data.frame_cache`;
     0 turns it off).
+    `executor_nap` (default on): Ray Data's scheduling loop sleeps 20 ms after a step while
+    its output waits to be taken (`platform/data/executor_nap.py`): the stream's
+    coordinator CPU fell from 0.374 to 0.193 of a core and its consumers read 24 % more
+    batches (docs/results.md, "The scheduling loop's nap").
     """
 
     dataset: DatasetKind = DatasetKind.COCO
@@ -118,6 +127,7 @@ class DataConfig:
     history_drop: float = 0.0
     history_add: float = 0.0
     cache_mb: float = 256.0
+    executor_nap: bool = True
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -126,7 +136,8 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with linear warm-up then linear decay to lr * end_lr_factor (spec §6.2)."""
+    """AdamW with linear warm-up then linear decay to lr * end_lr_factor (docs/model.md,
+    "Optimisation")."""
 
     lr: float = 1e-4
     weight_decay: float = 0.05
@@ -148,12 +159,14 @@ class TrainConfig:
     the fraction of `steps` done and the elapsed fraction of the budget, so it ends when the
     budget does however fast the machine is; `steps` is then an upper bound. A run resumed
     from a checkpoint starts a new budget, and its decay goes on from the step fraction.
+    `log_every`: steps between the `train/*` MLflow metrics; `progress_every`: steps between
+    rank 0's progress lines on the job's terminal (0: none; 200 is about 30 s of the tiny
+    preset on 2 CPU cores).
     `max_failures`: worker-group failures Ray Train recovers from (restarting from the
     latest checkpoint) before the run fails. `placement_strategy`: Ray's placement of the
     workers on nodes; each run records the node of every rank (MLflow tag `worker_nodes`).
-    GPU step speed (issue 10): `channels_last` weights on CUDA (off by default: the one H100
-    measurement, eager, had NCHW faster, BENCHMARKS.md; on CPU the tiny model measured 3-5 %
-    slower, so it stays NCHW there in any case); `compile`: torch.compile of the
+    GPU step speed: `channels_last` weights on CUDA only (off by default: slower than NCHW in
+    eager mode on an H100, docs/results.md; on CPU the tiny model is 3-5 % faster in NCHW); `compile`: torch.compile of the
     loss (forward and backward) with `compile_backend`, minutes of compilation first;
     activation checkpointing is `model.grad_checkpoint`.
     `video_steps` (read by `presets.as_video` only, i.e. the video stage of train_davis): > 0
@@ -173,6 +186,7 @@ class TrainConfig:
     bf16: bool = True
     seed: int = 0
     log_every: int = 50
+    progress_every: int = 200
     checkpoint_every: int = 1000
     keep_checkpoints: int = 3
     time_budget_min: float = 0.0

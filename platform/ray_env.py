@@ -1,11 +1,17 @@
 """Starting or joining Ray, with settings that keep small machines from hanging."""
+
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import threading
-from typing import Iterator
+from collections.abc import Iterator
+
+import ray
+
+from pix2seqd.platform.data import executor_nap as nap
 
 # Quiet, private defaults; any value the user set wins.
 _ENV_DEFAULTS = {
@@ -21,23 +27,19 @@ def apply_env_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
-def init_ray(train_cpus: float = 0.0) -> bool:
+def init_ray(train_cpus: float = 0.0, executor_nap: bool = True) -> bool:
     """Join the cluster named by RAY_ADDRESS (as under `ray job submit`) or start a local Ray.
 
     Returns True when this call started Ray (the caller then shuts it down). A local Ray gets
     at least one logical CPU more than the training workers hold (`train_cpus`), so a Ray Data
     operator can always run next to them: with every CPU held by workers the pipeline hangs.
-    Datasets built in this process afterwards pause their scheduling loop while their
-    output waits (`data.executor_nap`).
+    `executor_nap` (a job's `data.executor_nap`): datasets built in this process afterwards
+    pause their scheduling loop while their output waits (`platform/data/executor_nap.py`);
+    False takes the pause out of this process's DataContext.
     """
-    import math
-
-    import ray
-
-    from pix2seqd.platform.data import executor_nap
 
     apply_env_defaults()
-    executor_nap.install()
+    nap.install(enabled=executor_nap)
     if ray.is_initialized():
         return False
     address = os.environ.get("RAY_ADDRESS")
@@ -51,19 +53,18 @@ def init_ray(train_cpus: float = 0.0) -> bool:
 def check_cpus_for_training(train_cpus: float) -> None:
     """Fail early, with the numbers, when the cluster cannot run the workers and the data
     pipeline at once (instead of hanging)."""
-    import ray
 
     total = ray.cluster_resources().get("CPU", 0.0)
     if total < train_cpus + 0.5:
         raise RuntimeError(
             f"the Ray cluster has {total:g} CPUs but training needs {train_cpus:g} for its workers "
             "plus at least 0.5 for the Ray Data pipeline; lower train.cpus_per_worker or "
-            "train.num_workers, or add nodes")
+            "train.num_workers, or add nodes"
+        )
 
 
 def cluster_gpus() -> int:
     """GPUs of the Ray cluster this process is connected to."""
-    import ray
 
     return int(ray.cluster_resources().get("GPU", 0))
 
@@ -71,7 +72,6 @@ def cluster_gpus() -> int:
 def inference_actors(requested: int, use_gpu: bool) -> int:
     """How many inference actors to run: `requested`, or with 0 one per GPU (GPU actors) or
     one per CPU but one, which is left to the Ray Data operators that feed them."""
-    import ray
 
     if requested > 0:
         return requested
@@ -81,15 +81,13 @@ def inference_actors(requested: int, use_gpu: bool) -> int:
 
 
 @contextlib.contextmanager
-def ray_session(train_cpus: float = 0.0) -> Iterator[None]:
+def ray_session(train_cpus: float = 0.0, executor_nap: bool = True) -> Iterator[None]:
     """`init_ray` for the duration of a block; shuts Ray down only if it started it."""
-    started = init_ray(train_cpus)
+    started = init_ray(train_cpus, executor_nap)
     try:
         yield
     finally:
         if started:
-            import ray
-
             ray.shutdown()
 
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU check for issue 10 item 3: install the project, record the card, run
-# `benchmark.py gpu --preset r50_ablation --quick`. Run from anywhere on the GPU machine:
+# GPU check: install the project, record the card, run
+# `benchmark.py gpu --preset r50_ablation --quick` (figures: docs/results.md, "GPU").
+# Run from anywhere on the GPU machine:
 #
 #     OUT=/some/dir bash scripts/gpu_check.sh        # OUT defaults to out/gpu_check
 #

@@ -9,14 +9,17 @@ per image for the whole grid.
 Paper (MS-COCO): about 20 steps suffice (6a), τ_d of 2-3 is best (6b), a well-chosen
 minimum size gives a small gain (6c).
 """
+
 from pix2seqd.platform.sweep.spec import Axis, Sweep, SweepKind
 
 SWEEP = Sweep(
     name="inference",
     kind=SweepKind.INFERENCE,
-    axes=(Axis("sample.steps", (1, 2, 5, 10, 20, 50)),
-          Axis("sample.td", (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)),
-          Axis("sample.min_pixels", (0, 40, 80))),
+    axes=(
+        Axis("sample.steps", (1, 2, 5, 10, 20, 50)),
+        Axis("sample.td", (0.0, 0.5, 1.0, 2.0, 3.0, 4.0)),
+        Axis("sample.min_pixels", (0, 40, 80)),
+    ),
     paper="Fig. 6",
     plot_x="sample.steps",
     plot_series="sample.td",

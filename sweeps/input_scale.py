@@ -6,6 +6,7 @@
 
 Paper (R50, 512 px, 100 epochs): b = 0.03 / 0.1 / 0.3 / 1.0 -> PQ 40.8 / 43.9 / 38.7 / 21.3.
 """
+
 from pix2seqd.platform.sweep.spec import Axis, Sweep, SweepKind
 
 SWEEP = Sweep(

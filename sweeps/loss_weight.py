@@ -6,6 +6,7 @@ segment size; p = 0 is uniform weighting).
 
 Paper (R50, 512 px, 100 epochs): p = 0 / 0.2 / 0.4 / 0.6 -> PQ 40.4 / 43.9 / 43.7 / 41.3.
 """
+
 from pix2seqd.platform.sweep.spec import Axis, Sweep, SweepKind
 
 SWEEP = Sweep(

@@ -1,9 +1,11 @@
 """Shared fixtures: one local Ray per test session, one real MLflow server per session.
 
-Settings from notes/stack.md that keep Ray from hanging or nagging on 2-core machines.
+Environment settings that keep Ray from hanging or nagging on 2-core machines.
 """
+
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import socket
@@ -17,21 +19,33 @@ from pathlib import Path
 import pytest
 
 for _k, _v in {
-    "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-    "RAY_DEDUP_LOGS": "1", "MLFLOW_DISABLE_TELEMETRY": "true", "TQDM_DISABLE": "1",
+    "RAY_AUTH_MODE": "disabled",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    "RAY_DEDUP_LOGS": "1",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "TQDM_DISABLE": "1",
 }.items():
     os.environ.setdefault(_k, _v)
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def package_records_reach_caplog(monkeypatch):
+    """The package's logger does not propagate once a job configured it (platform/log.py);
+    each test starts with propagation on so `caplog` sees the records."""
+    monkeypatch.setattr(logging.getLogger("pix2seqd"), "propagate", True)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     import ray
 
-    ray.init(num_cpus=4, object_store_memory=256 * 2**20, log_to_driver=False,
-             include_dashboard=True)
+    ray.init(
+        num_cpus=4, object_store_memory=256 * 2**20, log_to_driver=False, include_dashboard=True
+    )
     yield ray
     ray.shutdown()
 
@@ -48,9 +62,20 @@ def mlflow_server():
     tmp = Path(tempfile.mkdtemp(prefix="pix2seqd-mlflow-"))
     port = _free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{tmp}/mlflow.db",
-           "--artifacts-destination", str(tmp / "artifacts"), "--host", "127.0.0.1",
-           "--port", str(port), "--workers", "1"]
+    cmd = [
+        str(mlflow_bin),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{tmp}/mlflow.db",
+        "--artifacts-destination",
+        str(tmp / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     log = open(tmp / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     uri = f"http://127.0.0.1:{port}"

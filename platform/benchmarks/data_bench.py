@@ -19,6 +19,7 @@ Start-up (to the first batch) is reported apart; img/s is the steady state over 
 after `warmup` more. The data are generated COCO-like images (`make_bench_set`): 640x480
 textured JPEGs with 10-30 segments, in the COCO-panoptic layout.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,26 +28,45 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
+import ray
+import ray.data
+import torch
 from PIL import Image
+from threadpoolctl import threadpool_limits
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from pix2seqd.platform.config import Config, override
-from pix2seqd.platform.data.coco_panoptic import id_to_rgb, load_coco_panoptic
-from pix2seqd.platform.data.pipeline import TrainDecoder, record_item
+from pix2seqd.platform.data.coco_panoptic import id_to_rgb, load_coco_panoptic, record_item
+from pix2seqd.platform.data.pipeline import TrainDecoder
+from pix2seqd.platform.ray_env import apply_env_defaults
 
 WIDTH, HEIGHT = 640, 480
 SPLIT = "train2017"
 SET_VERSION = 1  # bump when make_bench_set draws differently: cached sets are rewritten
 # A few COCO-panoptic categories with their real ids: things 1..90, stuff above.
 CATEGORIES = (
-    (1, "person", 1), (2, "bicycle", 1), (3, "car", 1), (4, "motorcycle", 1), (6, "bus", 1),
-    (8, "truck", 1), (17, "cat", 1), (18, "dog", 1), (44, "bottle", 1), (62, "chair", 1),
-    (119, "floor-wood", 0), (149, "road", 0), (184, "tree-merged", 0),
-    (187, "sky-other-merged", 0), (191, "pavement-merged", 0), (199, "wall-other-merged", 0),
+    (1, "person", 1),
+    (2, "bicycle", 1),
+    (3, "car", 1),
+    (4, "motorcycle", 1),
+    (6, "bus", 1),
+    (8, "truck", 1),
+    (17, "cat", 1),
+    (18, "dog", 1),
+    (44, "bottle", 1),
+    (62, "chair", 1),
+    (119, "floor-wood", 0),
+    (149, "road", 0),
+    (184, "tree-merged", 0),
+    (187, "sky-other-merged", 0),
+    (191, "pavement-merged", 0),
+    (199, "wall-other-merged", 0),
 )
 THINGS = [c[0] for c in CATEGORIES if c[2]]
 STUFF = [c[0] for c in CATEGORIES if not c[2]]
@@ -74,10 +94,16 @@ def make_bench_set(out: Path, n: int, seed: int) -> Path:
         image, annotation = _write_example(out, index, np.random.default_rng([seed, index]))
         images.append(image)
         annotations.append(annotation)
-    categories = [{"id": i, "name": name, "supercategory": "bench", "isthing": t}
-                  for i, name, t in CATEGORIES]
-    data = {"info": {"description": f"pix2seqd data benchmark set, seed {seed}"},
-            "licenses": [], "images": images, "annotations": annotations, "categories": categories}
+    categories = [
+        {"id": i, "name": name, "supercategory": "bench", "isthing": t} for i, name, t in CATEGORIES
+    ]
+    data = {
+        "info": {"description": f"pix2seqd data benchmark set, seed {seed}"},
+        "licenses": [],
+        "images": images,
+        "annotations": annotations,
+        "categories": categories,
+    }
     (out / "annotations" / f"panoptic_{SPLIT}.json").write_text(json.dumps(data))
     stamp.write_text(json.dumps(key))
     return out
@@ -117,7 +143,7 @@ def _draw_slots(rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
     for k in range(n_stuff, n_stuff + n_things):
         h, w = (int(v) for v in rng.integers(24, 180, size=2))
         y0, x0 = int(rng.integers(0, HEIGHT - h)), int(rng.integers(0, WIDTH - w))
-        box = slots[y0:y0 + h, x0:x0 + w]  # a view: writing it paints the image
+        box = slots[y0 : y0 + h, x0 : x0 + w]  # a view: writing it paints the image
         if rng.random() < 0.5:
             box[...] = k
         else:
@@ -151,8 +177,13 @@ def _segment_info(mask: np.ndarray, seg_id: int, category: int, rng: np.random.G
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     bbox = [int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1)]
     crowd = int(category in THINGS and rng.random() < 0.05)
-    return {"id": seg_id, "category_id": category, "iscrowd": crowd,
-            "area": int(mask.sum()), "bbox": bbox}
+    return {
+        "id": seg_id,
+        "category_id": category,
+        "iscrowd": crowd,
+        "area": int(mask.sum()),
+        "bbox": bbox,
+    }
 
 
 # ---------------------------------------------------------------- timing
@@ -182,8 +213,9 @@ QUICK = BenchSize(images=64, batch=32, warmup=4, measure=12, rounds=1)
 FULL = BenchSize(images=256, batch=32, warmup=4, measure=32, rounds=2)
 
 
-def time_stream(make_iter: Callable[[], Iterable[dict]], warmup: int, measure: int
-                ) -> tuple[float, float]:
+def time_stream(
+    make_iter: Callable[[], Iterable[dict]], warmup: int, measure: int
+) -> tuple[float, float]:
     """(seconds to the first batch, steady-state images/s over `measure` batches after
     the first and `warmup` more). `make_iter` is timed too: building the iterator is where
     a DataLoader forks its workers and Ray Data plans its stream. The iterator is closed
@@ -206,16 +238,22 @@ def time_stream(make_iter: Callable[[], Iterable[dict]], warmup: int, measure: i
 
 def bench_config(cfg: Config, size: BenchSize) -> Config:
     """The preset with a one-worker stream of exactly `size.total` examples."""
-    return override(cfg, {"train.batch_size": size.batch,
-                          "train.steps": math.ceil(size.total / size.batch),
-                          "train.num_workers": 1})
+    return override(
+        cfg,
+        {
+            "train.batch_size": size.batch,
+            "train.steps": math.ceil(size.total / size.batch),
+            "train.num_workers": 1,
+        },
+    )
 
 
 # ---------------------------------------------------------------- the two paths
 
 
-def ray_dataset(rows, cmap, cfg: Config, workers: int, block_rows: int = 128,
-                num_cpus: float = 1.0):
+def ray_dataset(
+    rows, cmap, cfg: Config, workers: int, block_rows: int = 128, num_cpus: float = 1.0
+):
     """Ray Dataset of the stream: TrainDecoder in tasks on at most `workers` CPUs, ordered.
 
     block_rows: example numbers per block = per map task, since a map task takes whole
@@ -224,7 +262,6 @@ def ray_dataset(rows, cmap, cfg: Config, workers: int, block_rows: int = 128,
     unpickling TrainDecoder and its rows) and Ray reached ~0.87 of the DataLoader on 2 cores.
     num_cpus: per task (the pipeline: 0.5). The CPU cap is the dataset's resource limit,
     which holds in a larger running Ray too (`concurrency=` is deprecated for task maps)."""
-    import ray.data
 
     total = cfg.train.steps * cfg.train.batch_size
     ds = ray.data.range(total, override_num_blocks=max(1, math.ceil(total / block_rows)))
@@ -232,8 +269,12 @@ def ray_dataset(rows, cmap, cfg: Config, workers: int, block_rows: int = 128,
     options.preserve_order = True
     options.resource_limits = options.resource_limits.copy(cpu=workers)
     ds.context.enable_progress_bars = False
-    return ds.map_batches(TrainDecoder(cfg, cmap, rows), batch_size=min(32, block_rows),
-                          batch_format="numpy", num_cpus=num_cpus)
+    return ds.map_batches(
+        TrainDecoder(cfg, cmap, rows),
+        batch_size=min(32, block_rows),
+        batch_format="numpy",
+        num_cpus=num_cpus,
+    )
 
 
 class ChunkDataset:
@@ -243,23 +284,26 @@ class ChunkDataset:
         self.decoder = decoder
 
     def __getitem__(self, ids: list[int]) -> dict:
-        import torch
-
         out = self.decoder({"id": np.asarray(ids, np.int64)})
         return {k: torch.from_numpy(v) for k, v in out.items()}
 
 
 def dataloader(rows, cmap, cfg: Config, workers: int, batch: int):
     """torch DataLoader over the same stream: `workers` processes, in-order batches."""
-    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
     total = cfg.train.steps * cfg.train.batch_size
     sampler = BatchSampler(SequentialSampler(range(total)), batch, drop_last=False)
     # forkserver, not fork: a worker forked from a process with running threads (Ray's,
     # torch's) can inherit a held lock and hang (seen once in CI, inside PIL's open)
-    return DataLoader(ChunkDataset(TrainDecoder(cfg, cmap, rows)), batch_size=None,
-                      sampler=sampler, num_workers=workers, prefetch_factor=2,
-                      worker_init_fn=one_blas_thread, multiprocessing_context="forkserver")
+    return DataLoader(
+        ChunkDataset(TrainDecoder(cfg, cmap, rows)),
+        batch_size=None,
+        sampler=sampler,
+        num_workers=workers,
+        prefetch_factor=2,
+        worker_init_fn=one_blas_thread,
+        multiprocessing_context="forkserver",
+    )
 
 
 def one_blas_thread(worker_id: int) -> None:
@@ -268,7 +312,6 @@ def one_blas_thread(worker_id: int) -> None:
     Ray starts workers with OMP_NUM_THREADS = their CPUs (1); DataLoader workers otherwise
     get a BLAS pool of one thread per core, and colour jitter's (HW, 3) x (3, 3) products
     then oversubscribe the cores."""
-    from threadpoolctl import threadpool_limits
 
     threadpool_limits(1)
 
@@ -280,9 +323,6 @@ def start_ray(workers: int) -> bool:
     """Start a local Ray with `workers` CPUs unless one is running; True if started here.
 
     Always local (not RAY_ADDRESS): the DataLoader it is compared with runs on this machine."""
-    import ray
-
-    from pix2seqd.platform.ray_env import apply_env_defaults
 
     apply_env_defaults()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, short-lived local Ray
@@ -292,14 +332,20 @@ def start_ray(workers: int) -> bool:
     return True
 
 
-def benchmark_data(cfg: Config, quick: bool, workers: int | None = None, *, batch: int = 0,
-                   root: Path | None = None, seed: int = 0) -> dict[str, Any]:
+def benchmark_data(
+    cfg: Config,
+    quick: bool,
+    workers: int | None = None,
+    *,
+    batch: int = 0,
+    root: Path | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Ray Data vs DataLoader images/s for the preset's training pipeline (docs/cli.md keys).
 
     workers: CPU workers of each path (default: all cores); batch: examples per batch
     (default 32); root: a COCO-panoptic folder to read (default: the generated set).
     """
-    import ray
 
     size = QUICK if quick else FULL
     size = dataclasses.replace(size, batch=batch or size.batch)
@@ -322,7 +368,8 @@ def _rounds(rows, cmap, cfg: Config, workers: int, size: BenchSize) -> dict[str,
     """Alternate the two paths `size.rounds` times: {path: [(startup_s, img_s), ...]}."""
     paths = {
         "ray_data": lambda: ray_dataset(rows, cmap, cfg, workers).iter_torch_batches(
-            batch_size=size.batch),
+            batch_size=size.batch
+        ),
         "dataloader": lambda: dataloader(rows, cmap, cfg, workers, size.batch),
     }
     runs: dict[str, list] = {name: [] for name in paths}
@@ -332,8 +379,14 @@ def _rounds(rows, cmap, cfg: Config, workers: int, size: BenchSize) -> dict[str,
     return runs
 
 
-def _summary(runs: dict[str, list], size: BenchSize, workers: int, images: int,
-             image_size: int, ray_init_s: float) -> dict[str, Any]:
+def _summary(
+    runs: dict[str, list],
+    size: BenchSize,
+    workers: int,
+    images: int,
+    image_size: int,
+    ray_init_s: float,
+) -> dict[str, Any]:
     """Mean over rounds of start-up and img/s per path, the ratio, and what was run."""
     mean = {name: np.mean(np.array(r), axis=0) for name, r in runs.items()}
     ray_img_s, dl_img_s = float(mean["ray_data"][1]), float(mean["dataloader"][1])

@@ -1,5 +1,5 @@
 """`benchmark.py gpu`: training throughput, MFU, memory, largest batch, sampling latency and
-the top kernels of a preset on one accelerator (issue 10, item 3).
+the top kernels of a preset on one accelerator.
 
 Pure torch (no ray / mlflow import, checked by tests/unit/test_gpu_bench.py), so it runs on a
 bare GPU machine after `pip install --no-deps -e .`. The training step is the training loop's
@@ -23,16 +23,19 @@ a timeout still leaves the figures measured so far; a section that raises is rec
     sample20_ms              {preset: {"<batch>": ms per image of a 20-step model.sample}}
     top_kernels              [{name, ms (per step), pct (of all kernel time)}], 10 rows
 """
+
 from __future__ import annotations
 
 import contextlib
 import gc
+import logging
 import time
-import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
 from pix2seqd.models.pix2seq_d import Pix2SeqD
 from pix2seqd.platform.benchmarks.model_bench import (
@@ -44,6 +47,8 @@ from pix2seqd.platform.benchmarks.model_bench import (
 from pix2seqd.platform.config import Config
 from pix2seqd.platform.presets import get_preset
 from pix2seqd.platform.train.step import build_model, make_optimizer
+
+log = logging.getLogger(__name__)
 
 GPU_SAMPLE_PRESETS = ("r50_ablation", "coco_highres")
 TOP_KERNELS = 10
@@ -104,8 +109,7 @@ def peak_flops(card: str, override_tflops: float = 0.0) -> float | None:
     return None
 
 
-def mfu(img_s: float | None, gflops_per_image: float | None, peak: float | None
-        ) -> float | None:
+def mfu(img_s: float | None, gflops_per_image: float | None, peak: float | None) -> float | None:
     """Model FLOPs utilisation: img/s x FLOP/image / peak FLOP/s; None without a peak."""
     if not peak or not img_s or gflops_per_image is None:
         return None
@@ -117,16 +121,19 @@ def per_gpu_batch(cfg: Config) -> int:
     return max(1, cfg.train.batch_size // (cfg.train.num_workers * cfg.train.accum))
 
 
-def kernel_table(events: list[Any], cuda: bool, steps: int, top: int = TOP_KERNELS
-                 ) -> list[dict[str, Any]]:
+def kernel_table(
+    events: list[Any], cuda: bool, steps: int, top: int = TOP_KERNELS
+) -> list[dict[str, Any]]:
     """profiler key_averages() -> the `top` rows by self time: {name (<= 80 chars), ms per
     step, pct of the summed self time}. cuda: CUDA kernels; else CPU operators."""
     kind = "CUDA" if cuda else "CPU"
     rows = [(e.key, _self_us(e, cuda)) for e in events if e.device_type.name == kind]
     total = sum(us for _, us in rows) or 1.0
     rows.sort(key=lambda row: -row[1])
-    return [{"name": name[:80], "ms": us / 1e3 / steps, "pct": 100.0 * us / total}
-            for name, us in rows[:top]]
+    return [
+        {"name": name[:80], "ms": us / 1e3 / steps, "pct": 100.0 * us / total}
+        for name, us in rows[:top]
+    ]
 
 
 def _self_us(event: Any, cuda: bool) -> float:
@@ -176,8 +183,9 @@ def channels_last(device: torch.device) -> bool:
 # ---------------------------------------------------------------- training step
 
 
-def build_trainer(cfg: Config, device: torch.device, nhwc: bool
-                  ) -> tuple[Pix2SeqD, torch.optim.Optimizer]:
+def build_trainer(
+    cfg: Config, device: torch.device, nhwc: bool
+) -> tuple[Pix2SeqD, torch.optim.Optimizer]:
     """A fresh model (seed 0, train mode, channels_last weights when nhwc) and its AdamW."""
     torch.manual_seed(0)
     model = build_model(cfg).to(device).train()
@@ -195,10 +203,17 @@ def train_inputs(cfg: Config, batch: int, device: torch.device, nhwc: bool) -> B
     return images, masks, cond
 
 
-def make_step(loss_fn: Callable[..., torch.Tensor], model: Pix2SeqD, opt: torch.optim.Optimizer,
-              inputs: Batch, clip_norm: float, device: torch.device) -> Callable[[], None]:
+def make_step(
+    loss_fn: Callable[..., torch.Tensor],
+    model: Pix2SeqD,
+    opt: torch.optim.Optimizer,
+    inputs: Batch,
+    clip_norm: float,
+    device: torch.device,
+) -> Callable[[], None]:
     """One optimizer step on fixed inputs, as platform/train/loop.py does it (no host sync):
     zero grads, loss_fn(images, masks, cond) under amp, backward, clip, AdamW step."""
+
     def step() -> None:
         opt.zero_grad(set_to_none=True)
         with amp(device):
@@ -207,11 +222,13 @@ def make_step(loss_fn: Callable[..., torch.Tensor], model: Pix2SeqD, opt: torch.
         if clip_norm > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
         opt.step()
+
     return step
 
 
-def throughput(step: Callable[[], None], batch: int, device: torch.device,
-               warmup: int, steps: int) -> float:
+def throughput(
+    step: Callable[[], None], batch: int, device: torch.device, warmup: int, steps: int
+) -> float:
     """Images/s over `steps` calls after `warmup`; synchronised before and after only."""
     for _ in range(warmup):
         step()
@@ -223,14 +240,21 @@ def throughput(step: Callable[[], None], batch: int, device: torch.device,
     return steps * batch / (time.perf_counter() - start)
 
 
-def runs_at(cfg: Config, model: Pix2SeqD, opt: torch.optim.Optimizer, device: torch.device,
-            batch: int) -> bool:
+def runs_at(
+    cfg: Config, model: Pix2SeqD, opt: torch.optim.Optimizer, device: torch.device, batch: int
+) -> bool:
     """True when two eager training steps at `batch` fit in memory. A CUDA OOM gives False;
     gradients and cached blocks are freed either way (outside the except block, whose
     traceback would otherwise keep the failed step's tensors alive)."""
     try:
-        step = make_step(model, model, opt, train_inputs(cfg, batch, device, channels_last(device)),
-                         cfg.optim.clip_norm, device)
+        step = make_step(
+            model,
+            model,
+            opt,
+            train_inputs(cfg, batch, device, channels_last(device)),
+            cfg.optim.clip_norm,
+            device,
+        )
         step()
         step()
         sync(device)
@@ -249,11 +273,13 @@ def _is_oom(err: BaseException) -> bool:
     """CUDA OOM, or a cuBLAS / cuDNN failure to allocate its workspace near the limit."""
     text = str(err)
     return isinstance(err, torch.cuda.OutOfMemoryError) or any(
-        s in text for s in ("out of memory", "ALLOC_FAILED", "CUDNN_STATUS_NOT_SUPPORTED"))
+        s in text for s in ("out of memory", "ALLOC_FAILED", "CUDNN_STATUS_NOT_SUPPORTED")
+    )
 
 
-def fit_batch(cfg: Config, model: Pix2SeqD, opt: torch.optim.Optimizer, device: torch.device,
-              start: int) -> int:
+def fit_batch(
+    cfg: Config, model: Pix2SeqD, opt: torch.optim.Optimizer, device: torch.device, start: int
+) -> int:
     """`start`, halved until a training step fits (0: not even batch 1). CPU: `start`."""
     if device.type != "cuda":
         return start
@@ -304,8 +330,14 @@ def section_train_eager(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
         return {**out, "train_img_s_eager": None, "peak_mem_gb": None}
     img_s, mem = _measure(ctx, model, model, opt, batch, channels_last(ctx.device))
     eager_mfu = mfu(img_s, result.get("gflops_per_train_image"), _peak(result))
-    return {**out, "train_img_s_eager": img_s, "mfu_eager": eager_mfu, "peak_mem_gb": mem,
-            "train_img_s": img_s, "mfu": eager_mfu}
+    return {
+        **out,
+        "train_img_s_eager": img_s,
+        "mfu_eager": eager_mfu,
+        "peak_mem_gb": mem,
+        "train_img_s": img_s,
+        "mfu": eager_mfu,
+    }
 
 
 def section_sampling(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
@@ -328,9 +360,14 @@ def section_train_compiled(ctx: Context, result: dict[str, Any]) -> dict[str, An
     batch = _batch(ctx, result)
     model, opt = build_trainer(ctx.cfg, ctx.device, channels_last(ctx.device))
     loss_fn = torch.compile(model, backend=ctx.settings.compile_backend, dynamic=False)
-    step = make_step(loss_fn, model, opt,
-                     train_inputs(ctx.cfg, batch, ctx.device, channels_last(ctx.device)),
-                     ctx.cfg.optim.clip_norm, ctx.device)
+    step = make_step(
+        loss_fn,
+        model,
+        opt,
+        train_inputs(ctx.cfg, batch, ctx.device, channels_last(ctx.device)),
+        ctx.cfg.optim.clip_norm,
+        ctx.device,
+    )
     start = time.perf_counter()
     step()
     sync(ctx.device)
@@ -338,9 +375,14 @@ def section_train_compiled(ctx: Context, result: dict[str, Any]) -> dict[str, An
     reset_peak(ctx.device)
     img_s = throughput(step, batch, ctx.device, *ctx.settings.train_reps)
     compiled_mfu = mfu(img_s, result.get("gflops_per_train_image"), _peak(result))
-    return {"compile_s": compile_s, "train_img_s_compiled": img_s, "mfu_compiled": compiled_mfu,
-            "peak_mem_gb_compiled": peak_mem_gib(ctx.device),
-            "train_img_s": img_s, "mfu": compiled_mfu}
+    return {
+        "compile_s": compile_s,
+        "train_img_s_compiled": img_s,
+        "mfu_compiled": compiled_mfu,
+        "peak_mem_gb_compiled": peak_mem_gib(ctx.device),
+        "train_img_s": img_s,
+        "mfu": compiled_mfu,
+    }
 
 
 def section_train_nchw(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
@@ -356,8 +398,10 @@ def section_train_nchw(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
 def section_max_batch(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
     """Largest eager training batch, doubling from `batch` up to max_batch_cap."""
     cap = ctx.settings.max_batch_cap
-    return {"max_batch": largest_batch(ctx.cfg, ctx.device, _batch(ctx, result), cap),
-            "max_batch_cap": cap}
+    return {
+        "max_batch": largest_batch(ctx.cfg, ctx.device, _batch(ctx, result), cap),
+        "max_batch_cap": cap,
+    }
 
 
 def section_grad_checkpoint(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
@@ -368,11 +412,16 @@ def section_grad_checkpoint(ctx: Context, result: dict[str, Any]) -> dict[str, A
     cfg = replace(ctx.cfg, model=replace(ctx.cfg.model, grad_checkpoint=True))
     batch, cap = _batch(ctx, result), ctx.settings.max_batch_cap
     model, opt = build_trainer(cfg, ctx.device, channels_last(ctx.device))
-    img_s, mem = _measure(replace(ctx, cfg=cfg), model, model, opt, batch, channels_last(ctx.device))
+    img_s, mem = _measure(
+        replace(ctx, cfg=cfg), model, model, opt, batch, channels_last(ctx.device)
+    )
     del model, opt
     free_memory(ctx.device)
-    return {"train_img_s_remat": img_s, "peak_mem_gb_remat": mem,
-            "max_batch_remat": largest_batch(cfg, ctx.device, batch, cap)}
+    return {
+        "train_img_s_remat": img_s,
+        "peak_mem_gb_remat": mem,
+        "max_batch_remat": largest_batch(cfg, ctx.device, batch, cap),
+    }
 
 
 def section_sampling_compiled(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
@@ -383,8 +432,14 @@ def section_sampling_compiled(ctx: Context, result: dict[str, Any]) -> dict[str,
 def sections(settings: GpuBenchSettings) -> list[Callable[[Context, dict], dict]]:
     """Eager parts first and compilation (minutes, the likeliest to fail) last, so a timeout
     or a compiler error loses the least."""
-    chosen = [section_setup, section_train_eager, section_sampling, section_kernels,
-              section_train_nchw, section_max_batch]
+    chosen = [
+        section_setup,
+        section_train_eager,
+        section_sampling,
+        section_kernels,
+        section_train_nchw,
+        section_max_batch,
+    ]
     if not settings.quick:
         chosen.append(section_grad_checkpoint)
     if settings.compile:
@@ -397,8 +452,14 @@ def sections(settings: GpuBenchSettings) -> list[Callable[[Context, dict], dict]
 # ---------------------------------------------------------------- measurements
 
 
-def _measure(ctx: Context, loss_fn: Callable[..., torch.Tensor], model: Pix2SeqD,
-             opt: torch.optim.Optimizer, batch: int, nhwc: bool) -> tuple[float, float | None]:
+def _measure(
+    ctx: Context,
+    loss_fn: Callable[..., torch.Tensor],
+    model: Pix2SeqD,
+    opt: torch.optim.Optimizer,
+    batch: int,
+    nhwc: bool,
+) -> tuple[float, float | None]:
     """(images/s, peak GiB or None) of the training step at `batch`."""
     inputs = train_inputs(ctx.cfg, batch, ctx.device, nhwc)
     step = make_step(loss_fn, model, opt, inputs, ctx.cfg.optim.clip_norm, ctx.device)
@@ -407,14 +468,16 @@ def _measure(ctx: Context, loss_fn: Callable[..., torch.Tensor], model: Pix2SeqD
     return img_s, peak_mem_gib(ctx.device)
 
 
-def sample_ms(model: Pix2SeqD, cfg: Config, device: torch.device, batch: int,
-              reps: tuple[int, int]) -> float:
+def sample_ms(
+    model: Pix2SeqD, cfg: Config, device: torch.device, batch: int, reps: tuple[int, int]
+) -> float:
     """Median ms per image of model.sample(images (batch, 3, H, W), 20 steps, cfg td) under
     inference_mode and amp; returns int64 masks (batch, 2, Hm, Wm) that are discarded."""
     images, _, cond = train_inputs(cfg, batch, device, channels_last(device))
     with torch.inference_mode(), amp(device):
-        ms = timed_ms(lambda: model.sample(images, SAMPLE_STEPS, cfg.sample.td, cond),
-                      device, *reps)
+        ms = timed_ms(
+            lambda: model.sample(images, SAMPLE_STEPS, cfg.sample.td, cond), device, *reps
+        )
     return ms / batch
 
 
@@ -430,8 +493,9 @@ def _sampling_table(ctx: Context, backend: str | None) -> dict[str, dict[str, fl
             model = model.to(memory_format=torch.channels_last)
         if backend:  # the prediction actors' path (SampleConfig.compile)
             model.compile_sampler(backend=backend)
-        table[name] = {str(b): _sample_ms_or_oom(model, cfg, ctx, b)
-                       for b in ctx.settings.sample_batches}
+        table[name] = {
+            str(b): _sample_ms_or_oom(model, cfg, ctx, b) for b in ctx.settings.sample_batches
+        }
         _log(ctx, f"sample20 {name}{' compiled' if backend else ''}: {table[name]} ms/image")
         del model
         free_memory(ctx.device)
@@ -449,10 +513,10 @@ def _sample_ms_or_oom(model: Pix2SeqD, cfg: Config, ctx: Context, batch: int) ->
     return None
 
 
-def top_kernels(step: Callable[[], None], device: torch.device, steps: int = 3
-                ) -> list[dict[str, Any]]:
+def top_kernels(
+    step: Callable[[], None], device: torch.device, steps: int = 3
+) -> list[dict[str, Any]]:
     """Profile `steps` calls of step() (after one unprofiled call) -> kernel_table rows."""
-    from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -468,9 +532,13 @@ def top_kernels(step: Callable[[], None], device: torch.device, steps: int = 3
 # ---------------------------------------------------------------- driver
 
 
-def run_gpu_benchmark(cfg: Config, preset: str, device: str, settings: GpuBenchSettings,
-                      save: Callable[[dict[str, Any]], None] = lambda result: None
-                      ) -> dict[str, Any]:
+def run_gpu_benchmark(
+    cfg: Config,
+    preset: str,
+    device: str,
+    settings: GpuBenchSettings,
+    save: Callable[[dict[str, Any]], None] = lambda result: None,
+) -> dict[str, Any]:
     """The `gpu` keys of the benchmark JSON (docs/cli.md); `save(result so far)` after each
     section. A failing section is logged, recorded in result["errors"] and skipped."""
     ctx = Context(cfg, preset, torch.device(device), settings, time.perf_counter())
@@ -481,8 +549,10 @@ def run_gpu_benchmark(cfg: Config, preset: str, device: str, settings: GpuBenchS
         try:
             part = section(ctx, result)
         except Exception as err:  # noqa: BLE001 - one failing part must not lose the others
-            traceback.print_exc()
-            part = {"errors": {**result.get("errors", {}), name: f"{type(err).__name__}: {err}"[:500]}}
+            log.exception("%s failed; the other parts go on", name)
+            part = {
+                "errors": {**result.get("errors", {}), name: f"{type(err).__name__}: {err}"[:500]}
+            }
         result.update(part)
         free_memory(ctx.device)
         _log(ctx, f"{name}: {_brief(part)}")
@@ -507,12 +577,15 @@ def _sample_presets(ctx: Context) -> tuple[str, ...]:
 
 
 def _brief(part: dict[str, Any]) -> str:
-    shown = {k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in part.items()
-             if k not in ("top_kernels", "sample20_ms", "sample20_ms_compiled")}
+    shown = {
+        k: (f"{v:.4g}" if isinstance(v, float) else v)
+        for k, v in part.items()
+        if k not in ("top_kernels", "sample20_ms", "sample20_ms_compiled")
+    }
     if "top_kernels" in part:
         shown["top_kernels"] = [row["name"][:40] for row in part["top_kernels"][:3]]
     return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
 def _log(ctx: Context, message: str) -> None:
-    print(f"[gpu {time.perf_counter() - ctx.started:6.1f}s] {message}", flush=True)
+    log.info("[gpu %6.1fs] %s", time.perf_counter() - ctx.started, message)

@@ -3,11 +3,13 @@
 Pure torch (no ray / mlflow import) so it also runs on a bare GPU machine. Timings are the
 median of `repeats` runs after `warmup` runs; on CUDA every timed region is synchronised.
 """
+
 from __future__ import annotations
 
 import statistics
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -66,8 +68,9 @@ def timed_ms(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: 
 
 
 @torch.no_grad()
-def inference_timings(model: Pix2SeqD, cfg: Config, device: torch.device, batch: int,
-                      warmup: int, repeats: int) -> dict[str, float]:
+def inference_timings(
+    model: Pix2SeqD, cfg: Config, device: torch.device, batch: int, warmup: int, repeats: int
+) -> dict[str, float]:
     """encoder_ms and decoder_step_ms per image, and sampling_ratio = time of a 20-step
     sample / (encoder + 20 x decoder step); the sampler's own overhead makes it > 1."""
     images, masks, cond = dummy_batch(cfg, batch, device)
@@ -77,10 +80,18 @@ def inference_timings(model: Pix2SeqD, cfg: Config, device: torch.device, batch:
     cond_bits = model.cond_bits(cond, x_t)
     zeros = torch.zeros_like(x_t)
     enc_ms = timed_ms(lambda: model.encode(images), device, warmup, repeats)
-    dec_ms = timed_ms(lambda: model.x0_estimate(model.denoise(x_t, gamma, encoded, cond_bits, zeros)),
-                      device, warmup, repeats)
-    sample_ms = timed_ms(lambda: model.sample(images, SAMPLE_STEPS, cfg.sample.td, cond),
-                         device, 1, max(1, repeats // 2))
+    dec_ms = timed_ms(
+        lambda: model.x0_estimate(model.denoise(x_t, gamma, encoded, cond_bits, zeros)),
+        device,
+        warmup,
+        repeats,
+    )
+    sample_ms = timed_ms(
+        lambda: model.sample(images, SAMPLE_STEPS, cfg.sample.td, cond),
+        device,
+        1,
+        max(1, repeats // 2),
+    )
     return {
         "encoder_ms": enc_ms / batch,
         "decoder_step_ms": dec_ms / batch,
@@ -89,8 +100,9 @@ def inference_timings(model: Pix2SeqD, cfg: Config, device: torch.device, batch:
     }
 
 
-def benchmark_model(cfg: Config, device: str, batch: int = 1, quick: bool = False
-                    ) -> dict[str, Any]:
+def benchmark_model(
+    cfg: Config, device: str, batch: int = 1, quick: bool = False
+) -> dict[str, Any]:
     """The `model` keys of the benchmark JSON (docs/cli.md)."""
     dev = torch.device(device)
     torch.manual_seed(0)

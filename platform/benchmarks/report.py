@@ -1,4 +1,5 @@
 """What every benchmark JSON carries (device, versions) and how results are printed."""
+
 from __future__ import annotations
 
 import platform as std_platform  # the standard library module; the project is pix2seqd.platform
@@ -6,11 +7,12 @@ import sys
 from typing import Any
 
 import numpy as np
-import torch
 
 
 def device_name(device: str) -> str:
     """'cpu: <processor> x N threads' or the CUDA card's name."""
+    import torch  # lazy: jobs/benchmark.py imports this module, and its --help stays fast
+
     if device == "cuda":
         if not torch.cuda.is_available():
             raise RuntimeError("--device cuda was asked for but torch sees no CUDA device")
@@ -20,11 +22,17 @@ def device_name(device: str) -> str:
 
 def environment(device: str) -> dict[str, Any]:
     """Device name and versions; cuda / cudnn are None on a CPU build of torch."""
+    import torch  # lazy: jobs/benchmark.py imports this module, and its --help stays fast
+
     return {
         "device": device_name(device),
-        "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
-                     "numpy": np.__version__, "cuda": torch.version.cuda,
-                     "cudnn": torch.backends.cudnn.version()},
+        "versions": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version(),
+        },
     }
 
 

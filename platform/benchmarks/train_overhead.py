@@ -1,11 +1,12 @@
 """`benchmark.py train-overhead`: seconds per training step under Ray Train vs plain DDP.
 
 Both sides run the production step, `loop.optimizer_step`, on the same in-memory batches
-with the same model / optimizer / EMA construction, process count (`train.num_workers`),
-threads per process and micro-batch (`train.batch_size // (num_workers * accum)`):
+with the training state built by the loop's own `state.build_state` (model, optimizer, EMA),
+the same process count (`train.num_workers`), threads per process and micro-batch
+(`train.batch_size // (num_workers * accum)`):
 
-- Ray Train: a `TorchTrainer` (Train V2) whose workers wrap the model with
-  `ray.train.torch.prepare_model`, as `loop.py` does, so Ray's DDP set-up is what is timed.
+- Ray Train: a `TorchTrainer` (Train V2) whose workers wrap the model with the loop's
+  `loop.ray_ddp` (`ray.train.torch.prepare_model`), so Ray's DDP set-up is what is timed.
   Rank 0 hands its step times back in a one-file checkpoint (V2's `Result.metrics` is empty
   without one, and a checkpoint also travels on a cluster with shared storage).
 - Plain: `torch.multiprocessing.spawn` of the same number of processes, gloo (nccl on cuda)
@@ -24,6 +25,7 @@ The plain side runs on the driver's machine, so the comparison is meant for a si
 Ray (a local one, or a one-node cluster). `device="cuda"` (nccl, one GPU per process,
 `use_gpu=True` on the Ray side) follows the same code path but was only run on CPU here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -38,18 +40,25 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
+import ray
+import ray.train
+import ray.train.torch
 import torch
 import torch.distributed as dist
+import torch.multiprocessing as mp
+from ray.train.torch import TorchTrainer
+from torch.nn.parallel import DistributedDataParallel
 
 from pix2seqd.platform.config import Config, flatten, from_flat
-# The loop's own step and meter: the per-step work timed here is the production one.
-from pix2seqd.platform.train.loop import _Meter, optimizer_step
-from pix2seqd.platform.train.step import (
-    LossModule, build_model, compile_loss, make_ema, make_optimizer, sync_batch_norm, to_device,
-)
+from pix2seqd.platform.ray_env import init_ray, sigint_handler_kept
+
+# The loop's own state, step and meter: the per-step work timed here is the production one.
+from pix2seqd.platform.train.loop import optimizer_step, ray_ddp
+from pix2seqd.platform.train.progress import Meter
+from pix2seqd.platform.train.state import TrainState, build_state
 
 DISTINCT_BATCHES = 4  # per rank; cycled, so a step never waits for data
 
@@ -75,8 +84,10 @@ def micro_batch(cfg: Config) -> int:
     t = cfg.train
     micro = t.batch_size // (t.num_workers * t.accum)
     if micro < 1:
-        raise ValueError(f"train.batch_size={t.batch_size} is smaller than num_workers x accum "
-                         f"= {t.num_workers * t.accum}")
+        raise ValueError(
+            f"train.batch_size={t.batch_size} is smaller than num_workers x accum "
+            f"= {t.num_workers * t.accum}"
+        )
     return micro
 
 
@@ -105,31 +116,18 @@ def make_batches(cfg: Config, batch: int, n: int, seed: int) -> list[dict[str, t
 
     out = []
     for _ in range(n):
-        hw = np.stack([rng.integers(h * 3 // 4, h + 1, batch),
-                       rng.integers(w * 3 // 4, w + 1, batch)], axis=1).astype(np.int32)
-        item = {"image": rng.integers(0, 256, size=(batch, h, w, 3), dtype=np.uint8),
-                "hw": hw, "mask": mask(batch)}
+        hw = np.stack(
+            [rng.integers(h * 3 // 4, h + 1, batch), rng.integers(w * 3 // 4, w + 1, batch)], axis=1
+        ).astype(np.int32)
+        item = {
+            "image": rng.integers(0, 256, size=(batch, h, w, 3), dtype=np.uint8),
+            "hw": hw,
+            "mask": mask(batch),
+        }
         if frames:
             item["cond_mask"] = mask(batch, frames)
         out.append({k: torch.from_numpy(v) for k, v in item.items()})
     return out
-
-
-def ddp_kwargs(cfg: Config) -> dict[str, Any]:
-    """DistributedDataParallel kwargs of `loop._build_state` (unconditional decoders leave
-    the cross-attention unused)."""
-    return {"find_unused_parameters": cfg.model.decoder.conditional.value == "none"}
-
-
-def build_state(cfg: Config, device: torch.device, world: int,
-                wrap: Callable[[torch.nn.Module, dict], torch.nn.Module]) -> dict[str, Any]:
-    """The loop's state {'model', 'ema', 'ddp', 'step', 'optimizer'}, built as `loop.py` does;
-    `wrap(LossModule, ddp_kwargs)` is Ray's prepare_model or plain DDP."""
-    model = to_device(sync_batch_norm(build_model(cfg), cfg, world, device), cfg, device)
-    ema = make_ema(model)
-    ddp = compile_loss(wrap(LossModule(model), ddp_kwargs(cfg)), cfg)
-    return {"model": model, "ema": ema, "ddp": ddp, "step": 0,
-            "optimizer": make_optimizer(model, cfg, device)}
 
 
 def setup_process(cfg: Config, rank: int) -> None:
@@ -138,12 +136,18 @@ def setup_process(cfg: Config, rank: int) -> None:
     torch.manual_seed(cfg.train.seed * 1000 + rank)
 
 
-def timed_steps(state: dict[str, Any], cfg: Config, batches: list[dict], device: torch.device,
-                warmup: int, steps: int) -> list[float]:
+def timed_steps(
+    state: TrainState,
+    cfg: Config,
+    batches: list[dict],
+    device: torch.device,
+    warmup: int,
+    steps: int,
+) -> list[float]:
     """`warmup` untimed steps, a barrier (ranks start the clock together), then the wall
     time of each of `steps` optimizer steps. On CUDA each step ends with a synchronize, so
     the time covers the kernels, not only their launch."""
-    meter, stream = _Meter(), itertools.cycle(batches)
+    meter, stream = Meter(), itertools.cycle(batches)
     for _ in range(warmup):
         optimizer_step(state, cfg, stream, device, meter)
     _sync(device)
@@ -178,16 +182,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def plain_worker(rank: int, world: int, port: int, flat: dict[str, Any], warmup: int,
-                 steps: int, device_kind: str, out: str) -> None:
+def plain_worker(
+    rank: int,
+    world: int,
+    port: int,
+    flat: dict[str, Any],
+    warmup: int,
+    steps: int,
+    device_kind: str,
+    out: str,
+) -> None:
     """One spawned process: process group, state, timed steps; rank 0 writes its step
     times (a JSON list of seconds) to `out`."""
     cfg = from_flat(flat)
     device = torch.device(f"cuda:{rank}" if device_kind == "cuda" else "cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=rank,
-                            world_size=world, init_method=f"tcp://127.0.0.1:{port}")
+    dist.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo",
+        rank=rank,
+        world_size=world,
+        init_method=f"tcp://127.0.0.1:{port}",
+    )
     try:
         setup_process(cfg, rank)
         state = build_state(cfg, device, world, _plain_wrap(device, world))
@@ -201,7 +217,6 @@ def plain_worker(rank: int, world: int, port: int, flat: dict[str, Any], warmup:
 def _plain_wrap(device: torch.device, world: int):
     """DDP as `prepare_model` builds it: only for several processes, with the device ids
     on CUDA."""
-    from torch.nn.parallel import DistributedDataParallel
 
     def wrap(module: torch.nn.Module, kwargs: dict) -> torch.nn.Module:
         if world == 1:
@@ -213,16 +228,20 @@ def _plain_wrap(device: torch.device, world: int):
     return wrap
 
 
-def run_plain(cfg: Config, warmup: int, steps: int, device: str = "cpu",
-              world: int | None = None) -> list[float]:
+def run_plain(
+    cfg: Config, warmup: int, steps: int, device: str = "cpu", world: int | None = None
+) -> list[float]:
     """Spawn `world` (default `train.num_workers`) processes; rank 0's seconds per step."""
-    import torch.multiprocessing as mp
 
     world = world or cfg.train.num_workers
     with tempfile.TemporaryDirectory(prefix="pix2seqd-plain-") as d:
         out = Path(d) / "step_s.json"
-        mp.spawn(plain_worker, nprocs=world, join=True,
-                 args=(world, free_port(), flatten(cfg), warmup, steps, device, str(out)))
+        mp.spawn(
+            plain_worker,
+            nprocs=world,
+            join=True,
+            args=(world, free_port(), flatten(cfg), warmup, steps, device, str(out)),
+        )
         return json.loads(out.read_text())
 
 
@@ -231,8 +250,6 @@ def run_plain(cfg: Config, warmup: int, steps: int, device: str = "cpu",
 
 def ray_worker_loop(config: dict[str, Any]) -> None:
     """TorchTrainer loop. config: {'config': flattened Config, 'warmup', 'steps'}."""
-    import ray.train
-    import ray.train.torch
 
     entered = time.time()  # wall clock: the driver compares it with its own
     cfg = from_flat(config["config"])
@@ -240,22 +257,15 @@ def ray_worker_loop(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     setup_process(cfg, rank)
     device = ray.train.torch.get_device()
-    state = build_state(cfg, device, world, _ray_wrap)
-    times = timed_steps(state, cfg, _worker_batches(cfg, rank), device,
-                        config["warmup"], config["steps"])
+    state = build_state(cfg, device, world, ray_ddp)
+    times = timed_steps(
+        state, cfg, _worker_batches(cfg, rank), device, config["warmup"], config["steps"]
+    )
     _report_times(rank, {"step_s": times, "loop_entered": entered})
-
-
-def _ray_wrap(module: torch.nn.Module, kwargs: dict) -> torch.nn.Module:
-    import ray.train.torch
-
-    return ray.train.torch.prepare_model(module, move_to_device=False,
-                                         parallel_strategy_kwargs=kwargs)
 
 
 def _report_times(rank: int, payload: dict[str, Any]) -> None:
     """Every rank reports once; rank 0 attaches `payload` as step_s.json in a checkpoint."""
-    import ray.train
 
     metrics = {"median_step_s": statistics.median(payload["step_s"])}
     if rank != 0:
@@ -266,25 +276,25 @@ def _report_times(rank: int, payload: dict[str, Any]) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
-def run_ray(cfg: Config, warmup: int, steps: int, device: str, storage: str
-            ) -> tuple[list[float], float]:
+def run_ray(
+    cfg: Config, warmup: int, steps: int, device: str, storage: str
+) -> tuple[list[float], float]:
     """One TorchTrainer fit: (rank 0's seconds per step, seconds from `fit()` to the
     workers' loop). `storage` holds the run's one checkpoint."""
-    import ray.train
-    from ray.train.torch import TorchTrainer
-
-    from pix2seqd.platform.ray_env import sigint_handler_kept
 
     t, gpu = cfg.train, device == "cuda"
     trainer = TorchTrainer(
         ray_worker_loop,
         train_loop_config={"config": flatten(cfg), "warmup": warmup, "steps": steps},
         scaling_config=ray.train.ScalingConfig(
-            num_workers=t.num_workers, use_gpu=gpu,
-            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if gpu else {})}),
+            num_workers=t.num_workers,
+            use_gpu=gpu,
+            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if gpu else {})},
+        ),
         # a fresh name per fit: V2 resumes a run whose name and storage it finds again
-        run_config=ray.train.RunConfig(name=f"train-overhead-{uuid.uuid4().hex[:8]}",
-                                       storage_path=storage),
+        run_config=ray.train.RunConfig(
+            name=f"train-overhead-{uuid.uuid4().hex[:8]}", storage_path=storage
+        ),
     )
     started = time.time()
     with sigint_handler_kept():
@@ -297,12 +307,12 @@ def run_ray(cfg: Config, warmup: int, steps: int, device: str, storage: str
 # ---------------------------------------------------------------- the benchmark
 
 
-def benchmark_train_overhead(cfg: Config, device: str = "cpu", quick: bool = False,
-                             steps: int = 0, rounds: int = 0) -> dict[str, Any]:
+def benchmark_train_overhead(
+    cfg: Config, device: str = "cpu", quick: bool = False, steps: int = 0, rounds: int = 0
+) -> dict[str, Any]:
     """Ray Train vs plain DDP seconds per step for `cfg` (docs/cli.md keys, plus what was run).
 
     steps / rounds: timed steps per side and round / rounds (0: the QUICK or FULL plan)."""
-    import ray
 
     plan = QUICK if quick else FULL
     plan = dataclasses.replace(plan, steps=steps or plan.steps, rounds=rounds or plan.rounds)
@@ -322,13 +332,14 @@ def benchmark_train_overhead(cfg: Config, device: str = "cpu", quick: bool = Fal
 def _check_device(cfg: Config, device: str) -> None:
     micro_batch(cfg)  # fails early on a batch too small for the workers
     if device == "cuda" and torch.cuda.device_count() < cfg.train.num_workers:
-        raise RuntimeError(f"--device cuda needs one GPU per process: train.num_workers="
-                           f"{cfg.train.num_workers}, this machine has {torch.cuda.device_count()}")
+        raise RuntimeError(
+            f"--device cuda needs one GPU per process: train.num_workers="
+            f"{cfg.train.num_workers}, this machine has {torch.cuda.device_count()}"
+        )
 
 
 def _start_ray(cfg: Config) -> bool:
     """`init_ray` with room for the workers; True if Ray was started here."""
-    from pix2seqd.platform.ray_env import init_ray
 
     if not os.environ.get("RAY_ADDRESS"):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a private, short-lived local Ray
@@ -347,8 +358,9 @@ def _rounds(cfg: Config, plan: OverheadPlan, device: str, storage: str) -> dict[
     return runs
 
 
-def _summary(cfg: Config, plan: OverheadPlan, runs: dict[str, list], ray_init_s: float
-             ) -> dict[str, Any]:
+def _summary(
+    cfg: Config, plan: OverheadPlan, runs: dict[str, list], ray_init_s: float
+) -> dict[str, Any]:
     """Median step over all timed steps of all rounds per side, their ratio, per-round
     medians and what was run."""
     ray_s = statistics.median(itertools.chain(*runs["ray"]))

@@ -11,16 +11,18 @@ unusable). Per-image content errors (a PNG id missing from `segments_info`, an u
 category) are raised by `decode_label_map`, so a data-preparation job can skip one bad
 image instead of losing the set.
 
-Label map convention (spec §1.1): (H, W, 2) int32, channel 0 = contiguous class 1..C in
+Label map convention (docs/model.md, "Masks and instance ids"): (H, W, 2) int32, channel 0 = contiguous class 1..C in
 sorted COCO-id order (0 = void), channel 1 = instance id. Things and stuff both get ids.
 """
+
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -104,6 +106,22 @@ class CategoryMap:
 # ---------------------------------------------------------------- id PNG encoding
 
 
+def record_item(rec: PanopticRecord, epoch: int = 0) -> dict[str, Any]:
+    """A record as a flat Ray Data row (segments as JSON text)."""
+    segs = [
+        {"id": s.id, "category_id": s.category_id, "iscrowd": int(s.iscrowd)} for s in rec.segments
+    ]
+    return {
+        "image_id": rec.image_id,
+        "image_path": str(rec.image_path),
+        "png_path": str(rec.png_path),
+        "segments": json.dumps(segs),
+        "epoch": epoch,
+        "height": rec.height,
+        "width": rec.width,
+    }
+
+
 def rgb_to_id(rgb: np.ndarray) -> np.ndarray:
     """(H, W, 3 or 4) uint8 -> (H, W) uint32 segment ids R + 256 G + 256^2 B (alpha ignored)."""
     rgb = rgb.astype(np.uint32, copy=False)
@@ -141,8 +159,15 @@ def parse_segments(segments_info: Sequence[Mapping[str, Any]], source: str) -> t
     for k, s in enumerate(segments_info):
         try:
             bbox = tuple(int(v) for v in s.get("bbox", (0, 0, 0, 0)))
-            out.append(Segment(int(s["id"]), int(s["category_id"]), bool(s.get("iscrowd", 0)),
-                               int(s.get("area", 0)), bbox))  # type: ignore[arg-type]
+            out.append(
+                Segment(
+                    int(s["id"]),
+                    int(s["category_id"]),
+                    bool(s.get("iscrowd", 0)),
+                    int(s.get("area", 0)),
+                    bbox,
+                )
+            )  # type: ignore[arg-type]
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{source}: segments_info[{k}] is malformed ({e!r})") from None
     return tuple(out)
@@ -161,7 +186,9 @@ def _read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _index_images(images: Sequence[Mapping[str, Any]], source: Path) -> dict[int, Mapping[str, Any]]:
+def _index_images(
+    images: Sequence[Mapping[str, Any]], source: Path
+) -> dict[int, Mapping[str, Any]]:
     by_id: dict[int, Mapping[str, Any]] = {}
     for k, im in enumerate(images):
         missing = [key for key in ("id", "file_name", "width", "height") if key not in im]
@@ -183,12 +210,17 @@ def load_coco_panoptic(root: str | Path, split: str) -> tuple[list[PanopticRecor
     """
     root = Path(root)
     json_path = root / "annotations" / f"panoptic_{split}.json"
-    return _load_panoptic(json_path, root / split, root / "annotations" / f"panoptic_{split}",
-                          lambda file_name: root / split / file_name)
+    return _load_panoptic(
+        json_path,
+        root / split,
+        root / "annotations" / f"panoptic_{split}",
+        lambda file_name: root / split / file_name,
+    )
 
 
-def load_cityscapes_panoptic(root: str | Path, split: str
-                             ) -> tuple[list[PanopticRecord], CategoryMap]:
+def load_cityscapes_panoptic(
+    root: str | Path, split: str
+) -> tuple[list[PanopticRecord], CategoryMap]:
     """Read the Cityscapes panoptic layout that cityscapesscripts' createPanopticImgs.py
     writes: `gtFine/cityscapes_panoptic_<split>.json` and `gtFine/cityscapes_panoptic_<split>/`
     (COCO-panoptic format; category ids are Cityscapes label ids, image ids are file stems),
@@ -197,14 +229,17 @@ def load_cityscapes_panoptic(root: str | Path, split: str
     root = Path(root)
     gt = root / "gtFine"
     images = root / "leftImg8bit" / split
-    return _load_panoptic(gt / f"cityscapes_panoptic_{split}.json", images,
-                          gt / f"cityscapes_panoptic_{split}",
-                          lambda file_name: images / file_name.split("_", 1)[0] / file_name)
+    return _load_panoptic(
+        gt / f"cityscapes_panoptic_{split}.json",
+        images,
+        gt / f"cityscapes_panoptic_{split}",
+        lambda file_name: images / file_name.split("_", 1)[0] / file_name,
+    )
 
 
-def _load_panoptic(json_path: Path, image_dir: Path, png_dir: Path,
-                   image_path_of: Callable[[str], Path]
-                   ) -> tuple[list[PanopticRecord], CategoryMap]:
+def _load_panoptic(
+    json_path: Path, image_dir: Path, png_dir: Path, image_path_of: Callable[[str], Path]
+) -> tuple[list[PanopticRecord], CategoryMap]:
     data = _read_json(json_path)
     for folder in (image_dir, png_dir):
         if not folder.is_dir():
@@ -223,22 +258,25 @@ def _load_panoptic(json_path: Path, image_dir: Path, png_dir: Path,
             raise ValueError(f"{json_path}: image id {image_id} has more than one annotation")
         seen.add(image_id)
         im = images[image_id]
-        records.append(PanopticRecord(
-            image_id=image_id,
-            image_path=image_path_of(im["file_name"]),
-            png_path=png_dir / ann["file_name"],
-            width=int(im["width"]),
-            height=int(im["height"]),
-            segments=parse_segments(ann["segments_info"], f"{json_path} image {image_id}"),
-        ))
+        records.append(
+            PanopticRecord(
+                image_id=image_id,
+                image_path=image_path_of(im["file_name"]),
+                png_path=png_dir / ann["file_name"],
+                width=int(im["width"]),
+                height=int(im["height"]),
+                segments=parse_segments(ann["segments_info"], f"{json_path} image {image_id}"),
+            )
+        )
     return records, categories
 
 
 # ---------------------------------------------------------------- label maps
 
 
-def _segment_table(segments: Sequence[Segment], category_map: CategoryMap, crowd: CrowdMode,
-                   name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _segment_table(
+    segments: Sequence[Segment], category_map: CategoryMap, crowd: CrowdMode, name: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sorted segment ids (S,), their class (S,) and their order in segments_info (S,).
 
     Crowd segments in 'void' mode get class 0 (later also id 0).
@@ -258,15 +296,21 @@ def _segment_table(segments: Sequence[Segment], category_map: CategoryMap, crowd
     return ids[order], classes[order], order
 
 
-def decode_label_map(png: bytes | str | Path | np.ndarray, segments: Sequence[Segment],
-                     category_map: CategoryMap, *, crowd: CrowdMode = "segment",
-                     max_instances: int | None = None, name: str = "") -> np.ndarray:
+def decode_label_map(
+    png: bytes | str | Path | np.ndarray,
+    segments: Sequence[Segment],
+    category_map: CategoryMap,
+    *,
+    crowd: CrowdMode = "segment",
+    max_instances: int | None = None,
+    name: str = "",
+) -> np.ndarray:
     """Panoptic PNG + its segments -> (H, W, 2) int32 label map (class, instance id).
 
     `png`: PNG bytes, a path, an (H, W, 3|4) uint8 RGB array or an (H, W) id array.
     Instance ids are 1..N, compact over the segments that have pixels, in segments_info
-    order; void pixels (PNG id 0) are (0, 0). `crowd='segment'` (default, spec §1.6: the
-    official Cityscapes path keeps crowd regions as one segment of their class) treats a
+    order; void pixels (PNG id 0) are (0, 0). `crowd='segment'` (default; the official
+    implementation's Cityscapes reader keeps crowd regions as one segment of their class) treats a
     crowd segment like any other; `crowd='void'` maps it to (0, 0).
     `max_instances` counts id 0, so at most `max_instances - 1` segments are allowed.
     Raises ValueError naming `name` and the segment for PNG ids absent from `segments`,
@@ -286,10 +330,20 @@ def decode_label_map(png: bytes | str | Path | np.ndarray, segments: Sequence[Se
         raise ValueError(f"{name}: PNG segment ids {bad} are not in segments_info")
     inst = _compact_instance_ids(pos, classes, order, len(keys))
     if max_instances is not None and inst.max(initial=0) > max_instances - 1:
-        raise ValueError(f"{name}: {inst.max()} segments, but max_instances={max_instances} "
-                         f"allows {max_instances - 1}")
+        raise ValueError(
+            f"{name}: {inst.max()} segments, but max_instances={max_instances} "
+            f"allows {max_instances - 1}"
+        )
     class_lut = np.concatenate([[0], classes])
     return np.stack([class_lut[pos], inst[pos]], axis=-1).astype(np.int32)
+
+
+def require_present(ids: np.ndarray, segments: Sequence[Segment], name: str) -> None:
+    """ValueError naming `name` when a `segments_info` id does not occur in the id map
+    (panopticapi rejects such files; a listed segment without pixels is a broken record)."""
+    absent = sorted({s.id for s in segments} - set(np.unique(ids).tolist()))
+    if absent:
+        raise ValueError(f"{name}: segments_info ids {absent} do not occur in the PNG")
 
 
 def _as_id_map(png: bytes | str | Path | np.ndarray, name: str) -> np.ndarray:
@@ -302,8 +356,9 @@ def _as_id_map(png: bytes | str | Path | np.ndarray, name: str) -> np.ndarray:
     raise ValueError(f"{name}: expected (H, W), (H, W, 3) or (H, W, 4) array, got {png.shape}")
 
 
-def _compact_instance_ids(pos: np.ndarray, classes: np.ndarray, order: np.ndarray,
-                          n_keys: int) -> np.ndarray:
+def _compact_instance_ids(
+    pos: np.ndarray, classes: np.ndarray, order: np.ndarray, n_keys: int
+) -> np.ndarray:
     """Instance id per table row (row 0 = void): 1..N over present, non-void segments.
 
     `pos` (H, W) are table rows per pixel; rows 1.. are segments sorted by id and

@@ -6,10 +6,11 @@
     ImageSets/2017/{train,val}.txt                        (one sequence name per line)
 
 For the model a frame's mask is (class, id) with the class channel all zero and id = the
-DAVIS object id (spec §5.2); void (255) pixels are id 0 and left out of the loss weights'
+DAVIS object id (docs/model.md, "Video"); void (255) pixels are id 0 and left out of the loss weights'
 object counts like background. Every frame must have its annotation (the evaluator
 requires it too); a missing or extra file is an error naming the sequence and frame.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -63,8 +64,10 @@ def load_davis(root: str | Path, split: str, resolution: str = "480p") -> list[V
         if stems != mask_stems:
             missing = sorted(set(stems) - set(mask_stems))
             extra = sorted(set(mask_stems) - set(stems))
-            raise ValueError(f"DAVIS sequence {name!r}: frames without annotation {missing}, "
-                             f"annotations without frame {extra} (in {mask_dir})")
+            raise ValueError(
+                f"DAVIS sequence {name!r}: frames without annotation {missing}, "
+                f"annotations without frame {extra} (in {mask_dir})"
+            )
         records.append(VideoRecord(name, tuple(frames), tuple(masks)))
     return records
 
@@ -83,6 +86,8 @@ def davis_label_map(ids: np.ndarray, max_instances: int, name: str = "") -> np.n
     K−1 cannot be represented and are an error naming the frame."""
     ids = np.where(ids == VOID, 0, ids).astype(np.int64)
     if ids.max(initial=0) > max_instances - 1:
-        raise ValueError(f"{name}: object id {ids.max()} but max_instances={max_instances} "
-                         f"allows ids up to {max_instances - 1}")
+        raise ValueError(
+            f"{name}: object id {ids.max()} but max_instances={max_instances} "
+            f"allows ids up to {max_instances - 1}"
+        )
     return np.stack([np.zeros_like(ids), ids], axis=-1)

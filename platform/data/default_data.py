@@ -3,12 +3,19 @@
 A half-written cache is never reused: the set is generated into a temporary folder next to
 the cache entry and renamed into place when complete.
 """
+
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 from pathlib import Path
+
+from pix2seqd.platform.synthetic.coco import make_coco
+from pix2seqd.platform.synthetic.davis import make_davis
+
+log = logging.getLogger(__name__)
 
 # Bump when the generator's output changes, so stale caches are not reused.
 GENERATOR_VERSION = 1
@@ -24,22 +31,32 @@ def cache_dir() -> Path:
 def default_coco_root(**params) -> Path:
     """Path of the generated COCO-panoptic set for `params` (DEFAULT_COCO when empty),
     generating it first if it is not in the cache."""
-    from pix2seqd.platform.synthetic.coco import make_coco
 
     p = {**DEFAULT_COCO, **params}
-    name = "coco-v{}-s{seed}-t{n_train}-v{n_val}-{min_size}-{max_size}".format(GENERATOR_VERSION, **p)
-    return _cached(name, lambda out: make_coco(out, p["seed"], p["n_train"], p["n_val"],
-                                               p["min_size"], p["max_size"]))
+    name = "coco-v{}-s{seed}-t{n_train}-v{n_val}-{min_size}-{max_size}".format(
+        GENERATOR_VERSION, **p
+    )
+    return _cached(
+        name,
+        lambda out: make_coco(
+            out, p["seed"], p["n_train"], p["n_val"], p["min_size"], p["max_size"]
+        ),
+    )
 
 
 def default_davis_root(**params) -> Path:
     """The generated DAVIS-2017 set (DEFAULT_DAVIS: sequences of 10-16 frames), cached."""
-    from pix2seqd.platform.synthetic.davis import make_davis
 
     p = {**DEFAULT_DAVIS, **params}
-    name = "davis-v{}-s{seed}-t{n_train}-v{n_val}-{min_size}-{max_size}".format(GENERATOR_VERSION, **p)
-    return _cached(name, lambda out: make_davis(out, p["seed"], p["n_train"], p["n_val"],
-                                                p["min_size"], p["max_size"]))
+    name = "davis-v{}-s{seed}-t{n_train}-v{n_val}-{min_size}-{max_size}".format(
+        GENERATOR_VERSION, **p
+    )
+    return _cached(
+        name,
+        lambda out: make_davis(
+            out, p["seed"], p["n_train"], p["n_val"], p["min_size"], p["max_size"]
+        ),
+    )
 
 
 def _cached(name: str, write) -> Path:
@@ -50,7 +67,7 @@ def _cached(name: str, write) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=target.parent))
     try:
-        print(f"[pix2seqd] generating the default data set into {target} (once)")
+        log.info("generating the default data set into %s (once)", target)
         write(tmp)
         (tmp / ".complete").write_text("ok\n")
         if (target / ".complete").is_file():

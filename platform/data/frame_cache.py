@@ -11,16 +11,16 @@ budget is full; an array larger than the budget is not kept.
 Cached arrays are read-only: a caller that wrote into one would change what the next
 clip reads, so it gets an error instead.
 """
+
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
-from typing import Any, Callable, Hashable
+from typing import Any
 
-import numpy as np
-
-_PROCESS_CACHE: "ByteLRU | None" = None  # made on first use, one per worker process
+_PROCESS_CACHE: ByteLRU | None = None  # made on first use, one per worker process
 
 
 class ByteLRU:

@@ -15,6 +15,7 @@ earlier frames only, before the id order (`data.id_order`) is applied:
   mask side with an id of its own, is painted on the background of every history frame:
   the target does not have it, so the model learns to drop what the image does not show.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,9 @@ def erase_objects(ids: np.ndarray, rate: float, rng: np.random.Generator) -> np.
     return out
 
 
-def add_false_object(ids: np.ndarray, rate: float, max_instances: int,
-                     rng: np.random.Generator) -> np.ndarray:
+def add_false_object(
+    ids: np.ndarray, rate: float, max_instances: int, rng: np.random.Generator
+) -> np.ndarray:
     """ids (T, Hm, Wm) -> a copy where, with probability `rate`, an ellipse with a new id
     (one more than the largest) covers the background (0) of frames 0..T−2. Skipped when
     the clip already has max_instances − 1 objects (no id left) or T < 2."""
@@ -56,8 +58,9 @@ def add_false_object(ids: np.ndarray, rate: float, max_instances: int,
     return out
 
 
-def history_noise(ids: np.ndarray, drop: float, add: float, max_instances: int,
-                  rng: np.random.Generator) -> np.ndarray:
+def history_noise(
+    ids: np.ndarray, drop: float, add: float, max_instances: int, rng: np.random.Generator
+) -> np.ndarray:
     """Both errors on a clip's ids (T, Hm, Wm), oldest first; nothing is drawn from `rng`
     when both rates are 0 (so clips without history noise are unchanged)."""
     if drop <= 0 and add <= 0:

@@ -6,35 +6,40 @@ needs, in an order fixed by the seed; each example's augmentation randomness com
 (seed, epoch, image_id), so the data are a function of the config, not of scheduling.
 Files are read inside the map tasks, so the driver ships paths, not pixels.
 """
+
 from __future__ import annotations
 
 import functools
 import io
 import json
+import logging
 import zlib
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from pix2seqd.platform.config import Config, IdOrder
 from pix2seqd.platform.data.coco_panoptic import (
-    CategoryMap, PanopticRecord, decode_label_map, parse_segments, read_id_png,
+    CategoryMap,
+    decode_label_map,
+    parse_segments,
+    read_id_png,
+    require_present,
 )
 from pix2seqd.platform.data.frame_cache import cached, file_key, process_cache
 from pix2seqd.platform.data.prepared import read_row
-from pix2seqd.platform.data.validate import require_present
 from pix2seqd.platform.data.transforms import (
-    eval_transform, raster_order_ids, relabel_random, symmetry_augment, train_transform,
-    void_smallest)
+    eval_transform,
+    raster_order_ids,
+    relabel_random,
+    symmetry_augment,
+    train_transform,
+    void_smallest,
+)
 
-
-def record_item(rec: PanopticRecord, epoch: int = 0) -> dict[str, Any]:
-    """A record as a flat Ray Data row (segments as JSON text)."""
-    segs = [{"id": s.id, "category_id": s.category_id, "iscrowd": int(s.iscrowd)} for s in rec.segments]
-    return {"image_id": rec.image_id, "image_path": str(rec.image_path),
-            "png_path": str(rec.png_path), "segments": json.dumps(segs), "epoch": epoch,
-            "height": rec.height, "width": rec.width}
+log = logging.getLogger(__name__)
 
 
 @functools.lru_cache(maxsize=4)
@@ -57,7 +62,9 @@ def stream_positions(positions: np.ndarray, n: int, seed: int) -> tuple[np.ndarr
     return epochs, index
 
 
-def decode_example(row: dict[str, Any], cmap: CategoryMap, crowd: str) -> tuple[np.ndarray, np.ndarray]:
+def decode_example(
+    row: dict[str, Any], cmap: CategoryMap, crowd: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Read one row's image and PNG -> image (H, W, 3) uint8, label (H, W, 2) int32.
 
     Rows of the raw layout name files (`image_path`, `png_path`, `segments`); rows of a
@@ -66,7 +73,10 @@ def decode_example(row: dict[str, Any], cmap: CategoryMap, crowd: str) -> tuple[
         data = read_row(str(row["shard"]), int(row["row"]))
         where = f"{row['shard']} row {row['row']}"
         image_src, png_src = io.BytesIO(data["image"]), data["png"]
-        segs, names = data["segments"], (f"{where} ({data['file_name']})", f"{where} ({data['png_name']})")
+        segs, names = (
+            data["segments"],
+            (f"{where} ({data['file_name']})", f"{where} ({data['png_name']})"),
+        )
     else:
         image_src, png_src = row["image_path"], row["png_path"]
         segs, names = row["segments"], (str(row["image_path"]), str(row["png_path"]))
@@ -82,8 +92,10 @@ def decode_example(row: dict[str, Any], cmap: CategoryMap, crowd: str) -> tuple[
     require_present(ids, segments, names[1])
     label = decode_label_map(ids, segments, cmap, crowd=crowd, name=names[1])
     if label.shape[:2] != image.shape[:2]:
-        raise ValueError(f"{names[1]}: PNG size {label.shape[:2]} differs from image "
-                         f"{names[0]} size {image.shape[:2]}")
+        raise ValueError(
+            f"{names[1]}: PNG size {label.shape[:2]} differs from image "
+            f"{names[0]} size {image.shape[:2]}"
+        )
     return image, label
 
 
@@ -95,8 +107,9 @@ def record_files(row: dict[str, Any]) -> tuple:
     return str(row["shard"]), int(row["row"])
 
 
-def rank_positions(local: np.ndarray, rank: int, world: int, global_batch: int, start: int = 0
-                   ) -> np.ndarray:
+def rank_positions(
+    local: np.ndarray, rank: int, world: int, global_batch: int, start: int = 0
+) -> np.ndarray:
     """Local example numbers of one rank -> positions in the global stream.
 
     Optimizer step s uses positions [s*B, (s+1)*B); rank r takes the r-th contiguous slice
@@ -119,13 +132,20 @@ def image_seed(image_id: int | str) -> int:
 class TrainDecoder:
     """map_batches function: rows -> {'image', 'hw', 'mask'} (see transforms.Example).
 
-    Rows are either record rows (`record_item`, or prepared rows) or the rank's local
+    Rows are either record rows (`coco_panoptic.record_item`, or prepared rows) or the rank's local
     example numbers {'id': int}, which are turned into (epoch, record) here through
     `rank_positions`, so the driver never materialises the whole stream.
     """
 
-    def __init__(self, cfg: Config, cmap: CategoryMap, records: Sequence[dict[str, Any]] = (),
-                 start: int = 0, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        cfg: Config,
+        cmap: CategoryMap,
+        records: Sequence[dict[str, Any]] = (),
+        start: int = 0,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.cfg, self.cmap, self.records, self.start = cfg, cmap, list(records), start
         self.rank, self.world = rank, world
 
@@ -139,7 +159,7 @@ class TrainDecoder:
             except (ValueError, OSError) as err:
                 if not d.skip_bad:
                     raise
-                print(f"[pix2seqd] skipping bad example: {err}")
+                log.warning("skipping bad example: %s", err)
                 continue
             out["image"].append(ex.image), out["hw"].append(ex.hw), out["mask"].append(ex.mask)
         return _stack(out, d.image_size, mask_size)
@@ -147,13 +167,16 @@ class TrainDecoder:
     def example(self, row: dict[str, Any], mask_size: int):
         cfg, d = self.cfg, self.cfg.data
         image, label = cached(process_cache(d.cache_mb), self._key(row), lambda: self._decode(row))
-        rng = np.random.default_rng([cfg.train.seed, int(row["epoch"]), image_seed(row["image_id"])])
+        rng = np.random.default_rng(
+            [cfg.train.seed, int(row["epoch"]), image_seed(row["image_id"])]
+        )
         label = label.copy()  # the cached array is read-only
         # drawn in both orders, so that a seed gives the same geometry in both
         label[..., 1] = relabel_random(label[..., 1], cfg.model.max_instances, rng)
         image, label = symmetry_augment(image, label, d.vflip, d.rgb_symmetry, rng)
-        ex = train_transform(image, label, d.image_size, mask_size, d.scale_jitter,
-                             d.color_jitter, d.hflip, rng)
+        ex = train_transform(
+            image, label, d.image_size, mask_size, d.scale_jitter, d.color_jitter, d.hflip, rng
+        )
         if d.id_order is IdOrder.RASTER:  # after the flip and crop: the order the model sees
             ex.mask[..., 1] = raster_order_ids(ex.mask[..., 1])
         return ex
@@ -171,8 +194,9 @@ class TrainDecoder:
         if "id" not in batch:
             yield from _rows(batch)
             return
-        positions = rank_positions(batch["id"], self.rank, self.world, self.cfg.train.batch_size,
-                                   self.start)
+        positions = rank_positions(
+            batch["id"], self.rank, self.world, self.cfg.train.batch_size, self.start
+        )
         epochs, index = stream_positions(positions, len(self.records), self.cfg.train.seed)
         for e, i in zip(epochs, index):
             yield {**self.records[i], "epoch": int(e)}
@@ -198,7 +222,7 @@ def rows_per_task(image_hw: tuple[int, int]) -> int:
     consumer wait for whole blocks (260 s to the first batch at coco_lowres, benchmark.py
     data). Small examples pay the per-task overhead instead: 64 x 64 examples (tiny),
     decoded from the cache and drained from a 2-way split on 2 cores, 1,589 per s in tasks
-    of 128 and 1,943 in tasks of 1,024 (`python scripts/stream_drain_bench.py`)."""
+    of 128 and 1,943 in tasks of 1,024 (docs/results.md, "Data pipeline speed")."""
     return int(min(1024, max(128, 128 * 256 * 256 // (image_hw[0] * image_hw[1]))))
 
 
@@ -206,18 +230,23 @@ def build_rank_dataset(rows, cmap: CategoryMap, cfg: Config, rank: int, world: i
     """The Ray Dataset of rank `rank`'s training examples from global stream position
     `start` (optimizer step x global batch) to the last step, in a fixed order.
 
-    rows: record rows (`record_item`) or prepared rows (`prepared.load_prepared`). With
+    rows: record rows (`coco_panoptic.record_item`) or prepared rows (`prepared.load_prepared`). With
     rank 0 of world 1 it is the whole stream, which Ray Train splits across the workers
     (the default); per-rank datasets (data.exact_order) are built by each worker itself
     (train/loop.py), so that every rank's examples and their order are fixed by the seed."""
+    # lazy: Ray Data loads in seconds; the rest of this module is used without Ray (unit tests)
     import ray.data
 
     total = (cfg.train.steps * cfg.train.batch_size - start) // world
     ds = ray.data.range(total, override_num_blocks=max(1, min(200, total // 256)))
     ds = ds.repartition(target_num_rows_per_block=rows_per_task(cfg.data.image_hw))
     ds.context.execution_options.preserve_order = True
-    return ds.map_batches(TrainDecoder(cfg, cmap, rows, start, rank, world), batch_size=32,
-                          batch_format="numpy", num_cpus=0.5)
+    return ds.map_batches(
+        TrainDecoder(cfg, cmap, rows, start, rank, world),
+        batch_size=32,
+        batch_format="numpy",
+        num_cpus=0.5,
+    )
 
 
 def _rows(batch: dict[str, np.ndarray]):
@@ -228,6 +257,9 @@ def _rows(batch: dict[str, np.ndarray]):
 
 def _stack(out, size, mask_size):
     if not out["image"]:
-        return {"image": np.zeros((0, size, size, 3), np.uint8), "hw": np.zeros((0, 2), np.int32),
-                "mask": np.zeros((0, mask_size, mask_size, 2), np.uint8)}
+        return {
+            "image": np.zeros((0, size, size, 3), np.uint8),
+            "hw": np.zeros((0, 2), np.int32),
+            "mask": np.zeros((0, mask_size, mask_size, 2), np.uint8),
+        }
     return {k: np.stack(v) for k, v in out.items()}

@@ -11,11 +11,14 @@ Frames are written in video order, each row its own row group (random access for
 A bad frame makes its whole video unusable (training clips are consecutive frames), so
 `--skip-bad` leaves such videos out and the report names the frame and the video.
 """
+
 from __future__ import annotations
 
 import io
 import json
-from typing import Any, Sequence
+import logging
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,18 +28,32 @@ from PIL import Image
 from pix2seqd.platform.data import prepared
 from pix2seqd.platform.data.davis import VOID, VideoRecord, load_davis
 from pix2seqd.platform.data.validate import (
-    Check, ValidationReport, decoded_size, read_bytes, summarise,
+    Check,
+    ValidationReport,
+    decoded_size,
+    read_bytes,
+    summarise,
 )
 
-SCHEMA = pa.schema([
-    ("video", pa.string()), ("frame", pa.int32()), ("file_name", pa.string()),
-    ("mask_name", pa.string()), ("height", pa.int32()), ("width", pa.int32()),
-    ("image", pa.binary()), ("mask", pa.binary()),
-])
+log = logging.getLogger(__name__)
+
+SCHEMA = pa.schema(
+    [
+        ("video", pa.string()),
+        ("frame", pa.int32()),
+        ("file_name", pa.string()),
+        ("mask_name", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("image", pa.binary()),
+        ("mask", pa.binary()),
+    ]
+)
 
 
-def check_frame(image: bytes, mask: bytes, names: tuple[str, str]
-                ) -> tuple[str, int, tuple[int, int]]:
+def check_frame(
+    image: bytes, mask: bytes, names: tuple[str, str]
+) -> tuple[str, int, tuple[int, int]]:
     """(problem or '', number of objects, (height, width)) of one DAVIS frame given its
     encoded bytes."""
     try:
@@ -46,22 +63,35 @@ def check_frame(image: bytes, mask: bytes, names: tuple[str, str]
     try:
         with Image.open(io.BytesIO(mask)) as m:
             if m.mode not in ("P", "L"):
-                return f"{names[1]}: DAVIS annotation must be a palette PNG, got mode {m.mode}", 0, hw
+                return (
+                    f"{names[1]}: DAVIS annotation must be a palette PNG, got mode {m.mode}",
+                    0,
+                    hw,
+                )
             ids = np.asarray(m, dtype=np.uint8)
     except (OSError, SyntaxError) as err:
         return f"{names[1]}: cannot read annotation PNG ({err})", 0, hw
     if ids.shape != hw:
-        return f"{names[1]}: annotation size {ids.shape} differs from image {names[0]} size {hw}", 0, hw
+        return (
+            f"{names[1]}: annotation size {ids.shape} differs from image {names[0]} size {hw}",
+            0,
+            hw,
+        )
     objects = np.unique(ids[(ids != 0) & (ids != VOID)])
     return "", len(objects), hw
 
 
 def frame_items(videos: Sequence[VideoRecord], rows_per_shard: int) -> list[dict[str, Any]]:
     """Work items of `rows_per_shard` consecutive frames (videos in split order)."""
-    frames = [{"video": v.name, "frame": i, "image_path": str(f), "mask_path": str(m)}
-              for v in videos for i, (f, m) in enumerate(zip(v.frames, v.masks))]
-    return [{"shard": k, "records": json.dumps(frames[s:s + rows_per_shard])}
-            for k, s in enumerate(range(0, len(frames), rows_per_shard))]
+    frames = [
+        {"video": v.name, "frame": i, "image_path": str(f), "mask_path": str(m)}
+        for v in videos
+        for i, (f, m) in enumerate(zip(v.frames, v.masks))
+    ]
+    return [
+        {"shard": k, "records": json.dumps(frames[s : s + rows_per_shard])}
+        for k, s in enumerate(range(0, len(frames), rows_per_shard))
+    ]
 
 
 class FrameShardWriter:
@@ -80,16 +110,24 @@ class FrameShardWriter:
             row, problem, objects = self.read_and_check(fr)
             if row is not None:
                 rows.append(row)
-            outcomes.append({"video": fr["video"], "frame": fr["frame"], "problem": problem,
-                             "objects": objects, "shard": name if row is not None else "",
-                             "row": len(rows) - 1 if row is not None else -1,
-                             "file_name": fr["image_path"].rsplit("/", 1)[-1],
-                             "mask_name": fr["mask_path"].rsplit("/", 1)[-1]})
+            outcomes.append(
+                {
+                    "video": fr["video"],
+                    "frame": fr["frame"],
+                    "problem": problem,
+                    "objects": objects,
+                    "shard": name if row is not None else "",
+                    "row": len(rows) - 1 if row is not None else -1,
+                    "file_name": fr["image_path"].rsplit("/", 1)[-1],
+                    "mask_name": fr["mask_path"].rsplit("/", 1)[-1],
+                }
+            )
         if rows:
             fs, path = prepared.filesystem(prepared.join(self.split_uri, name))
             fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-            pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), path, filesystem=fs,
-                           row_group_size=1)
+            pq.write_table(
+                pa.Table.from_pylist(rows, schema=SCHEMA), path, filesystem=fs, row_group_size=1
+            )
         return outcomes
 
     @staticmethod
@@ -102,35 +140,61 @@ class FrameShardWriter:
         problem, objects, (height, width) = check_frame(image, mask, names)
         if problem:
             return None, problem, 0
-        row = {"video": fr["video"], "frame": fr["frame"],
-               "file_name": fr["image_path"].rsplit("/", 1)[-1],
-               "mask_name": fr["mask_path"].rsplit("/", 1)[-1],
-               "height": height, "width": width, "image": image, "mask": mask}
+        row = {
+            "video": fr["video"],
+            "frame": fr["frame"],
+            "file_name": fr["image_path"].rsplit("/", 1)[-1],
+            "mask_name": fr["mask_path"].rsplit("/", 1)[-1],
+            "height": height,
+            "width": width,
+            "image": image,
+            "mask": mask,
+        }
         return row, "", objects
 
 
-def prepare_davis_split(root, split: str, out: str, max_instances: int, rows_per_shard: int,
-                        skip_bad: bool, resolution: str = "480p") -> ValidationReport:
+def prepare_davis_split(
+    root,
+    split: str,
+    out: str,
+    max_instances: int,
+    rows_per_shard: int,
+    skip_bad: bool,
+    resolution: str = "480p",
+) -> ValidationReport:
     """Write one DAVIS split's frame shards and, if usable, its index (videos with a bad
     frame are left out when `skip_bad`)."""
+    # lazy: Ray Data loads in seconds; the rest of this module is used without Ray (unit tests)
     import ray.data
 
     videos = load_davis(root, split, resolution)
     split_uri = prepared.join(out, split)
     items = frame_items(videos, rows_per_shard)
     ds = ray.data.from_items(items, override_num_blocks=max(1, len(items)))
-    outcomes = ds.map_batches(FrameShardWriter(split_uri), batch_size=1,
-                              batch_format="numpy").take_all()
+    outcomes = ds.map_batches(
+        FrameShardWriter(split_uri), batch_size=1, batch_format="numpy"
+    ).take_all()
     order = {v.name: k for k, v in enumerate(videos)}
     outcomes.sort(key=lambda o: (order[str(o["video"])], int(o["frame"])))
-    checks = [Check(f"{o['video']}/{o['file_name']}", str(o["problem"]), int(o["objects"]))
-              for o in outcomes]
+    checks = [
+        Check(f"{o['video']}/{o['file_name']}", str(o["problem"]), int(o["objects"]))
+        for o in outcomes
+    ]
     report = summarise(split, checks, max_instances)
     if not report.bad or skip_bad:
-        prepared.write_text(prepared.join(split_uri, prepared.INDEX),
-                            json.dumps(_index(split, resolution, videos, outcomes)))
-    print(f"[pix2seqd] {split}: {len(videos)} videos, {report.n_records} frames, "
-          f"{len(report.bad)} bad, {len(items)} shards -> {split_uri}")
+        prepared.write_text(
+            prepared.join(split_uri, prepared.INDEX),
+            json.dumps(_index(split, resolution, videos, outcomes)),
+        )
+    log.info(
+        "%s: %d videos, %d frames, %d bad, %d shards -> %s",
+        split,
+        len(videos),
+        report.n_records,
+        len(report.bad),
+        len(items),
+        split_uri,
+    )
     return report
 
 
@@ -139,11 +203,25 @@ def _index(split: str, resolution: str, videos: Sequence[VideoRecord], outcomes)
     by_video: dict[str, list[dict[str, Any]]] = {}
     for o in outcomes:
         by_video.setdefault(str(o["video"]), []).append(
-            {"shard": o["shard"], "row": int(o["row"]), "file_name": str(o["file_name"]),
-             "mask_name": str(o["mask_name"]), "objects": int(o["objects"])})
-    kept = [{"name": v.name, "frames": by_video[v.name]} for v in videos if v.name not in bad_videos]
-    return {"format": prepared.FORMAT, "dataset": "davis", "split": split,
-            "resolution": resolution, "videos": kept, "skipped_videos": sorted(bad_videos)}
+            {
+                "shard": o["shard"],
+                "row": int(o["row"]),
+                "file_name": str(o["file_name"]),
+                "mask_name": str(o["mask_name"]),
+                "objects": int(o["objects"]),
+            }
+        )
+    kept = [
+        {"name": v.name, "frames": by_video[v.name]} for v in videos if v.name not in bad_videos
+    ]
+    return {
+        "format": prepared.FORMAT,
+        "dataset": "davis",
+        "split": split,
+        "resolution": resolution,
+        "videos": kept,
+        "skipped_videos": sorted(bad_videos),
+    }
 
 
 def load_prepared_davis(uri: str, split: str) -> list[VideoRecord]:
@@ -153,15 +231,26 @@ def load_prepared_davis(uri: str, split: str) -> list[VideoRecord]:
     try:
         index = json.loads(prepared.read_text(prepared.join(split_uri, prepared.INDEX)))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{split_uri}: no {prepared.INDEX}; not a prepared split, or "
-                                "jobs/prepare_data.py did not finish") from None
+        raise FileNotFoundError(
+            f"{split_uri}: no {prepared.INDEX}; not a prepared split, or "
+            "jobs/prepare_data.py did not finish"
+        ) from None
     if index.get("dataset") != "davis":
         raise ValueError(f"{split_uri}: prepared from {index.get('dataset')!r}, not DAVIS")
     videos = []
     for v in index["videos"]:
         refs = [(prepared.join(split_uri, f["shard"]), f["row"], f) for f in v["frames"]]
-        videos.append(VideoRecord(
-            v["name"],
-            tuple(prepared.RowRef(s, r, "image", f"{v['name']}/{f['file_name']}") for s, r, f in refs),
-            tuple(prepared.RowRef(s, r, "mask", f"{v['name']}/{f['mask_name']}") for s, r, f in refs)))
+        videos.append(
+            VideoRecord(
+                v["name"],
+                tuple(
+                    prepared.RowRef(s, r, "image", f"{v['name']}/{f['file_name']}")
+                    for s, r, f in refs
+                ),
+                tuple(
+                    prepared.RowRef(s, r, "mask", f"{v['name']}/{f['mask_name']}")
+                    for s, r, f in refs
+                ),
+            )
+        )
     return videos

@@ -14,14 +14,16 @@ reads exactly one example per request and keeps the seeded, index-based order of
 layout: `index` is the record's position in the annotation file, so a prepared split and
 its raw layout give the same training stream.
 """
+
 from __future__ import annotations
 
 import functools
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -34,11 +36,19 @@ from pix2seqd.platform.data.validate import Check, check_example, read_bytes
 INDEX = "_index.json"
 REPORT = "validation_report.json"
 FORMAT = 1
-SCHEMA = pa.schema([
-    ("index", pa.int64()), ("image_id", pa.string()), ("file_name", pa.string()),
-    ("png_name", pa.string()), ("height", pa.int32()), ("width", pa.int32()),
-    ("segments", pa.string()), ("image", pa.binary()), ("png", pa.binary()),
-])
+SCHEMA = pa.schema(
+    [
+        ("index", pa.int64()),
+        ("image_id", pa.string()),
+        ("file_name", pa.string()),
+        ("png_name", pa.string()),
+        ("height", pa.int32()),
+        ("width", pa.int32()),
+        ("segments", pa.string()),
+        ("image", pa.binary()),
+        ("png", pa.binary()),
+    ]
+)
 
 
 def filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -78,16 +88,33 @@ def shard_items(records: Sequence[PanopticRecord], rows_per_shard: int) -> list[
     """One work item per shard: its number and its records (as JSON text, with `index`)."""
     items = []
     for k, start in enumerate(range(0, len(records), rows_per_shard)):
-        chunk = [_record_json(i, records[i]) for i in range(start, min(start + rows_per_shard, len(records)))]
+        chunk = [
+            _record_json(i, records[i])
+            for i in range(start, min(start + rows_per_shard, len(records)))
+        ]
         items.append({"shard": k, "records": json.dumps(chunk)})
     return items
 
 
 def _record_json(index: int, rec: PanopticRecord) -> dict[str, Any]:
-    return {"index": index, "image_id": rec.image_id, "image_path": str(rec.image_path),
-            "png_path": str(rec.png_path), "height": rec.height, "width": rec.width,
-            "segments": [{"id": s.id, "category_id": s.category_id, "iscrowd": int(s.iscrowd),
-                          "area": s.area, "bbox": list(s.bbox)} for s in rec.segments]}
+    return {
+        "index": index,
+        "image_id": rec.image_id,
+        "image_path": str(rec.image_path),
+        "png_path": str(rec.png_path),
+        "height": rec.height,
+        "width": rec.width,
+        "segments": [
+            {
+                "id": s.id,
+                "category_id": s.category_id,
+                "iscrowd": int(s.iscrowd),
+                "area": s.area,
+                "bbox": list(s.bbox),
+            }
+            for s in rec.segments
+        ],
+    }
 
 
 def write_items(batch: dict[str, np.ndarray], write_shard) -> dict[str, np.ndarray]:
@@ -116,10 +143,16 @@ class ShardWriter:
             row, check = self.read_and_check(rec)
             if row is not None:
                 rows.append(row)
-            outcomes.append({"index": rec["index"], "image_id": json.dumps(rec["image_id"]),
-                             "problem": check.problem, "segments": check.segments,
-                             "shard": name if row is not None else "",
-                             "row": len(rows) - 1 if row is not None else -1})
+            outcomes.append(
+                {
+                    "index": rec["index"],
+                    "image_id": json.dumps(rec["image_id"]),
+                    "problem": check.problem,
+                    "segments": check.segments,
+                    "shard": name if row is not None else "",
+                    "row": len(rows) - 1 if row is not None else -1,
+                }
+            )
         if rows:
             fs, path = filesystem(join(self.split_uri, name))
             fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
@@ -134,14 +167,28 @@ class ShardWriter:
             segments = parse_segments(rec["segments"], rec["png_path"])
         except (OSError, ValueError) as err:
             return None, Check(image_id, str(err))
-        problem, n = check_example(image, png, segments, (rec["height"], rec["width"]), self.cmap,
-                                   self.crowd, (rec["image_path"], rec["png_path"]))
+        problem, n = check_example(
+            image,
+            png,
+            segments,
+            (rec["height"], rec["width"]),
+            self.cmap,
+            self.crowd,
+            (rec["image_path"], rec["png_path"]),
+        )
         if problem:
             return None, Check(image_id, problem)
-        row = {"index": rec["index"], "image_id": image_id,
-               "file_name": Path(rec["image_path"]).name, "png_name": Path(rec["png_path"]).name,
-               "height": rec["height"], "width": rec["width"],
-               "segments": json.dumps(rec["segments"]), "image": image, "png": png}
+        row = {
+            "index": rec["index"],
+            "image_id": image_id,
+            "file_name": Path(rec["image_path"]).name,
+            "png_name": Path(rec["png_path"]).name,
+            "height": rec["height"],
+            "width": rec["width"],
+            "segments": json.dumps(rec["segments"]),
+            "image": image,
+            "png": png,
+        }
         return row, Check(image_id, "", n)
 
 
@@ -157,13 +204,24 @@ def load_prepared(uri: str, split: str) -> tuple[list[dict[str, Any]], CategoryM
     try:
         index = json.loads(read_text(join(split_uri, INDEX)))
     except FileNotFoundError:
-        raise FileNotFoundError(f"{split_uri}: no {INDEX}; not a prepared split, or "
-                                "jobs/prepare_data.py did not finish") from None
+        raise FileNotFoundError(
+            f"{split_uri}: no {INDEX}; not a prepared split, or jobs/prepare_data.py did not finish"
+        ) from None
     if index.get("format") != FORMAT:
-        raise ValueError(f"{join(split_uri, INDEX)}: format {index.get('format')}, expected {FORMAT}")
+        raise ValueError(
+            f"{join(split_uri, INDEX)}: format {index.get('format')}, expected {FORMAT}"
+        )
     cmap = CategoryMap.from_coco(index["categories"], join(split_uri, INDEX))
-    rows = [{"image_id": r["image_id"], "shard": join(split_uri, r["shard"]), "row": r["row"],
-             "height": r["height"], "width": r["width"]} for r in index["records"]]
+    rows = [
+        {
+            "image_id": r["image_id"],
+            "shard": join(split_uri, r["shard"]),
+            "row": r["row"],
+            "height": r["height"],
+            "width": r["width"],
+        }
+        for r in index["records"]
+    ]
     return rows, cmap, index
 
 
@@ -212,10 +270,21 @@ def materialize(uri: str, split: str, out: Path) -> Path:
         row = read_row(join(uri, split, entry["shard"]), entry["row"])
         (out / split / row["file_name"]).write_bytes(row["image"])
         (png_dir / row["png_name"]).write_bytes(row["png"])
-        images.append({"id": entry["image_id"], "file_name": row["file_name"],
-                       "height": row["height"], "width": row["width"]})
-        anns.append({"image_id": entry["image_id"], "file_name": row["png_name"],
-                     "segments_info": json.loads(row["segments"])})
+        images.append(
+            {
+                "id": entry["image_id"],
+                "file_name": row["file_name"],
+                "height": row["height"],
+                "width": row["width"],
+            }
+        )
+        anns.append(
+            {
+                "image_id": entry["image_id"],
+                "file_name": row["png_name"],
+                "segments_info": json.loads(row["segments"]),
+            }
+        )
     data = {"images": images, "annotations": anns, "categories": cmap.to_coco()}
     (out / "annotations" / f"panoptic_{split}.json").write_text(json.dumps(data))
     return out

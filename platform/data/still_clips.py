@@ -13,25 +13,30 @@ simulated motion (CenterTrack); a still clip is that:
 
 Frame dropout and the id order then apply to still clips as to video clips.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from pix2seqd.platform.config import Config, CrowdMode
-from pix2seqd.platform.data.coco_panoptic import CategoryMap
+from pix2seqd.platform.config import Config, CrowdMode, DatasetKind
+from pix2seqd.platform.data.coco_panoptic import CategoryMap, record_item
+from pix2seqd.platform.data.default_data import resolve_data_root
 from pix2seqd.platform.data.frame_cache import ByteLRU, cached
 from pix2seqd.platform.data.pipeline import decode_example, image_seed, record_files
-from pix2seqd.platform.data.transforms import symmetry_augment, void_smallest
+from pix2seqd.platform.data.sources import load_panoptic_split
+from pix2seqd.platform.data.transforms import clip_transform, symmetry_augment, void_smallest
+from pix2seqd.platform.data.validate import validate_records
 
 STILL_STREAM = 0x57111  # separates the still-or-video draw from the examples' own streams
 
 
 @dataclass(frozen=True)
 class StillSource:
-    """The still images of a video run: record rows (`pipeline.record_item`) and their
+    """The still images of a video run: record rows (`coco_panoptic.record_item`) and their
     categories."""
 
     rows: Sequence[dict[str, Any]]
@@ -43,8 +48,13 @@ def is_still(positions: np.ndarray, seed: int, fraction: float) -> np.ndarray:
     `fraction`, a function of (seed, position) alone (so of the config, not of who decodes)."""
     if fraction <= 0:
         return np.zeros(len(positions), bool)
-    return np.array([np.random.default_rng([seed, STILL_STREAM, int(p)]).random() < fraction
-                     for p in positions], bool)
+    return np.array(
+        [
+            np.random.default_rng([seed, STILL_STREAM, int(p)]).random() < fraction
+            for p in positions
+        ],
+        bool,
+    )
 
 
 def object_ids(label: np.ndarray, isthing: Sequence[bool], max_instances: int) -> np.ndarray:
@@ -70,8 +80,9 @@ def shift_ids(ids: np.ndarray, dy: int, dx: int) -> np.ndarray:
     return out
 
 
-def moving_clip(target: np.ndarray, clip_len: int, max_shift: int,
-                rng: np.random.Generator) -> np.ndarray:
+def moving_clip(
+    target: np.ndarray, clip_len: int, max_shift: int, rng: np.random.Generator
+) -> np.ndarray:
     """target (Hm, Wm) ids -> (clip_len, Hm, Wm), oldest first, the last frame `target`:
     frame t−k is `target` moved by k·(dy, dx)."""
     dy, dx = (int(v) for v in rng.integers(-max_shift, max_shift + 1, size=2))
@@ -79,26 +90,33 @@ def moving_clip(target: np.ndarray, clip_len: int, max_shift: int,
     return np.stack(frames + [target])
 
 
-def still_clip(row: dict[str, Any], epoch: int, source: StillSource, cfg: Config,
-               mask_hw: tuple[int, int], clip_len: int, cache: ByteLRU | None = None
-               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def still_clip(
+    row: dict[str, Any],
+    epoch: int,
+    source: StillSource,
+    cfg: Config,
+    mask_hw: tuple[int, int],
+    clip_len: int,
+    cache: ByteLRU | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Decode and augment a still image as a clip seen in `epoch`: image (H, W, 3) uint8 on
     the canvas, valid hw (2,) int32, ids (clip_len, Hm, Wm) uint8 before the id order.
     The decoded image and object ids go through `cache` when one is given (`frame_cache`)."""
-    from pix2seqd.platform.data.video_pipeline import clip_transform
 
     d = cfg.data
     key = ("still", record_files(row), cfg.model.max_instances)
     image, ids = cached(cache, key, lambda: _decode_still(row, source, cfg.model.max_instances))
     rng = np.random.default_rng([cfg.train.seed, epoch, image_seed(row["image_id"]), STILL_STREAM])
     image, ids = symmetry_augment(image, ids, d.vflip, d.rgb_symmetry, rng)
-    image, hw, target = clip_transform(image, ids, d.image_hw, mask_hw, d.scale_jitter,
-                                       d.color_jitter, d.hflip, rng)
+    image, hw, target = clip_transform(
+        image, ids, d.image_hw, mask_hw, d.scale_jitter, d.color_jitter, d.hflip, rng
+    )
     return image, hw, moving_clip(target, clip_len, d.still_shift, rng)
 
 
-def _decode_still(row: dict[str, Any], source: StillSource, max_instances: int
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def _decode_still(
+    row: dict[str, Any], source: StillSource, max_instances: int
+) -> tuple[np.ndarray, np.ndarray]:
     """A still row -> image (h, w, 3) uint8, object ids (h, w) uint8."""
     image, label = decode_example(row, source.cmap, CrowdMode.VOID.value)
     return image, object_ids(label, source.cmap.isthing, max_instances).astype(np.uint8)
@@ -108,22 +126,20 @@ def load_stills(cfg: Config) -> StillSource | None:
     """The still images of `data.stills` (None when `data.still_fraction` is 0), validated
     like training images (needs Ray): bad records stop the run before its first step
     unless `data.skip_bad`."""
-    from pix2seqd.platform.config import DatasetKind
-    from pix2seqd.platform.data.default_data import resolve_data_root
-    from pix2seqd.platform.data.pipeline import record_item
-    from pix2seqd.platform.data.sources import load_panoptic_split
-    from pix2seqd.platform.data.validate import validate_records
 
     d = cfg.data
     if d.still_fraction <= 0:
         return None
     if not d.stills:
-        raise ValueError(f"data.still_fraction={d.still_fraction} needs data.stills "
-                         "(a COCO-panoptic root, or 'generated')")
+        raise ValueError(
+            f"data.still_fraction={d.still_fraction} needs data.stills "
+            "(a COCO-panoptic root, or 'generated')"
+        )
     root = resolve_data_root("" if d.stills == "generated" else d.stills)
     records, cmap = load_panoptic_split(DatasetKind.COCO, root, d.still_split)
-    records, _ = validate_records(records, cmap, CrowdMode.VOID.value, cfg.model.max_instances,
-                                  d.still_split, d.skip_bad)
+    records, _ = validate_records(
+        records, cmap, CrowdMode.VOID.value, cfg.model.max_instances, d.still_split, d.skip_bad
+    )
     if not records:
         raise ValueError(f"{root}: split {d.still_split} has no usable still image (data.stills)")
     return StillSource([record_item(r) for r in records], cmap)

@@ -1,4 +1,5 @@
-"""Per-example augmentation in numpy/PIL, in the official order (spec §1.5).
+"""Per-example augmentation in numpy/PIL, in the official order (docs/model.md,
+"Training inputs").
 
 Train: scale jitter -> random crop -> horizontal flip -> colour jitter (image only) ->
 pad bottom/right -> nearest resize of the label map to mask size. Before them, when on,
@@ -6,6 +7,7 @@ the symmetries of the generated data (`symmetry_augment`; not in the paper). Eva
 so the long side is the target, pad. Images stay uint8 and padding is applied on the training device
 (value 0.3 there), so only the unpadded size `hw` travels with the example.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,12 +38,75 @@ def train_transform(image, label, size, mask_size, scale_range, color_strength, 
     image, label = _resize(image, nh, nw, Image.BILINEAR), _resize_label(label, nh, nw)
     y0 = int(rng.integers(0, max(0, nh - size) + 1))
     x0 = int(rng.integers(0, max(0, nw - size) + 1))
-    image, label = image[y0:y0 + size, x0:x0 + size], label[y0:y0 + size, x0:x0 + size]
+    image, label = image[y0 : y0 + size, x0 : x0 + size], label[y0 : y0 + size, x0 : x0 + size]
     if hflip and rng.random() < 0.5:
         image, label = image[:, ::-1], label[:, ::-1]
     if color_strength > 0:
         image = color_jitter(image, color_strength, rng)
     return _pad(image, label, size, mask_size)
+
+
+def clip_transform(
+    image: np.ndarray,
+    labels: np.ndarray,
+    canvas: tuple[int, int],
+    mask_hw: tuple[int, int],
+    scale_range: tuple[float, float],
+    color_strength: float,
+    hflip: bool,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The train transform (docs/model.md, "Training inputs") on a (H, W) canvas, one geometric draw for all frames.
+
+    image (h, w, 3) uint8 of the last frame; labels (h, w, ...) of every frame (e.g. ids
+    (h, w, T)). Scale jitter (aspect kept; at s = 1 the frame fits the canvas), crop, flip,
+    colour jitter (image only), pad bottom/right (zeros), labels nearest to mask_hw.
+    Returns image (H, W, 3) uint8, hw (2,) int32 valid size, labels (Hm, Wm, ...).
+
+    The image is resized bicubic (official video train transforms). The labels' chain of
+    nearest-neighbour steps (resize, crop, flip, pad, resize to mask size) is one gather
+    with the composed indices: the same result as `_resize_label` step by step,
+    without full-resolution intermediates.
+    """
+    (H, W), (h, w) = canvas, image.shape[:2]
+    s = rng.uniform(*scale_range)
+    r = min(s * H / h, s * W / w)
+    nh, nw = max(1, round(h * r)), max(1, round(w * r))
+    y0 = int(rng.integers(0, max(0, nh - H) + 1))
+    x0 = int(rng.integers(0, max(0, nw - W) + 1))
+    flip = hflip and rng.random() < 0.5
+    vh, vw = min(nh, H), min(nw, W)
+    image = _resize(image, nh, nw, Image.BICUBIC)[y0 : y0 + vh, x0 : x0 + vw]
+    if flip:
+        image = image[:, ::-1]
+    if color_strength > 0:
+        image = color_jitter(image, color_strength, rng)
+    out = np.zeros((H, W, 3), np.uint8)
+    out[:vh, :vw] = image
+    rows, row_ok = _label_index(h, nh, y0, vh, H, mask_hw[0], False)
+    cols, col_ok = _label_index(w, nw, x0, vw, W, mask_hw[1], flip)
+    lab = labels[rows[:, None], cols[None, :]]
+    lab[~(row_ok[:, None] & col_ok[None, :])] = 0
+    return out, np.array([vh, vw], np.int32), lab
+
+
+def _label_index(
+    n_src: int, n_resized: int, offset: int, n_valid: int, n_canvas: int, n_mask: int, flip: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """Along one axis: mask pixel -> source pixel through resize, crop at `offset`, flip,
+    pad to n_canvas and resize to n_mask; and whether it lies in the valid (unpadded) part."""
+    c = _nearest(n_canvas, n_mask)
+    valid = c < n_valid
+    c = np.minimum(c, n_valid - 1)
+    if flip:
+        c = n_valid - 1 - c
+    return _nearest(n_src, n_resized)[offset + c], valid
+
+
+def _nearest(n_in: int, n_out: int) -> np.ndarray:
+    """Nearest-neighbour source index of each of n_out pixels, the pixel-centre convention
+    of `_resize_label`."""
+    return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64), n_in - 1)
 
 
 def symmetry_augment(image, labels, vflip, rgb_symmetry, rng):
@@ -112,7 +177,9 @@ def relabel_random(ids, max_instances, rng):
     """
     n = int(ids.max(initial=0))
     if n > max_instances - 1:
-        raise ValueError(f"{n} segments but model.max_instances={max_instances} allows {max_instances - 1}")
+        raise ValueError(
+            f"{n} segments but model.max_instances={max_instances} allows {max_instances - 1}"
+        )
     table = np.zeros(n + 1, np.int64)
     table[1:] = rng.choice(np.arange(1, max_instances), size=n, replace=False)
     return table[ids]
@@ -181,7 +248,9 @@ def _hue(x, a, rng):
     # Rotation of the chroma plane in YIQ space: a cheap, linear hue shift.
     theta = rng.uniform(-a, a) * 2 * np.pi
     c, s = np.cos(theta), np.sin(theta)
-    to_yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32)
+    to_yiq = np.array(
+        [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], np.float32
+    )
     rot = np.array([[1, 0, 0], [0, c, -s], [0, s, c]], np.float32)
     m = np.linalg.inv(to_yiq) @ rot @ to_yiq
     return x @ m.T.astype(np.float32)

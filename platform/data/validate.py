@@ -8,19 +8,28 @@ an unknown category, and sizes that disagree (image, PNG, JSON width/height).
 More than K-1 segments in one image is not a problem: training makes the smallest void
 (transforms.void_smallest); the checks count segments so the report gives how many.
 """
+
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from pix2seqd.platform.data.coco_panoptic import (
-    CategoryMap, PanopticRecord, Segment, decode_label_map, parse_segments, read_id_png,
+    CategoryMap,
+    PanopticRecord,
+    Segment,
+    decode_label_map,
+    parse_segments,
+    read_id_png,
+    record_item,
+    require_present,
 )
 
 
@@ -34,8 +43,15 @@ class Check:
     segments: int = 0
 
 
-def check_example(image: bytes, png: bytes, segments: Sequence[Segment], size: tuple[int, int],
-                  cmap: CategoryMap, crowd: str, names: tuple[str, str]) -> tuple[str, int]:
+def check_example(
+    image: bytes,
+    png: bytes,
+    segments: Sequence[Segment],
+    size: tuple[int, int],
+    cmap: CategoryMap,
+    crowd: str,
+    names: tuple[str, str],
+) -> tuple[str, int]:
     """(problem or '', number of segments) of one example given its encoded bytes.
 
     size: (height, width) from the JSON; names: (image file, PNG file) for messages.
@@ -44,22 +60,20 @@ def check_example(image: bytes, png: bytes, segments: Sequence[Segment], size: t
         hw_image = decoded_size(image, names[0])
         ids = read_id_png(png, names[1])
         if ids.shape != hw_image:
-            return f"{names[1]}: PNG size {ids.shape} differs from image {names[0]} size {hw_image}", 0
+            return (
+                f"{names[1]}: PNG size {ids.shape} differs from image {names[0]} size {hw_image}",
+                0,
+            )
         if hw_image != tuple(size):
-            return f"{names[0]}: image size {hw_image} differs from the JSON height/width {tuple(size)}", 0
+            return (
+                f"{names[0]}: image size {hw_image} differs from the JSON height/width {tuple(size)}",
+                0,
+            )
         label = decode_label_map(ids, segments, cmap, crowd=crowd, name=names[1])
         require_present(ids, segments, names[1])
     except ValueError as err:
         return str(err), 0
     return "", int(label[..., 1].max(initial=0))
-
-
-def require_present(ids: np.ndarray, segments: Sequence[Segment], name: str) -> None:
-    """ValueError naming `name` when a `segments_info` id does not occur in the id map
-    (panopticapi rejects such files; a listed segment without pixels is a broken record)."""
-    absent = sorted({s.id for s in segments} - set(np.unique(ids).tolist()))
-    if absent:
-        raise ValueError(f"{name}: segments_info ids {absent} do not occur in the PNG")
 
 
 def decoded_size(data: bytes, name: str) -> tuple[int, int]:
@@ -81,15 +95,22 @@ def read_bytes(path: str | Path) -> bytes:
 
 
 def check_row(row: dict[str, Any], cmap: CategoryMap, crowd: str) -> Check:
-    """Check one `pipeline.record_item` row (files on disk)."""
+    """Check one `coco_panoptic.record_item` row (files on disk)."""
     image_id = str(row["image_id"])
     try:
         image, png = read_bytes(row["image_path"]), read_bytes(row["png_path"])
         segments = parse_segments(json.loads(row["segments"]), str(row["png_path"]))
     except (OSError, ValueError) as err:
         return Check(image_id, str(err))
-    problem, n = check_example(image, png, segments, (int(row["height"]), int(row["width"])),
-                               cmap, crowd, (str(row["image_path"]), str(row["png_path"])))
+    problem, n = check_example(
+        image,
+        png,
+        segments,
+        (int(row["height"]), int(row["width"])),
+        cmap,
+        crowd,
+        (str(row["image_path"]), str(row["png_path"])),
+    )
     return Check(image_id, problem, n)
 
 
@@ -101,11 +122,15 @@ class RowChecker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         keys = list(batch)
-        checks = [check_row({k: batch[k][i] for k in keys}, self.cmap, self.crowd)
-                  for i in range(len(batch[keys[0]]))]
-        return {"image_id": np.array([c.image_id for c in checks], dtype=object),
-                "problem": np.array([c.problem for c in checks], dtype=object),
-                "segments": np.array([c.segments for c in checks], dtype=np.int64)}
+        checks = [
+            check_row({k: batch[k][i] for k in keys}, self.cmap, self.crowd)
+            for i in range(len(batch[keys[0]]))
+        ]
+        return {
+            "image_id": np.array([c.image_id for c in checks], dtype=object),
+            "problem": np.array([c.problem for c in checks], dtype=object),
+            "segments": np.array([c.segments for c in checks], dtype=np.int64),
+        }
 
 
 @dataclass(frozen=True)
@@ -121,49 +146,66 @@ class ValidationReport:
     images_with_voided: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"split": self.split, "n_records": self.n_records, "n_bad": len(self.bad),
-                "bad": [{"image_id": i, "problem": p} for i, p in self.bad],
-                "max_instances": self.max_instances, "voided_segments": self.voided_segments,
-                "images_with_voided": self.images_with_voided}
+        return {
+            "split": self.split,
+            "n_records": self.n_records,
+            "n_bad": len(self.bad),
+            "bad": [{"image_id": i, "problem": p} for i, p in self.bad],
+            "max_instances": self.max_instances,
+            "voided_segments": self.voided_segments,
+            "images_with_voided": self.images_with_voided,
+        }
 
     def metrics(self, prefix: str = "data/") -> dict[str, float]:
         """Counts for MLflow (`data/bad_records`, `data/voided_segments`, ...)."""
-        return {f"{prefix}bad_records": len(self.bad),
-                f"{prefix}voided_segments": self.voided_segments,
-                f"{prefix}images_with_voided": self.images_with_voided}
+        return {
+            f"{prefix}bad_records": len(self.bad),
+            f"{prefix}voided_segments": self.voided_segments,
+            f"{prefix}images_with_voided": self.images_with_voided,
+        }
 
     def error(self, limit: int = 10) -> str:
         head = "\n  ".join(p for _, p in self.bad[:limit])
         more = f"\n  ... and {len(self.bad) - limit} more" if len(self.bad) > limit else ""
-        return (f"{len(self.bad)} of {self.n_records} records of split {self.split!r} are bad "
-                f"(rerun with --skip-bad to leave them out):\n  {head}{more}")
+        return (
+            f"{len(self.bad)} of {self.n_records} records of split {self.split!r} are bad "
+            f"(rerun with --skip-bad to leave them out):\n  {head}{more}"
+        )
 
 
 def summarise(split: str, checks: Sequence[Check], max_instances: int) -> ValidationReport:
     bad = tuple((c.image_id, c.problem) for c in checks if c.problem)
     extra = [max(0, c.segments - (max_instances - 1)) for c in checks if not c.problem]
-    return ValidationReport(split, len(checks), bad, max_instances, sum(extra),
-                            sum(1 for e in extra if e))
+    return ValidationReport(
+        split, len(checks), bad, max_instances, sum(extra), sum(1 for e in extra if e)
+    )
 
 
-def validate_records(records: Sequence[PanopticRecord], cmap: CategoryMap, crowd: str,
-                     max_instances: int, split: str, skip_bad: bool = False
-                     ) -> tuple[list[PanopticRecord], ValidationReport]:
+def validate_records(
+    records: Sequence[PanopticRecord],
+    cmap: CategoryMap,
+    crowd: str,
+    max_instances: int,
+    split: str,
+    skip_bad: bool = False,
+) -> tuple[list[PanopticRecord], ValidationReport]:
     """Check every record with Ray Data tasks; returns (usable records, report).
 
     Raises ValueError listing the bad records unless `skip_bad`, so a run stops before its
     first step instead of failing (or mislabelling) hours later.
     """
+    # lazy: Ray Data loads in seconds; the rest of this module is used without Ray (unit tests)
     import ray.data
-
-    from pix2seqd.platform.data.pipeline import record_item
 
     rows = [record_item(r) for r in records]
     ds = ray.data.from_items(rows, override_num_blocks=max(1, min(64, len(rows) // 64)))
-    out = ds.map_batches(RowChecker(cmap, crowd), batch_size=64,
-                         batch_format="numpy", num_cpus=0.5).take_all()
-    by_id = {str(r["image_id"]): Check(str(r["image_id"]), str(r["problem"]), int(r["segments"]))
-             for r in out}
+    out = ds.map_batches(
+        RowChecker(cmap, crowd), batch_size=64, batch_format="numpy", num_cpus=0.5
+    ).take_all()
+    by_id = {
+        str(r["image_id"]): Check(str(r["image_id"]), str(r["problem"]), int(r["segments"]))
+        for r in out
+    }
     checks = [by_id[str(rec.image_id)] for rec in records]
     report = summarise(split, checks, max_instances)
     if report.bad and not skip_bad:

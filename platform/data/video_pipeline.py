@@ -1,9 +1,9 @@
-"""DAVIS training clips as Ray Data map_batches functions (spec §5.1-5.2).
+"""DAVIS training clips as Ray Data map_batches functions (docs/model.md, "Video").
 
 A training example is a clip of `clip_len` = cond_frames + 1 consecutive frames: the image
 and mask of the last frame are the target, the ground-truth masks of the frames before it
 condition the decoder, oldest first (frames t-2, t-1: the order of `Pix2SeqD.cond_bits`
-and `sample_video`). Frame dropout is applied by the model (`models.video.drop_frames`).
+and `sample_video`). Frame dropout is applied by the model (`models.frame_dropout.drop_frames`).
 
 Each rank reads its own dataset of local indices k; `ClipDecoder.positions` maps them to
 global stream positions so that optimizer step s is made of the positions
@@ -17,13 +17,15 @@ take a still image instead, walking their own epochs over the still images. With
 `data.history_drop` / `history_add` > 0 the earlier frames' masks get the errors of a
 model's own predictions (`history_noise`).
 """
+
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from pix2seqd.platform.config import Config, IdOrder
 from pix2seqd.platform.data.davis import VOID, VideoRecord, davis_label_map, read_davis_mask
@@ -31,8 +33,9 @@ from pix2seqd.platform.data.frame_cache import ByteLRU, cached_file, process_cac
 from pix2seqd.platform.data.history_noise import history_noise
 from pix2seqd.platform.data.pipeline import image_seed, rank_positions, read_rgb, stream_positions
 from pix2seqd.platform.data.still_clips import StillSource, is_still, still_clip
-from pix2seqd.platform.data.transforms import (
-    _resize, color_jitter, raster_order_ids, symmetry_augment)
+from pix2seqd.platform.data.transforms import clip_transform, raster_order_ids, symmetry_augment
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -56,28 +59,35 @@ def clip_index(videos: Sequence[VideoRecord], clip_len: int = 3) -> list[tuple[i
     frames gives no clip (it has no frame with `clip_len`-1 real predecessors)."""
     if clip_len < 1:
         raise ValueError(f"clip_len must be >= 1, got {clip_len}")
-    return [(v, f) for v, video in enumerate(videos) for f in range(len(video.frames) - clip_len + 1)]
+    return [
+        (v, f) for v, video in enumerate(videos) for f in range(len(video.frames) - clip_len + 1)
+    ]
 
 
-def read_clip(video: VideoRecord, first: int, clip_len: int, max_instances: int,
-              cache: ByteLRU | None = None) -> tuple[np.ndarray, np.ndarray]:
+def read_clip(
+    video: VideoRecord, first: int, clip_len: int, max_instances: int, cache: ByteLRU | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Frames first..first+clip_len-1 -> image (h, w, 3) uint8 of the last frame and ids
     (h, w, clip_len) uint8 of every frame: DAVIS object ids by `davis_label_map`'s rules
     (void -> 0; an id >= max_instances is an error).
 
     Only the last frame's JPEG is decoded: the earlier frames condition the model through
-    their masks alone (spec §5.1). Unreadable files, sizes that differ from the last frame
+    their masks alone (paper §3.4). Unreadable files, sizes that differ from the last frame
     and ids >= max_instances are ValueErrors naming the file. Files (not prepared-shard
     rows) are decoded through `cache` when one is given (`frame_cache`).
     """
     last = first + clip_len - 1
     image = cached_file(cache, video.frames[last], read_frame)
     frames = []
-    for path in video.masks[first:last + 1]:
-        raw = cached_file(cache, path, lambda p: _read(p, read_davis_mask, "cannot read DAVIS annotation"))
+    for path in video.masks[first : last + 1]:
+        raw = cached_file(
+            cache, path, lambda p: _read(p, read_davis_mask, "cannot read DAVIS annotation")
+        )
         if raw.shape != image.shape[:2]:
-            raise ValueError(f"{path}: annotation size {raw.shape} differs from frame "
-                             f"{video.frames[last]} size {image.shape[:2]}")
+            raise ValueError(
+                f"{path}: annotation size {raw.shape} differs from frame "
+                f"{video.frames[last]} size {image.shape[:2]}"
+            )
         # davis_label_map's rules (void -> 0, id check) applied to the values that can
         # occur (0..max, void) and then looked up per pixel: a 256-entry table, not a pass
         # over the int64 (H, W, 2) map
@@ -103,62 +113,6 @@ def shuffle_ids(ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return table[ids]
 
 
-def clip_transform(image: np.ndarray, labels: np.ndarray, canvas: tuple[int, int],
-                   mask_hw: tuple[int, int], scale_range: tuple[float, float],
-                   color_strength: float, hflip: bool, rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The train transform of spec §1.5 on a (H, W) canvas, one geometric draw for all frames.
-
-    image (h, w, 3) uint8 of the last frame; labels (h, w, ...) of every frame (e.g. ids
-    (h, w, T)). Scale jitter (aspect kept; at s = 1 the frame fits the canvas), crop, flip,
-    colour jitter (image only), pad bottom/right (zeros), labels nearest to mask_hw.
-    Returns image (H, W, 3) uint8, hw (2,) int32 valid size, labels (Hm, Wm, ...).
-
-    The image is resized bicubic (official video train transforms). The labels' chain of
-    nearest-neighbour steps (resize, crop, flip, pad, resize to mask size) is one gather
-    with the composed indices: the same result as `transforms._resize_label` step by step,
-    without full-resolution intermediates.
-    """
-    (H, W), (h, w) = canvas, image.shape[:2]
-    s = rng.uniform(*scale_range)
-    r = min(s * H / h, s * W / w)
-    nh, nw = max(1, round(h * r)), max(1, round(w * r))
-    y0 = int(rng.integers(0, max(0, nh - H) + 1))
-    x0 = int(rng.integers(0, max(0, nw - W) + 1))
-    flip = hflip and rng.random() < 0.5
-    vh, vw = min(nh, H), min(nw, W)
-    image = _resize(image, nh, nw, Image.BICUBIC)[y0:y0 + vh, x0:x0 + vw]
-    if flip:
-        image = image[:, ::-1]
-    if color_strength > 0:
-        image = color_jitter(image, color_strength, rng)
-    out = np.zeros((H, W, 3), np.uint8)
-    out[:vh, :vw] = image
-    rows, row_ok = _label_index(h, nh, y0, vh, H, mask_hw[0], False)
-    cols, col_ok = _label_index(w, nw, x0, vw, W, mask_hw[1], flip)
-    lab = labels[rows[:, None], cols[None, :]]
-    lab[~(row_ok[:, None] & col_ok[None, :])] = 0
-    return out, np.array([vh, vw], np.int32), lab
-
-
-def _label_index(n_src: int, n_resized: int, offset: int, n_valid: int, n_canvas: int,
-                 n_mask: int, flip: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Along one axis: mask pixel -> source pixel through resize, crop at `offset`, flip,
-    pad to n_canvas and resize to n_mask; and whether it lies in the valid (unpadded) part."""
-    c = _nearest(n_canvas, n_mask)
-    valid = c < n_valid
-    c = np.minimum(c, n_valid - 1)
-    if flip:
-        c = n_valid - 1 - c
-    return _nearest(n_src, n_resized)[offset + c], valid
-
-
-def _nearest(n_in: int, n_out: int) -> np.ndarray:
-    """Nearest-neighbour source index of each of n_out pixels, the pixel-centre convention
-    of transforms._resize_label."""
-    return np.minimum(((np.arange(n_out) + 0.5) * n_in / n_out).astype(np.int64), n_in - 1)
-
-
 class ClipDecoder:
     """map_batches function for one rank: rows {'id': local index} -> {'image', 'hw',
     'mask', 'cond_mask'} (see ClipExample; stacked over the batch).
@@ -168,17 +122,28 @@ class ClipDecoder:
     stills: the still images (`still_clips.load_stills`), needed when data.still_fraction > 0.
     """
 
-    def __init__(self, cfg: Config, videos: Sequence[VideoRecord], clips: Sequence[tuple[int, int]],
-                 start: int = 0, rank: int = 0, world: int = 1, stills: StillSource | None = None):
+    def __init__(
+        self,
+        cfg: Config,
+        videos: Sequence[VideoRecord],
+        clips: Sequence[tuple[int, int]],
+        start: int = 0,
+        rank: int = 0,
+        world: int = 1,
+        stills: StillSource | None = None,
+    ):
         if cfg.model.decoder.cond_frames < 1:
             raise ValueError("video clips need a video model (model.decoder.cond_frames >= 1)")
         if cfg.train.batch_size % world:
-            raise ValueError(f"train.batch_size={cfg.train.batch_size} is not divisible by {world} workers")
+            raise ValueError(
+                f"train.batch_size={cfg.train.batch_size} is not divisible by {world} workers"
+            )
         if not clips:
             raise ValueError("no training clips: every video is shorter than the clip length")
         if cfg.data.still_fraction > 0 and not (stills and stills.rows):
-            raise ValueError(f"data.still_fraction={cfg.data.still_fraction} needs still images "
-                             "(data.stills)")
+            raise ValueError(
+                f"data.still_fraction={cfg.data.still_fraction} needs still images (data.stills)"
+            )
         self.cfg, self.videos, self.clips = cfg, list(videos), list(clips)
         self.start, self.rank, self.world = start, rank, world
         self.clip_len = cfg.model.decoder.cond_frames + 1
@@ -193,12 +158,15 @@ class ClipDecoder:
         out = []
         for k, (e, i) in enumerate(zip(epochs, index)):
             try:
-                out.append(self.still_example(self.stills.rows[s_index[k]], int(s_epochs[k]))
-                           if still[k] else self.example(self.clips[i], int(e)))
+                out.append(
+                    self.still_example(self.stills.rows[s_index[k]], int(s_epochs[k]))
+                    if still[k]
+                    else self.example(self.clips[i], int(e))
+                )
             except (ValueError, OSError) as err:
                 if not self.cfg.data.skip_bad:
                     raise
-                print(f"[pix2seqd] skipping bad clip: {err}")
+                log.warning("skipping bad clip: %s", err)
         return self._stack(out)
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
@@ -209,30 +177,44 @@ class ClipDecoder:
         """Decode and augment clip (video index, first frame) as seen in `epoch`."""
         cfg, d = self.cfg, self.cfg.data
         video, first = self.videos[clip[0]], clip[1]
-        image, ids = read_clip(video, first, self.clip_len, cfg.model.max_instances,
-                               process_cache(d.cache_mb))
+        image, ids = read_clip(
+            video, first, self.clip_len, cfg.model.max_instances, process_cache(d.cache_mb)
+        )
         rng = np.random.default_rng([cfg.train.seed, epoch, image_seed(video.name), first])
         image, ids = symmetry_augment(image, ids, d.vflip, d.rgb_symmetry, rng)
-        image, hw, ids = clip_transform(image, ids, d.image_hw, self._mask_hw(), d.scale_jitter,
-                                        d.color_jitter, d.hflip, rng)
+        image, hw, ids = clip_transform(
+            image, ids, d.image_hw, self._mask_hw(), d.scale_jitter, d.color_jitter, d.hflip, rng
+        )
         # after the (id-agnostic) geometry: the same relabelling, on the small arrays
         return self._finish(image, hw, np.moveaxis(ids, -1, 0), rng)
 
     def still_example(self, row: dict[str, Any], epoch: int) -> ClipExample:
         """A still image (`data.stills`) as a clip seen in `epoch` (see still_clips)."""
-        image, hw, ids = still_clip(row, epoch, self.stills, self.cfg, self._mask_hw(), self.clip_len,
-                                    process_cache(self.cfg.data.cache_mb))
+        image, hw, ids = still_clip(
+            row,
+            epoch,
+            self.stills,
+            self.cfg,
+            self._mask_hw(),
+            self.clip_len,
+            process_cache(self.cfg.data.cache_mb),
+        )
         rng = np.random.default_rng([self.cfg.train.seed, epoch, image_seed(row["image_id"])])
         return self._finish(image, hw, ids, rng)
 
-    def _finish(self, image: np.ndarray, hw: np.ndarray, ids: np.ndarray,
-                rng: np.random.Generator) -> ClipExample:
+    def _finish(
+        self, image: np.ndarray, hw: np.ndarray, ids: np.ndarray, rng: np.random.Generator
+    ) -> ClipExample:
         """ids (T, Hm, Wm), oldest first -> the example, with `data.history_drop` /
         `history_add` noise on the earlier frames, ids in `data.id_order`."""
         d = self.cfg.data
         ids = history_noise(ids, d.history_drop, d.history_add, self.cfg.model.max_instances, rng)
-        ids = raster_order_ids(ids) if self.cfg.data.id_order is IdOrder.RASTER else shuffle_ids(ids, rng)
-        mask = np.stack([np.zeros_like(ids), ids], axis=-1)  # class channel 0 (spec §5.2)
+        ids = (
+            raster_order_ids(ids)
+            if self.cfg.data.id_order is IdOrder.RASTER
+            else shuffle_ids(ids, rng)
+        )
+        mask = np.stack([np.zeros_like(ids), ids], axis=-1)  # class channel 0: DAVIS has one class
         return ClipExample(image, hw, mask[-1], mask[:-1])
 
     def _mask_hw(self) -> tuple[int, int]:
@@ -241,18 +223,31 @@ class ClipDecoder:
 
     def _stack(self, out: list[ClipExample]) -> dict[str, np.ndarray]:
         if out:
-            return {k: np.stack([getattr(ex, k) for ex in out]) for k in ("image", "hw", "mask", "cond_mask")}
+            return {
+                k: np.stack([getattr(ex, k) for ex in out])
+                for k in ("image", "hw", "mask", "cond_mask")
+            }
         (h, w), (hm, wm) = self.cfg.data.image_hw, self._mask_hw()
-        return {"image": np.zeros((0, h, w, 3), np.uint8), "hw": np.zeros((0, 2), np.int32),
-                "mask": np.zeros((0, hm, wm, 2), np.uint8),
-                "cond_mask": np.zeros((0, self.clip_len - 1, hm, wm, 2), np.uint8)}
+        return {
+            "image": np.zeros((0, h, w, 3), np.uint8),
+            "hw": np.zeros((0, 2), np.int32),
+            "mask": np.zeros((0, hm, wm, 2), np.uint8),
+            "cond_mask": np.zeros((0, self.clip_len - 1, hm, wm, 2), np.uint8),
+        }
 
 
-def build_video_train_dataset(videos: Sequence[VideoRecord], cfg: Config, rank: int, world: int,
-                              start: int = 0, stills: StillSource | None = None):
+def build_video_train_dataset(
+    videos: Sequence[VideoRecord],
+    cfg: Config,
+    rank: int,
+    world: int,
+    start: int = 0,
+    stills: StillSource | None = None,
+):
     """The Ray Dataset of rank `rank`'s training clips from global position `start` to the
     end of the run: (train.steps · batch_size − start) / world examples, in a fixed order;
     `stills`: the still images of `data.stills` (see still_clips)."""
+    # lazy: Ray Data loads in seconds; the rest of this module is used without Ray (unit tests)
     import ray.data
 
     clips = clip_index(videos, cfg.model.decoder.cond_frames + 1)
@@ -275,8 +270,9 @@ def frame_eval_input(image: np.ndarray, canvas: tuple[int, int]) -> tuple[np.nda
     (2,) int32), the training geometry at scale 1 without crop, flip or colour jitter (the
     frame fits the canvas, aspect kept, padded bottom/right)."""
     dummy = np.zeros(image.shape[:2] + (1,), np.uint8)
-    out, hw, _ = clip_transform(image, dummy, canvas, (1, 1), (1.0, 1.0), 0.0, False,
-                                np.random.default_rng(0))
+    out, hw, _ = clip_transform(
+        image, dummy, canvas, (1, 1), (1.0, 1.0), 0.0, False, np.random.default_rng(0)
+    )
     return out, hw
 
 

@@ -1,5 +1,5 @@
 """DAVIS-2017 unsupervised J&F, computed as the official evaluator does
-(davisvideochallenge/davis2017-evaluation; rules and quirks: notes/davis_semantics.md).
+(davisvideochallenge/davis2017-evaluation; rules and quirks: docs/davis.md).
 
 Per sequence (GT ids: 0 background, 1..K objects, 255 void; predictions: 0 background,
 1..N proposals):
@@ -23,13 +23,15 @@ frame, on crops; all pair counts come from one bincount (J) and from looking up 
 dilations at the other masks' boundary pixels (F). Results equal the official code's
 float for float (same formulas, same reduction layout before the assignment).
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -46,9 +48,16 @@ GLOBAL_KEYS = ("J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall"
 
 # ---------------------------------------------------------------- data set level
 
-def evaluate_davis(davis_root: str | Path, results_dir: str | Path, split: str = "val",
-                   resolution: str = "480p", sequences: Sequence[str] | None = None,
-                   *, workers: int | None = None) -> dict[str, Any]:
+
+def evaluate_davis(
+    davis_root: str | Path,
+    results_dir: str | Path,
+    split: str = "val",
+    resolution: str = "480p",
+    sequences: Sequence[str] | None = None,
+    *,
+    workers: int | None = None,
+) -> dict[str, Any]:
     """Score `<results_dir>/<seq>/<frame>.png` against the DAVIS split; returns the J.json
     dict (module doc): GLOBAL_KEYS as floats plus "per_object" {"<seq>_<k>": {"J-Mean",
     "F-Mean"}}. `sequences` restricts the split (official order: as given). `workers`
@@ -105,8 +114,10 @@ def _read_gt(rec: VideoRecord) -> np.ndarray:
     frames = [read_davis_mask(path) for path in rec.masks]
     for path, frame in zip(rec.masks, frames):
         if frame.shape != frames[0].shape:
-            raise ValueError(f"DAVIS sequence {rec.name!r}: annotation {path} is {frame.shape}, "
-                             f"the first annotation is {frames[0].shape}")
+            raise ValueError(
+                f"DAVIS sequence {rec.name!r}: annotation {path} is {frame.shape}, "
+                f"the first annotation is {frames[0].shape}"
+            )
     return np.stack(frames)
 
 
@@ -116,8 +127,10 @@ def _read_results(rec: VideoRecord, results_dir: Path, shape: tuple[int, ...]) -
     for mask_path in rec.masks:
         path = results_dir / rec.name / f"{mask_path.stem}.png"
         if not path.is_file():
-            raise FileNotFoundError(f"DAVIS results for sequence {rec.name!r}: frame "
-                                    f"{mask_path.stem!r} not found, expected {path}")
+            raise FileNotFoundError(
+                f"DAVIS results for sequence {rec.name!r}: frame "
+                f"{mask_path.stem!r} not found, expected {path}"
+            )
         ids = _read_result_png(path, shape)
         top = max(top, int(ids.max(initial=0)))
         frames.append(ids.astype(np.uint8) if top <= MAX_PROPOSALS else None)
@@ -130,11 +143,15 @@ def _read_result_png(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     """One results PNG as integer ids (H, W); mode and size are checked against the GT."""
     with Image.open(path) as im:
         if im.mode not in RESULT_MODES:
-            raise ValueError(f"{path}: a results PNG must be single-channel integer ids "
-                             f"(mode {', '.join(RESULT_MODES)}), got mode {im.mode}")
+            raise ValueError(
+                f"{path}: a results PNG must be single-channel integer ids "
+                f"(mode {', '.join(RESULT_MODES)}), got mode {im.mode}"
+            )
         if (im.height, im.width) != tuple(shape):
-            raise ValueError(f"{path}: results frame is {im.width}x{im.height} (WxH) but the "
-                             f"GT frame is {shape[1]}x{shape[0]}")
+            raise ValueError(
+                f"{path}: results frame is {im.width}x{im.height} (WxH) but the "
+                f"GT frame is {shape[1]}x{shape[0]}"
+            )
         ids = np.asarray(im)
     if ids.dtype.kind not in "biu" or ids.min(initial=0) < 0:
         raise ValueError(f"{path}: results ids must be non-negative integers")
@@ -142,14 +159,18 @@ def _read_result_png(path: Path, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def _too_many_proposals(name: str, n: int) -> ValueError:
-    return ValueError(f"DAVIS sequence {name!r}: {n} proposals (largest predicted id over all "
-                      f"frames) but the official evaluator allows at most {MAX_PROPOSALS}")
+    return ValueError(
+        f"DAVIS sequence {name!r}: {n} proposals (largest predicted id over all "
+        f"frames) but the official evaluator allows at most {MAX_PROPOSALS}"
+    )
 
 
 # ---------------------------------------------------------------- sequence level
 
-def evaluate_sequence(gt: np.ndarray, pred: np.ndarray,
-                      name: str = "") -> tuple[np.ndarray, np.ndarray]:
+
+def evaluate_sequence(
+    gt: np.ndarray, pred: np.ndarray, name: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame J and F of the matched objects of one sequence.
 
     gt: (T, H, W) raw annotation ids (0 bg, 1..K objects, 255 void); pred: (T, H, W) int
@@ -176,8 +197,10 @@ def evaluate_sequence(gt: np.ndarray, pred: np.ndarray,
 def _check_sequence(gt: np.ndarray, pred: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
     gt, pred = np.asarray(gt), np.asarray(pred)
     if gt.shape != pred.shape or gt.ndim != 3 or gt.shape[0] == 0:
-        raise ValueError(f"DAVIS sequence {name!r}: GT {gt.shape} and prediction {pred.shape} "
-                         f"must have the same non-empty (T, H, W) shape")
+        raise ValueError(
+            f"DAVIS sequence {name!r}: GT {gt.shape} and prediction {pred.shape} "
+            f"must have the same non-empty (T, H, W) shape"
+        )
     if gt.dtype.kind not in "biu" or pred.dtype.kind not in "biu":
         raise ValueError(f"DAVIS sequence {name!r}: GT and prediction must hold integer ids")
     if gt.min(initial=0) < 0 or gt.max(initial=0) > 255 or pred.min(initial=0) < 0:
@@ -188,15 +211,16 @@ def _check_sequence(gt: np.ndarray, pred: np.ndarray, name: str) -> tuple[np.nda
     return gt.astype(np.uint8, copy=False), pred.astype(np.uint8, copy=False)
 
 
-def _frame_scores(gt: np.ndarray, pred: np.ndarray, n_obj: int, n_rows: int,
-                  radius: int) -> tuple[np.ndarray, np.ndarray]:
+def _frame_scores(
+    gt: np.ndarray, pred: np.ndarray, n_obj: int, n_rows: int, radius: int
+) -> tuple[np.ndarray, np.ndarray]:
     """J and F of every (proposal, object) pair of one frame, each (n_rows, n_obj).
 
     gt, pred: (H, W) uint8; proposals n_rows >= max(pred) (ids beyond max(pred) are the
     empty padding proposals)."""
     void = gt == VOID
     obj_lut = np.zeros(256, np.uint8)  # GT ids -> object ids; void and ids > K -> 0
-    obj_lut[1:n_obj + 1] = np.arange(1, n_obj + 1)
+    obj_lut[1 : n_obj + 1] = np.arange(1, n_obj + 1)
     gt_obj = obj_lut[gt]
     j = _pair_iou(gt_obj, void, pred, n_obj, n_rows)
     # F sees the prediction with void removed; GT object masks never contain void
@@ -205,13 +229,14 @@ def _frame_scores(gt: np.ndarray, pred: np.ndarray, n_obj: int, n_rows: int,
     return j, f
 
 
-def _pair_iou(gt_obj: np.ndarray, void: np.ndarray, pred: np.ndarray, n_obj: int,
-              n_rows: int) -> np.ndarray:
+def _pair_iou(
+    gt_obj: np.ndarray, void: np.ndarray, pred: np.ndarray, n_obj: int, n_rows: int
+) -> np.ndarray:
     """(n_rows, n_obj) J from one bincount of (object id, proposal id) over the frame."""
     # void gets its own row n_obj + 1, dropped below: outside both intersection and union
     row = np.where(void, n_obj + 1, gt_obj).astype(np.intp)
     counts = np.bincount((row * (n_rows + 1) + pred).ravel(), minlength=(n_obj + 2) * (n_rows + 1))
-    counts = counts.reshape(n_obj + 2, n_rows + 1)[:n_obj + 1]  # (object 0..K, proposal 0..N')
+    counts = counts.reshape(n_obj + 2, n_rows + 1)[: n_obj + 1]  # (object 0..K, proposal 0..N')
     inter = counts[1:, 1:].T
     union = counts[:, 1:].sum(0)[:, None] + counts[1:, :].sum(1)[None, :] - inter
     j = inter / np.maximum(union, 1)
@@ -219,8 +244,9 @@ def _pair_iou(gt_obj: np.ndarray, void: np.ndarray, pred: np.ndarray, n_obj: int
     return j
 
 
-def _pair_boundary_f(gt_obj: np.ndarray, pred: np.ndarray, n_obj: int, n_rows: int,
-                     radius: int) -> np.ndarray:
+def _pair_boundary_f(
+    gt_obj: np.ndarray, pred: np.ndarray, n_obj: int, n_rows: int, radius: int
+) -> np.ndarray:
     """(n_rows, n_obj) boundary F: each mask's boundary and dilation once, then the pair
     counts by looking the dilations up at the other side's boundary pixels."""
     gt_pts = _label_boundaries(gt_obj, n_obj)
@@ -259,14 +285,15 @@ def _label_boundaries(labels: np.ndarray, n: int) -> list[tuple[np.ndarray, np.n
     return out
 
 
-def _dilation_stack(points: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, int],
-                    radius: int) -> np.ndarray:
+def _dilation_stack(
+    points: list[tuple[np.ndarray, np.ndarray]], shape: tuple[int, int], radius: int
+) -> np.ndarray:
     """(n, H, W) bool: the disk dilation of each boundary point set."""
     stack = np.zeros((len(points), *shape), bool)  # calloc: untouched pages cost nothing
     for i, (ys, xs) in enumerate(points):
         if len(ys):
             y0, x0, block = _dilate_points(ys, xs, shape, radius)
-            stack[i, y0:y0 + block.shape[0], x0:x0 + block.shape[1]] = block
+            stack[i, y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]] = block
     return stack
 
 
@@ -284,6 +311,7 @@ def _f_from_counts(n_fg, n_gt, fg_match, gt_match) -> np.ndarray:
 
 # ---------------------------------------------------------------- statistics
 
+
 def db_statistics(values: np.ndarray) -> tuple[float, float, float]:
     """(mean, recall, decay) of per-frame values (T,), as davis2017 `utils.db_statistics`.
 
@@ -295,12 +323,13 @@ def db_statistics(values: np.ndarray) -> tuple[float, float, float]:
     mean = np.nanmean(values)
     recall = np.nanmean(values > 0.5)
     ids = (np.round(np.linspace(1, len(values), 5) + 1e-10) - 1).astype(np.uint8)
-    bins = [values[ids[i]:ids[i + 1] + 1] for i in range(4)]
+    bins = [values[ids[i] : ids[i + 1] + 1] for i in range(4)]
     decay = np.nanmean(bins[0]) - np.nanmean(bins[3])
     return float(mean), float(recall), float(decay)
 
 
 # ---------------------------------------------------------------- per-frame pieces
+
 
 def j_measure(pred_mask: np.ndarray, gt_mask: np.ndarray, void: np.ndarray | None = None) -> float:
     """Region similarity of two (H, W) masks; void pixels are outside intersection and
@@ -311,8 +340,12 @@ def j_measure(pred_mask: np.ndarray, gt_mask: np.ndarray, void: np.ndarray | Non
     return 1.0 if union == 0 else np.count_nonzero(pred_mask & gt_mask & keep) / union
 
 
-def f_measure(pred_mask: np.ndarray, gt_mask: np.ndarray, void: np.ndarray | None = None,
-              bound_th: float = BOUND_TH) -> float:
+def f_measure(
+    pred_mask: np.ndarray,
+    gt_mask: np.ndarray,
+    void: np.ndarray | None = None,
+    bound_th: float = BOUND_TH,
+) -> float:
     """Boundary F-measure of two (H, W) masks (void removed from both first), tolerance
     bound_radius(shape, bound_th) pixels."""
     keep = np.ones(gt_mask.shape, bool) if void is None else ~np.asarray(void, bool)
@@ -340,8 +373,11 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
     south only, the bottom-right pixel is never boundary (so no boundary along the border)."""
     seg = np.asarray(mask, bool)
     b = np.zeros_like(seg)
-    b[:-1, :-1] = (seg[:-1, :-1] != seg[:-1, 1:]) | (seg[:-1, :-1] != seg[1:, :-1]) \
+    b[:-1, :-1] = (
+        (seg[:-1, :-1] != seg[:-1, 1:])
+        | (seg[:-1, :-1] != seg[1:, :-1])
         | (seg[:-1, :-1] != seg[1:, 1:])
+    )
     b[-1, :-1] = seg[-1, :-1] != seg[-1, 1:]
     b[:-1, -1] = seg[:-1, -1] != seg[1:, -1]
     b[-1, -1] = False
@@ -351,7 +387,7 @@ def boundary_map(mask: np.ndarray) -> np.ndarray:
 def disk(radius: int) -> np.ndarray:
     """(2r+1, 2r+1) bool disk, dx² + dy² <= r² (skimage.morphology.disk)."""
     offsets = np.arange(-radius, radius + 1)
-    return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius ** 2
+    return offsets[:, None] ** 2 + offsets[None, :] ** 2 <= radius**2
 
 
 def dilate(bmap: np.ndarray, radius: int) -> np.ndarray:
@@ -363,12 +399,13 @@ def dilate(bmap: np.ndarray, radius: int) -> np.ndarray:
     ys, xs = np.nonzero(bmap)
     if len(ys):
         y0, x0, block = _dilate_points(ys, xs, bmap.shape, radius)
-        out[y0:y0 + block.shape[0], x0:x0 + block.shape[1]] = block
+        out[y0 : y0 + block.shape[0], x0 : x0 + block.shape[1]] = block
     return out
 
 
-def _dilate_points(ys: np.ndarray, xs: np.ndarray, shape: Sequence[int],
-                   radius: int) -> tuple[int, int, np.ndarray]:
+def _dilate_points(
+    ys: np.ndarray, xs: np.ndarray, shape: Sequence[int], radius: int
+) -> tuple[int, int, np.ndarray]:
     """Disk dilation of a non-empty point set, as (y0, x0, block): the block covers the
     points' bounding box grown by the radius, clipped to the (H, W) image."""
     r = radius
@@ -380,7 +417,7 @@ def _dilate_points(ys: np.ndarray, xs: np.ndarray, shape: Sequence[int],
     block = _dilate_margin(src, r)
     y0, x0 = max(by0 - r, 0), max(bx0 - r, 0)
     y1, x1 = min(by0 + h + r, shape[0]), min(bx0 + w + r, shape[1])
-    return y0, x0, block[y0 - (by0 - r):y1 - (by0 - r), x0 - (bx0 - r):x1 - (bx0 - r)]
+    return y0, x0, block[y0 - (by0 - r) : y1 - (by0 - r), x0 - (bx0 - r) : x1 - (bx0 - r)]
 
 
 def _dilate_margin(src: np.ndarray, r: int) -> np.ndarray:
@@ -389,14 +426,14 @@ def _dilate_margin(src: np.ndarray, r: int) -> np.ndarray:
     so OR horizontally dilated copies (one per span width) shifted by dy."""
     h, w = src.shape[0] - 2 * r, src.shape[1] - 2 * r
     spans = [math.isqrt(r * r - dy * dy) for dy in range(-r, r + 1)]
-    wide, cur = {}, src[:, r:r + w].copy()
+    wide, cur = {}, src[:, r : r + w].copy()
     for k in range(max(spans) + 1):
         if k:
-            cur |= src[:, r - k:r - k + w]
-            cur |= src[:, r + k:r + k + w]
+            cur |= src[:, r - k : r - k + w]
+            cur |= src[:, r + k : r + k + w]
         if k in spans:
             wide[k] = cur.copy()
     out = np.zeros((h, w), bool)
     for dy, k in zip(range(-r, r + 1), spans):
-        out |= wide[k][r + dy:r + dy + h]
+        out |= wide[k][r + dy : r + dy + h]
     return out

@@ -1,9 +1,10 @@
 """Overlay images for people and MLflow: the image, then each id map blended on it, side by
 side (training eval: image | ground truth | prediction; predict: image | prediction)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
@@ -20,12 +21,14 @@ def colorize(ids: np.ndarray) -> np.ndarray:
     return rgb
 
 
-def overlay_panels(image: np.ndarray, id_maps: Sequence[np.ndarray], out: Path,
-                   alpha: float = 0.55, scale: int = 2) -> Path:
+def overlay_panels(
+    image: np.ndarray, id_maps: Sequence[np.ndarray], out: Path, alpha: float = 0.55, scale: int = 2
+) -> Path:
     """Write a PNG strip: `image` (H, W, 3) uint8, then every (H, W) id map blended on it."""
     base = image.astype(np.float32)
-    panels = [base] + [(1 - alpha) * base + alpha * colorize(ids).astype(np.float32)
-                       for ids in id_maps]
+    panels = [base] + [
+        (1 - alpha) * base + alpha * colorize(ids).astype(np.float32) for ids in id_maps
+    ]
     strip = np.concatenate(panels, axis=1).clip(0, 255).astype(np.uint8)
     pil = Image.fromarray(strip)
     pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
@@ -34,7 +37,15 @@ def overlay_panels(image: np.ndarray, id_maps: Sequence[np.ndarray], out: Path,
     return out
 
 
-def overlay(image_path: str | Path, gt_png: str | Path, pred_png: str | Path, out: Path,
-            alpha: float = 0.55, scale: int = 2) -> Path:
+def overlay(
+    image_path: str | Path,
+    gt_png: str | Path,
+    pred_png: str | Path,
+    out: Path,
+    alpha: float = 0.55,
+    scale: int = 2,
+) -> Path:
     """Write a 3-panel PNG: the image, GT segments blended on it, predicted segments."""
-    return overlay_panels(read_rgb(image_path), [read_id_png(gt_png), read_id_png(pred_png)], out, alpha, scale)
+    return overlay_panels(
+        read_rgb(image_path), [read_id_png(gt_png), read_id_png(pred_png)], out, alpha, scale
+    )

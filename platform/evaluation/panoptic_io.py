@@ -2,19 +2,21 @@
 
 One image becomes an RGB PNG (segment id = R + 256 G + 256^2 B, 0 = void) plus an
 annotation `{"image_id", "file_name", "segments_info": [...]}`; all annotations and the
-categories go into one JSON (the `predictions.json` of eval_coco, spec §7.1).
+categories go into one JSON (the `predictions.json` of eval_coco; docs/pq.md, "File format").
 
 Segments of a prediction: every distinct (class, id) pair with class > 0 and id > 0;
 all segments of one STUFF category are merged into one, as COCO panoptic allows at most
 one segment per stuff category and image. Segment ids are 1..n in (class, id) order.
 PNGs are written with fast zlib settings: prediction sets are large and short-lived.
 """
+
 from __future__ import annotations
 
 import io
 import json
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Collection, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
@@ -24,8 +26,9 @@ from pix2seqd.platform.data.coco_panoptic import CategoryMap, id_to_rgb
 Layout = Literal["hw2", "2hw"]
 
 
-def split_label_map(label_map: np.ndarray, layout: Layout | None = None,
-                    name: str = "") -> tuple[np.ndarray, np.ndarray]:
+def split_label_map(
+    label_map: np.ndarray, layout: Layout | None = None, name: str = ""
+) -> tuple[np.ndarray, np.ndarray]:
     """(H, W, 2) or (2, H, W) integer map -> (class (H, W), instance id (H, W)) int64.
 
     `layout=None` infers it from which axis has size 2, and refuses to guess when both
@@ -36,15 +39,23 @@ def split_label_map(label_map: np.ndarray, layout: Layout | None = None,
         raise ValueError(f"{name}: label map must be (H, W, 2) or (2, H, W), got shape {a.shape}")
     if layout is None:
         if a.shape[0] == 2 and a.shape[-1] == 2:
-            raise ValueError(f"{name}: label map shape {a.shape} is ambiguous; pass layout='hw2' or '2hw'")
+            raise ValueError(
+                f"{name}: label map shape {a.shape} is ambiguous; pass layout='hw2' or '2hw'"
+            )
         layout = "hw2" if a.shape[-1] == 2 else "2hw"
     cls, inst = (a[..., 0], a[..., 1]) if layout == "hw2" else (a[0], a[1])
     return cls.astype(np.int64), inst.astype(np.int64)
 
 
-def encode_segments(label_map: np.ndarray, category_map: CategoryMap, *, merge_stuff: bool = True,
-                    crowd_instances: Collection[int] = (), layout: Layout | None = None,
-                    name: str = "") -> tuple[np.ndarray, list[dict[str, Any]]]:
+def encode_segments(
+    label_map: np.ndarray,
+    category_map: CategoryMap,
+    *,
+    merge_stuff: bool = True,
+    crowd_instances: Collection[int] = (),
+    layout: Layout | None = None,
+    name: str = "",
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """(class, id) map -> ((H, W) uint32 segment ids 1..n, 0 = void; segments_info).
 
     `crowd_instances`: instance ids whose segments get `iscrowd = 1` (GT-style output).
@@ -52,8 +63,10 @@ def encode_segments(label_map: np.ndarray, category_map: CategoryMap, *, merge_s
     """
     cls, inst = split_label_map(label_map, layout, name)
     if cls.size and (cls.min() < 0 or cls.max() >= category_map.num_classes or inst.min() < 0):
-        raise ValueError(f"{name}: classes must lie in 0..{category_map.num_classes - 1} and ids "
-                         f"be >= 0; got classes {cls.min()}..{cls.max()}, min id {inst.min()}")
+        raise ValueError(
+            f"{name}: classes must lie in 0..{category_map.num_classes - 1} and ids "
+            f"be >= 0; got classes {cls.min()}..{cls.max()}, min id {inst.min()}"
+        )
     valid = (cls > 0) & (inst > 0)
     if merge_stuff:
         inst = np.where(np.asarray(category_map.isthing)[cls], inst, 0)
@@ -66,8 +79,15 @@ def encode_segments(label_map: np.ndarray, category_map: CategoryMap, *, merge_s
     info = []
     for k, (u, a, box) in enumerate(zip(uniq.tolist(), area.tolist(), boxes.tolist())):
         c, i = divmod(u, n_inst)
-        info.append({"id": k + 1, "category_id": int(category_map.class_to_category[c]),
-                     "area": int(a), "bbox": box, "iscrowd": int(i in crowd)})
+        info.append(
+            {
+                "id": k + 1,
+                "category_id": int(category_map.class_to_category[c]),
+                "area": int(a),
+                "bbox": box,
+                "iscrowd": int(i in crowd),
+            }
+        )
     return seg_ids.astype(np.uint32), info
 
 
@@ -104,8 +124,15 @@ def write_id_png(path: str | Path, seg_ids: np.ndarray) -> None:
     Image.fromarray(id_to_rgb(seg_ids)).save(path, compress_level=1)
 
 
-def write_prediction(label_map: np.ndarray, category_map: CategoryMap, image_id: int,
-                     pred_dir: str | Path, name: str, *, layout: Layout | None = None) -> dict[str, Any]:
+def write_prediction(
+    label_map: np.ndarray,
+    category_map: CategoryMap,
+    image_id: int,
+    pred_dir: str | Path,
+    name: str,
+    *,
+    layout: Layout | None = None,
+) -> dict[str, Any]:
     """Write `<pred_dir>/<name>.png` for one image; return its results-format annotation.
 
     `label_map` is (H, W, 2) or (2, H, W) (contiguous class, instance id) at the original
@@ -118,8 +145,9 @@ def write_prediction(label_map: np.ndarray, category_map: CategoryMap, image_id:
     return {"image_id": image_id, "file_name": path.name, "segments_info": info}
 
 
-def encode_prediction(label_map: np.ndarray, category_map: CategoryMap, name: str, *,
-                      layout: Layout | None = None) -> tuple[bytes, list[dict[str, Any]]]:
+def encode_prediction(
+    label_map: np.ndarray, category_map: CategoryMap, name: str, *, layout: Layout | None = None
+) -> tuple[bytes, list[dict[str, Any]]]:
     """`write_prediction` in memory: (the result PNG's bytes, segments_info)."""
     seg_ids, info = encode_segments(label_map, category_map, layout=layout, name=name)
     buf = io.BytesIO()
@@ -127,24 +155,41 @@ def encode_prediction(label_map: np.ndarray, category_map: CategoryMap, name: st
     return buf.getvalue(), info
 
 
-def write_groundtruth(label_map: np.ndarray, category_map: CategoryMap, image_id: int,
-                      gt_dir: str | Path, name: str, *, crowd_instances: Collection[int] = (),
-                      merge_stuff: bool = False, layout: Layout | None = None) -> dict[str, Any]:
+def write_groundtruth(
+    label_map: np.ndarray,
+    category_map: CategoryMap,
+    image_id: int,
+    gt_dir: str | Path,
+    name: str,
+    *,
+    crowd_instances: Collection[int] = (),
+    merge_stuff: bool = False,
+    layout: Layout | None = None,
+) -> dict[str, Any]:
     """GT-style twin of `write_prediction` (mainly for tests): segments carry `iscrowd`.
 
     Every (class, id) pair stays its own segment unless `merge_stuff`; instance ids in
     `crowd_instances` are marked crowd.
     """
-    seg_ids, info = encode_segments(label_map, category_map, merge_stuff=merge_stuff,
-                                    crowd_instances=crowd_instances, layout=layout, name=name)
+    seg_ids, info = encode_segments(
+        label_map,
+        category_map,
+        merge_stuff=merge_stuff,
+        crowd_instances=crowd_instances,
+        layout=layout,
+        name=name,
+    )
     file_name = f"{name}.png"
     write_id_png(Path(gt_dir) / file_name, seg_ids)
     return {"image_id": image_id, "file_name": file_name, "segments_info": info}
 
 
-def write_predictions_json(path: str | Path, annotations: Sequence[Mapping[str, Any]],
-                           categories: CategoryMap | Sequence[Mapping[str, Any]],
-                           images: Sequence[Mapping[str, Any]] | None = None) -> None:
+def write_predictions_json(
+    path: str | Path,
+    annotations: Sequence[Mapping[str, Any]],
+    categories: CategoryMap | Sequence[Mapping[str, Any]],
+    images: Sequence[Mapping[str, Any]] | None = None,
+) -> None:
     """Write `{"annotations", "categories"[, "images"]}`; pass `images` for a GT-style file."""
     cats = categories.to_coco() if isinstance(categories, CategoryMap) else list(categories)
     data: dict[str, Any] = {"annotations": list(annotations), "categories": cats}

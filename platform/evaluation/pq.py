@@ -1,7 +1,7 @@
 """Panoptic quality (PQ, SQ, RQ) with panopticapi's rules and result shape.
 
 Scoring is done by `hotcoco.panoptic` (Rust, checked against panopticapi, quirks included;
-see notes/pq_semantics.md). This module adds two things around it:
+the rules are in docs/pq.md). This module adds two things around it:
 
 * a validation pass over the prediction side, so a broken prediction fails with a
   ValueError that names the image, the file and the segment;
@@ -9,20 +9,22 @@ see notes/pq_semantics.md). This module adds two things around it:
   `per_class` (hotcoco: -1.0), and a split without any such category reports 0.0 with
   n = 0 (panopticapi: ZeroDivisionError, hotcoco: -1.0).
 
-Result (the R.json of eval_coco, notes/cli.md), all fractions in [0, 1]::
+Result (the R.json of eval_coco, docs/cli.md), all fractions in [0, 1]::
 
     {"All": {"pq", "sq", "rq", "n"}, "Things": {...}, "Stuff": {...},
      "per_class": {"<category id>": {"pq", "sq", "rq"}}}
 
 `per_class` keys are strings (as they read back from R.json); panopticapi uses ints.
 """
+
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 from hotcoco.panoptic import PanopticEval
@@ -33,8 +35,9 @@ from pix2seqd.platform.data.coco_panoptic import read_id_png
 SPLITS = ("All", "Things", "Stuff")
 
 
-def pq_compute(gt_json: str | Path, pred_json: str | Path, gt_dir: str | Path,
-               pred_dir: str | Path) -> dict[str, Any]:
+def pq_compute(
+    gt_json: str | Path, pred_json: str | Path, gt_dir: str | Path, pred_dir: str | Path
+) -> dict[str, Any]:
     """Score a COCO-panoptic prediction set; returns the dict described in the module doc.
 
     Raises ValueError (naming image and segment) for: a GT image without prediction, a
@@ -42,7 +45,9 @@ def pq_compute(gt_json: str | Path, pred_json: str | Path, gt_dir: str | Path,
     segments_info, a segments_info id absent from the PNG, an unknown category id.
     """
     validate_prediction_set(gt_json, pred_json, gt_dir, pred_dir)
-    ev = PanopticEval(str(gt_json), str(pred_json), gt_folder=str(gt_dir), pred_folder=str(pred_dir))
+    ev = PanopticEval(
+        str(gt_json), str(pred_json), gt_folder=str(gt_dir), pred_folder=str(pred_dir)
+    )
     ev.evaluate()  # unlike hotcoco's pq_compute, this does not print the table
     return panopticapi_result(ev.results())
 
@@ -83,8 +88,9 @@ def _load(path: str | Path, keys: tuple[str, ...]) -> dict[str, Any]:
     return data
 
 
-def validate_prediction_set(gt_json: str | Path, pred_json: str | Path, gt_dir: str | Path,
-                            pred_dir: str | Path) -> None:
+def validate_prediction_set(
+    gt_json: str | Path, pred_json: str | Path, gt_dir: str | Path, pred_dir: str | Path
+) -> None:
     """Check the prediction side the way panopticapi does, with clearer ValueErrors.
 
     The GT side is not checked beyond its files existing: panopticapi scores GT quirks
@@ -126,8 +132,13 @@ def _run_in_threads(fn: Callable[[Any], None], items: list[Any]) -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _check_image(gt_ann: Mapping[str, Any], pred_ann: Mapping[str, Any], gt_dir: Path,
-                 pred_dir: Path, cat_ids: set[int]) -> None:
+def _check_image(
+    gt_ann: Mapping[str, Any],
+    pred_ann: Mapping[str, Any],
+    gt_dir: Path,
+    pred_dir: Path,
+    cat_ids: set[int],
+) -> None:
     """Validate one image's prediction PNG + segments_info against its GT PNG."""
     image = f"image {gt_ann['image_id']}"
     if "file_name" not in pred_ann or "segments_info" not in pred_ann:
@@ -140,13 +151,16 @@ def _check_image(gt_ann: Mapping[str, Any], pred_ann: Mapping[str, Any], gt_dir:
         gt_shape = (im.height, im.width)
     ids = read_id_png(pred_png, f"{image} ({pred_png})")
     if ids.shape != gt_shape:
-        raise ValueError(f"{image}: prediction {pred_png} is {ids.shape[0]}x{ids.shape[1]} (HxW), "
-                         f"ground truth {gt_png} is {gt_shape[0]}x{gt_shape[1]}")
+        raise ValueError(
+            f"{image}: prediction {pred_png} is {ids.shape[0]}x{ids.shape[1]} (HxW), "
+            f"ground truth {gt_png} is {gt_shape[0]}x{gt_shape[1]}"
+        )
     _check_segments(ids, pred_ann["segments_info"], cat_ids, f"{image} ({pred_png})")
 
 
-def _check_segments(ids: np.ndarray, segments_info: list[Mapping[str, Any]], cat_ids: set[int],
-                    where: str) -> None:
+def _check_segments(
+    ids: np.ndarray, segments_info: list[Mapping[str, Any]], cat_ids: set[int], where: str
+) -> None:
     """(H, W) PNG ids vs segments_info, both ways, plus the categories of segments with pixels.
 
     Checks run in panopticapi's order, so the first error is the one it would report: PNG
@@ -174,4 +188,6 @@ def _check_segments(ids: np.ndarray, segments_info: list[Mapping[str, Any]], cat
     absent = ([0] if 0 in info else []) + keys[1:][~present].tolist()
     if absent:
         void = " (id 0 is VOID in the PNG)" if 0 in info else ""
-        raise ValueError(f"{where}: segments {absent} are in segments_info but not in the PNG{void}")
+        raise ValueError(
+            f"{where}: segments {absent} are in segments_info but not in the PNG{void}"
+        )

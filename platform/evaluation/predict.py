@@ -1,6 +1,7 @@
 """Distributed prediction with Ray Data: the model is loaded once per actor, the encoder runs
 once per image, the DDIM sampler then the post-processing (majority vote, min_pixels) run,
 and each actor writes COCO-panoptic result PNGs; rows carry the annotations back."""
+
 from __future__ import annotations
 
 import json
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray.data
 import torch
 
 from pix2seqd.models.postprocess import majority_vote, to_original
@@ -15,33 +17,38 @@ from pix2seqd.platform.config import Config, from_flat
 from pix2seqd.platform.data.coco_panoptic import CategoryMap
 from pix2seqd.platform.data.pipeline import image_inputs, image_seed, read_rgb
 from pix2seqd.platform.evaluation.panoptic_io import write_prediction
-from pix2seqd.platform.train import checkpoint as ckpt_io
-from pix2seqd.platform.train.checkpoints import resolve_checkpoint
+from pix2seqd.platform.ray_env import inference_actors
+from pix2seqd.platform.train import checkpoints
 from pix2seqd.platform.train.step import build_model, to_model_inputs
 
 
-def load_for_inference(checkpoint_dir: str, device: str = "cpu", compile_sampler: bool = False
-                       ) -> tuple[torch.nn.Module, Config]:
-    """Model with the checkpoint's EMA weights (what evaluation uses), in eval mode;
-    compile_sampler: its denoising step compiled (`SampleConfig.compile`)."""
-    snap = ckpt_io.load(checkpoint_dir)
-    cfg = from_flat(snap["config"])
-    model = build_model(cfg)
-    model.load_state_dict(snap["ema"])
+def load_for_inference(
+    checkpoint: str, device: str = "cpu", compile_sampler: bool = False
+) -> tuple[torch.nn.Module, Config]:
+    """Model with the EMA weights of the checkpoint `checkpoint` (a CKPT reference), in eval
+    mode; compile_sampler: its denoising step compiled (`SampleConfig.compile`). Only the
+    weights are read, not the optimizer; a fetched copy is removed once they are loaded
+    (`checkpoints.inference_state`)."""
+    with checkpoints.inference_state(checkpoint) as snap:
+        cfg = from_flat(snap["config"])
+        model = build_model(cfg)
+        model.load_state_dict(snap["ema"])
     model = model.to(device).eval()
     if compile_sampler:
         model.compile_sampler()
     return model, cfg
 
 
-def checkpoint_info(checkpoint_dir: str) -> tuple[Config, dict[str, Any]]:
-    """(config, meta) of a checkpoint without reading its weights into memory (mmap).
+def checkpoint_info(checkpoint: str) -> tuple[Config, dict[str, Any]]:
+    """(config, meta) of a checkpoint (CKPT reference) without reading its weights (mmap).
 
     meta: 'step', 'mlflow_run_id', 'tracking_uri', 'categories' (COCO list; empty for
     checkpoints written before they were recorded)."""
-    snap = ckpt_io.load(checkpoint_dir, mmap=True)
-    meta = {k: snap.get(k, d) for k, d in (("step", 0), ("mlflow_run_id", ""),
-                                            ("tracking_uri", ""), ("categories", []))}
+    snap = checkpoints.load_meta(checkpoint)
+    meta = {
+        k: snap.get(k, d)
+        for k, d in (("step", 0), ("mlflow_run_id", ""), ("tracking_uri", ""), ("categories", []))
+    }
     return from_flat(snap["config"]), meta
 
 
@@ -49,16 +56,25 @@ class Predictor:
     """Ray Data callable class: rows {'image_id', 'image_path', 'name'} -> annotations; the
     result PNG of a row is `<pred_dir>/<name>.png`."""
 
-    def __init__(self, checkpoint: str, steps: int, td: float, min_pixels: int,
-                 pred_dir: str, cmap: CategoryMap, seed: int = 0, threads: int = 0,
-                 use_gpu: bool = False, compile_sampler: bool = False):
+    def __init__(
+        self,
+        checkpoint: str,
+        steps: int,
+        td: float,
+        min_pixels: int,
+        pred_dir: str,
+        cmap: CategoryMap,
+        seed: int = 0,
+        threads: int = 0,
+        use_gpu: bool = False,
+        compile_sampler: bool = False,
+    ):
         if threads > 0:
             torch.set_num_threads(threads)
         # Only a GPU Ray reserved for this actor; a visible one may belong to someone else.
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         # a folder or storage URI: each actor fetches it on its own node
-        self.model, self.cfg = load_for_inference(resolve_checkpoint(checkpoint), self.device,
-                                                  compile_sampler)
+        self.model, self.cfg = load_for_inference(checkpoint, self.device, compile_sampler)
         self.steps, self.td, self.min_pixels = steps, td, min_pixels
         self.pred_dir, self.cmap, self.seed = Path(pred_dir), cmap, seed
 
@@ -67,17 +83,35 @@ class Predictor:
         rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["image_id"]))]
         images = [read_rgb(r["image_path"]) for r in rows]
         seed = self.seed * 1_000_003 + image_seed(rows[0]["image_id"])
-        labels = predict_label_maps(self.model, self.cfg, images, self.steps, self.td,
-                                    self.min_pixels, seed)
-        anns = [json.dumps(write_prediction(label, self.cmap, plain_id(row["image_id"]),
-                                            self.pred_dir, str(row["name"]), layout="2hw"))
-                for row, label in zip(rows, labels)]
+        labels = predict_label_maps(
+            self.model, self.cfg, images, self.steps, self.td, self.min_pixels, seed
+        )
+        anns = [
+            json.dumps(
+                write_prediction(
+                    label,
+                    self.cmap,
+                    plain_id(row["image_id"]),
+                    self.pred_dir,
+                    str(row["name"]),
+                    layout="2hw",
+                )
+            )
+            for row, label in zip(rows, labels)
+        ]
         return {"image_id": batch["image_id"], "annotation": np.array(anns, dtype=object)}
 
 
 @torch.no_grad()
-def predict_label_maps(model: torch.nn.Module, cfg: Config, images: list[np.ndarray], steps: int,
-                       td: float, min_pixels: int, seed: int) -> list[np.ndarray]:
+def predict_label_maps(
+    model: torch.nn.Module,
+    cfg: Config,
+    images: list[np.ndarray],
+    steps: int,
+    td: float,
+    min_pixels: int,
+    seed: int,
+) -> list[np.ndarray]:
     """RGB images (h, w, 3) uint8 -> (2, h, w) int64 (class, id) maps at each image's size.
 
     The images are fitted to the square canvas and padded as in training, sampled as one
@@ -86,30 +120,39 @@ def predict_label_maps(model: torch.nn.Module, cfg: Config, images: list[np.ndar
     x, inputs = canvas_batch(model, cfg, images)
     gen = torch.Generator(device=x.device).manual_seed(seed)
     pred = model.sample(x, steps, td, generator=gen).cpu()
-    return [majority_vote(full, cfg.model.num_classes, cfg.model.max_instances, min_pixels).numpy()
-            for full in at_original_size(pred, inputs, cfg)]
+    return [
+        majority_vote(full, cfg.model.num_classes, cfg.model.max_instances, min_pixels).numpy()
+        for full in at_original_size(pred, inputs, cfg)
+    ]
 
 
-def canvas_batch(model: torch.nn.Module, cfg: Config, images: list[np.ndarray]
-                 ) -> tuple[torch.Tensor, list[dict[str, np.ndarray]]]:
+def canvas_batch(
+    model: torch.nn.Module, cfg: Config, images: list[np.ndarray]
+) -> tuple[torch.Tensor, list[dict[str, np.ndarray]]]:
     """RGB images -> (model input (B, 3, S, S) on the model's device, per-image geometry)."""
     device = next(model.parameters()).device
     size = cfg.data.image_size
     inputs = [image_inputs(im, size, size // cfg.model.mask_stride) for im in images]
-    batch = {"image": torch.from_numpy(np.stack([i["image"] for i in inputs])),
-             "hw": torch.from_numpy(np.stack([i["hw"] for i in inputs])),
-             "mask": torch.zeros(len(images), 1, 1, 2, dtype=torch.uint8)}
+    batch = {
+        "image": torch.from_numpy(np.stack([i["image"] for i in inputs])),
+        "hw": torch.from_numpy(np.stack([i["hw"] for i in inputs])),
+        "mask": torch.zeros(len(images), 1, 1, 2, dtype=torch.uint8),
+    }
     x, _, _ = to_model_inputs(batch, device, cfg.data.pad_value)
     return x, inputs
 
 
-def at_original_size(pred: torch.Tensor, inputs: list[dict[str, np.ndarray]], cfg: Config
-                     ) -> list[torch.Tensor]:
+def at_original_size(
+    pred: torch.Tensor, inputs: list[dict[str, np.ndarray]], cfg: Config
+) -> list[torch.Tensor]:
     """Sampled masks (B, 2, Hm, Wm) -> each image's (2, h, w) at its original size."""
     size = cfg.data.image_size
-    return [to_original(p, (size, size), tuple(int(v) for v in inp["hw"]),
-                        tuple(int(v) for v in inp["orig_hw"]))
-            for p, inp in zip(pred, inputs)]
+    return [
+        to_original(
+            p, (size, size), tuple(int(v) for v in inp["hw"]), tuple(int(v) for v in inp["orig_hw"])
+        )
+        for p, inp in zip(pred, inputs)
+    ]
 
 
 def plain_id(value: Any) -> int | str:
@@ -117,31 +160,61 @@ def plain_id(value: Any) -> int | str:
     return int(value) if isinstance(value, (int, np.integer)) else str(value)
 
 
-def predict_dataset(items: list[dict[str, Any]], checkpoint: str, pred_dir: str,
-                    cmap: CategoryMap, steps: int, td: float, min_pixels: int,
-                    batch_size: int, num_actors: int, use_gpu: bool, seed: int = 0,
-                    compile_sampler: bool = False) -> list[dict]:
+def predict_dataset(
+    items: list[dict[str, Any]],
+    checkpoint: str,
+    pred_dir: str,
+    cmap: CategoryMap,
+    steps: int,
+    td: float,
+    min_pixels: int,
+    batch_size: int,
+    num_actors: int,
+    use_gpu: bool,
+    seed: int = 0,
+    compile_sampler: bool = False,
+) -> list[dict]:
     """Run `Predictor` actors over `items`; returns the results-format annotations.
     compile_sampler: see `SampleConfig.compile`."""
     Path(pred_dir).mkdir(parents=True, exist_ok=True)
-    ds = map_with_actors(items, Predictor, batch_size, num_actors, use_gpu,
-                         dict(checkpoint=checkpoint, steps=steps, td=td, min_pixels=min_pixels,
-                              pred_dir=pred_dir, cmap=cmap, seed=seed,
-                              compile_sampler=compile_sampler))
+    ds = map_with_actors(
+        items,
+        Predictor,
+        batch_size,
+        num_actors,
+        use_gpu,
+        dict(
+            checkpoint=checkpoint,
+            steps=steps,
+            td=td,
+            min_pixels=min_pixels,
+            pred_dir=pred_dir,
+            cmap=cmap,
+            seed=seed,
+            compile_sampler=compile_sampler,
+        ),
+    )
     return [json.loads(r["annotation"]) for r in ds.take_all()]
 
 
-def map_with_actors(items: list[dict[str, Any]], actor_cls: type, batch_size: int,
-                    num_actors: int, use_gpu: bool, kwargs: dict[str, Any]):
+def map_with_actors(
+    items: list[dict[str, Any]],
+    actor_cls: type,
+    batch_size: int,
+    num_actors: int,
+    use_gpu: bool,
+    kwargs: dict[str, Any],
+):
     """The Ray Data dataset of `items` mapped in batches by `actor_cls(**kwargs, threads,
     use_gpu)` actors (one per GPU, or per CPU but one, unless `num_actors` > 0)."""
-    import ray.data
-
-    from pix2seqd.platform.ray_env import inference_actors
 
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(64, len(items) // batch_size)))
     return ds.map_batches(
-        actor_cls, batch_size=batch_size, batch_format="numpy",
+        actor_cls,
+        batch_size=batch_size,
+        batch_format="numpy",
         concurrency=inference_actors(num_actors, use_gpu),
-        num_gpus=1 if use_gpu else 0, num_cpus=1,
-        fn_constructor_kwargs={**kwargs, "threads": 0 if use_gpu else 1, "use_gpu": use_gpu})
+        num_gpus=1 if use_gpu else 0,
+        num_cpus=1,
+        fn_constructor_kwargs={**kwargs, "threads": 0 if use_gpu else 1, "use_gpu": use_gpu},
+    )

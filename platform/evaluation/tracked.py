@@ -5,26 +5,42 @@ run is `runs:/<id>` itself, or the one the checkpoint recorded when it was writt
 MLflow UI shows it under the training run; without a known training run it is a top-level
 run. Scoring prediction files is a top-level run of its own.
 """
+
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import tempfile
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from pix2seqd.platform import tracking
+from pix2seqd.platform.evaluation.overlays import overlay
 
-DAVIS_METRICS = {"J&F-Mean": "val/jf", "J-Mean": "val/j_mean", "J-Recall": "val/j_recall",
-                 "J-Decay": "val/j_decay", "F-Mean": "val/f_mean", "F-Recall": "val/f_recall",
-                 "F-Decay": "val/f_decay"}
+log = logging.getLogger(__name__)
+
+DAVIS_METRICS = {
+    "J&F-Mean": "val/jf",
+    "J-Mean": "val/j_mean",
+    "J-Recall": "val/j_recall",
+    "J-Decay": "val/j_decay",
+    "F-Mean": "val/f_mean",
+    "F-Recall": "val/f_recall",
+    "F-Decay": "val/f_decay",
+}
 
 
 def pq_metrics(result: Mapping[str, Any], prefix: str = "val/") -> dict[str, float]:
     """R.json -> val/pq, val/pq_th, val/pq_st, val/sq, val/rq and eval/pq_class/<id>."""
-    m = {f"{prefix}pq": result["All"]["pq"], f"{prefix}pq_th": result["Things"]["pq"],
-         f"{prefix}pq_st": result["Stuff"]["pq"], f"{prefix}sq": result["All"]["sq"],
-         f"{prefix}rq": result["All"]["rq"]}
+    m = {
+        f"{prefix}pq": result["All"]["pq"],
+        f"{prefix}pq_th": result["Things"]["pq"],
+        f"{prefix}pq_st": result["Stuff"]["pq"],
+        f"{prefix}sq": result["All"]["sq"],
+        f"{prefix}rq": result["All"]["rq"],
+    }
     m.update({f"eval/pq_class/{cid}": v["pq"] for cid, v in result["per_class"].items()})
     return m
 
@@ -41,16 +57,23 @@ def timing_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 def pq_table(result: Mapping[str, Any]) -> str:
     """The per-class PQ / SQ / RQ table as markdown (fractions)."""
     lines = ["| category | PQ | SQ | RQ |", "|---|---|---|---|"]
-    lines += [f"| {cid} | {v['pq']:.4f} | {v['sq']:.4f} | {v['rq']:.4f} |"
-              for cid, v in sorted(result["per_class"].items(), key=lambda kv: int(kv[0]))]
+    lines += [
+        f"| {cid} | {v['pq']:.4f} | {v['sq']:.4f} | {v['rq']:.4f} |"
+        for cid, v in sorted(result["per_class"].items(), key=lambda kv: int(kv[0]))
+    ]
     return "\n".join(lines) + "\n"
 
 
-def log_pq_artifacts(mlc, run_id: str, result: Mapping[str, Any], records: Sequence[Any],
-                     pred_dir: Path, n_overlays: int) -> None:
+def log_pq_artifacts(
+    mlc,
+    run_id: str,
+    result: Mapping[str, Any],
+    records: Sequence[Any],
+    pred_dir: Path,
+    n_overlays: int,
+) -> None:
     """eval/pq.json, eval/pq_per_class.md and up to `n_overlays` overlays/<image id>.png
     (image | ground truth | prediction) of the records that were predicted."""
-    from pix2seqd.platform.evaluation.overlays import overlay
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "eval"
@@ -62,33 +85,52 @@ def log_pq_artifacts(mlc, run_id: str, result: Mapping[str, Any], records: Seque
             pred_png = pred_dir / f"{Path(rec.png_path).stem}.png"
             if not pred_png.is_file():  # not among the evaluated images (eval.max_images)
                 continue
-            out = overlay(rec.image_path, rec.png_path, pred_png,
-                          Path(tmp) / "overlays" / f"{rec.image_id}.png")
+            out = overlay(
+                rec.image_path,
+                rec.png_path,
+                pred_png,
+                Path(tmp) / "overlays" / f"{rec.image_id}.png",
+            )
             mlc.log_artifact(run_id, str(out), "overlays")
 
 
 def parent_run(ref: str, meta: Mapping[str, Any]) -> str:
     """The training run a checkpoint reference belongs to ('' when unknown)."""
     if ref.startswith("runs:/"):
-        return ref[len("runs:/"):].strip("/").split("/")[0]
+        return ref[len("runs:/") :].strip("/").split("/")[0]
     return str(meta.get("mlflow_run_id") or "")
 
 
-def start_eval_run(mlc, name: str, params: Mapping[str, Any], tags: Mapping[str, str],
-                   parent: str = "") -> str:
+def start_eval_run(
+    mlc, name: str, params: Mapping[str, Any], tags: Mapping[str, str], parent: str = ""
+) -> str:
     """A run for one evaluation, nested under `parent` when that run is in this store."""
     experiment = None
     if parent:
         try:
             experiment = mlc.get_run(parent).info.experiment_id
         except Exception as err:  # noqa: BLE001 - any lookup failure: record it top-level
-            print(f"[pix2seqd] training run {parent} not found in {mlc.tracking_uri} "
-                  f"({type(err).__name__}); logging the evaluation as a top-level run")
+            log.warning(
+                "training run %s not found in %s (%s); logging the evaluation as a top-level run",
+                parent,
+                mlc.tracking_uri,
+                type(err).__name__,
+            )
             parent = ""
-    run_id = tracking.start_run(mlc, params, {"job": name, **tags}, run_name=name,
-                                parent_run_id=parent or None, in_experiment=experiment)
-    print(f"[pix2seqd] MLflow run {run_id} in {mlc.tracking_uri}"
-          + (f" (nested under {parent})" if parent else ""))
+    run_id = tracking.start_run(
+        mlc,
+        params,
+        {"job": name, **tags},
+        run_name=name,
+        parent_run_id=parent or None,
+        in_experiment=experiment,
+    )
+    log.info(
+        "MLflow run %s in %s%s",
+        run_id,
+        mlc.tracking_uri,
+        f" (nested under {parent})" if parent else "",
+    )
     return run_id
 
 

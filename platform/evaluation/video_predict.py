@@ -1,4 +1,4 @@
-"""Streaming video inference with Ray Data (spec §5.3): DAVIS sequences -> palette PNGs.
+"""Streaming video inference with Ray Data (docs/model.md, "Video"): DAVIS sequences -> palette PNGs.
 
 Each actor loads the model once and segments a batch of sequences together, frame index by
 frame index (`models.video.stream_videos`): frame t is conditioned on the model's own
@@ -11,10 +11,12 @@ The DAVIS evaluator refuses more than 20 proposals per sequence. A model with K 
 (the davis preset: K = 16) never exceeds it; otherwise the 20 ids with the most pixels over
 the sequence are kept, and the others are counted (`dropped`) and reported, never silently.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,22 +30,31 @@ from pix2seqd.platform.evaluation.davis_eval import MAX_PROPOSALS
 from pix2seqd.platform.evaluation.predict import load_for_inference, map_with_actors
 from pix2seqd.platform.synthetic.davis import davis_palette
 from pix2seqd.platform.synthetic.files import save_png
-from pix2seqd.platform.train.checkpoints import resolve_checkpoint
 
 
 class VideoPredictor:
     """Ray Data callable class: rows {'video': index into `videos`} -> per-sequence summary
     {'name', 'frames', 'proposals', 'dropped'}; the PNGs go to `results_dir`."""
 
-    def __init__(self, checkpoint: str, videos: Sequence[VideoRecord], results_dir: str,
-                 first_steps: int, later_steps: int, td: float, min_pixels: int, seed: int = 0,
-                 threads: int = 0, use_gpu: bool = False, compile_sampler: bool = False):
+    def __init__(
+        self,
+        checkpoint: str,
+        videos: Sequence[VideoRecord],
+        results_dir: str,
+        first_steps: int,
+        later_steps: int,
+        td: float,
+        min_pixels: int,
+        seed: int = 0,
+        threads: int = 0,
+        use_gpu: bool = False,
+        compile_sampler: bool = False,
+    ):
         if threads > 0:
             torch.set_num_threads(threads)
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         # a folder or storage URI: each actor fetches it on its own node
-        self.model, self.cfg = load_for_inference(resolve_checkpoint(checkpoint), self.device,
-                                                  compile_sampler)
+        self.model, self.cfg = load_for_inference(checkpoint, self.device, compile_sampler)
         self.videos, self.results_dir = list(videos), Path(results_dir)
         self.steps = (first_steps, later_steps or first_steps)
         self.td, self.min_pixels, self.seed = td, min_pixels, seed
@@ -52,7 +63,9 @@ class VideoPredictor:
         videos = [self.videos[int(i)] for i in batch["video"]]
         ids = self.predict(videos)
         rows = [self.write(v, frames) for v, frames in zip(videos, ids)]
-        return {k: np.array([r[k] for r in rows]) for k in ("name", "frames", "proposals", "dropped")}
+        return {
+            k: np.array([r[k] for r in rows]) for k in ("name", "frames", "proposals", "dropped")
+        }
 
     def predict(self, videos: list[VideoRecord]) -> list[list[np.ndarray]]:
         """Id maps (h, w) uint8 at each frame's original size, per video, per frame."""
@@ -71,14 +84,20 @@ class VideoPredictor:
             return self._pad(x, [sizes[b, t][0] for b in active])
 
         gen = torch.Generator(device=self.device).manual_seed(
-            self.seed * 1_000_003 + image_seed(videos[0].name))
-        for t, active, pred in stream_videos(self.model, read, [len(v.frames) for v in videos],
-                                             *self.steps, self.td, gen):
+            self.seed * 1_000_003 + image_seed(videos[0].name)
+        )
+        for t, active, pred in stream_videos(
+            self.model, read, [len(v.frames) for v in videos], *self.steps, self.td, gen
+        ):
             for b, p in zip(active, pred):
                 hw, orig = sizes.pop((b, t))
                 full = to_original(p[1], canvas, hw, orig)
-                out[b].append(drop_small_ids(full, self.cfg.model.max_instances,
-                                             self.min_pixels).to(torch.uint8).cpu().numpy())
+                out[b].append(
+                    drop_small_ids(full, self.cfg.model.max_instances, self.min_pixels)
+                    .to(torch.uint8)
+                    .cpu()
+                    .numpy()
+                )
         return out
 
     def _pad(self, x: torch.Tensor, valid: list[tuple[int, int]]) -> torch.Tensor:
@@ -96,7 +115,12 @@ class VideoPredictor:
         for mask_path, ids in zip(video.masks, frames):
             write_palette_png(folder / f"{Path(mask_path.name).stem}.png", ids)
         proposals = int(max(int(f.max(initial=0)) for f in frames)) if frames else 0
-        return {"name": video.name, "frames": len(frames), "proposals": proposals, "dropped": dropped}
+        return {
+            "name": video.name,
+            "frames": len(frames),
+            "proposals": proposals,
+            "dropped": dropped,
+        }
 
 
 def cap_proposals(frames: list[np.ndarray], limit: int) -> int:
@@ -120,18 +144,48 @@ def write_palette_png(path: Path, ids: np.ndarray) -> None:
     save_png(path, ids, davis_palette())
 
 
-def predict_videos(videos: Sequence[VideoRecord], checkpoint: str, results_dir: str,
-                   first_steps: int, later_steps: int, td: float, min_pixels: int,
-                   videos_per_batch: int, num_actors: int, use_gpu: bool, seed: int = 0,
-                   compile_sampler: bool = False) -> list[dict[str, Any]]:
+def predict_videos(
+    videos: Sequence[VideoRecord],
+    checkpoint: str,
+    results_dir: str,
+    first_steps: int,
+    later_steps: int,
+    td: float,
+    min_pixels: int,
+    videos_per_batch: int,
+    num_actors: int,
+    use_gpu: bool,
+    seed: int = 0,
+    compile_sampler: bool = False,
+) -> list[dict[str, Any]]:
     """Run `VideoPredictor` actors over `videos`; returns one summary row per sequence.
     compile_sampler: see `SampleConfig.compile`."""
     Path(results_dir).mkdir(parents=True, exist_ok=True)
-    ds = map_with_actors([{"video": i} for i in range(len(videos))], VideoPredictor,
-                         videos_per_batch, num_actors, use_gpu,
-                         dict(checkpoint=checkpoint, videos=list(videos), results_dir=results_dir,
-                              first_steps=first_steps, later_steps=later_steps, td=td,
-                              min_pixels=min_pixels, seed=seed, compile_sampler=compile_sampler))
+    ds = map_with_actors(
+        [{"video": i} for i in range(len(videos))],
+        VideoPredictor,
+        videos_per_batch,
+        num_actors,
+        use_gpu,
+        dict(
+            checkpoint=checkpoint,
+            videos=list(videos),
+            results_dir=results_dir,
+            first_steps=first_steps,
+            later_steps=later_steps,
+            td=td,
+            min_pixels=min_pixels,
+            seed=seed,
+            compile_sampler=compile_sampler,
+        ),
+    )
     rows = ds.take_all()
-    return [{"name": str(r["name"]), "frames": int(r["frames"]), "proposals": int(r["proposals"]),
-             "dropped": int(r["dropped"])} for r in rows]
+    return [
+        {
+            "name": str(r["name"]),
+            "frames": int(r["frames"]),
+            "proposals": int(r["proposals"]),
+            "dropped": int(r["dropped"]),
+        }
+        for r in rows
+    ]

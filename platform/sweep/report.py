@@ -1,6 +1,7 @@
 """What a sweep leaves on its MLflow parent run: the trials as a table (CSV and markdown),
 a plot of the metric along the sweep's x axis (one line per series value, one panel per
-value of any other axis), the best trial, and the summary JSON of notes/cli.md."""
+value of any other axis), the best trial, and the summary JSON of docs/cli.md."""
+
 from __future__ import annotations
 
 import csv
@@ -8,8 +9,9 @@ import io
 import itertools
 import json
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from pix2seqd.platform import tracking
 from pix2seqd.platform.sweep.spec import Sweep
@@ -22,8 +24,14 @@ def table_csv(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> str:
     writer = csv.writer(out)
     writer.writerow([*sweep.paths, *SCORES, "status", "run_id"])
     for r in rows:
-        writer.writerow([*(r["params"][p] for p in sweep.paths),
-                         *(_num(r.get(k)) for k in SCORES), r.get("status", ""), r["run_id"]])
+        writer.writerow(
+            [
+                *(r["params"][p] for p in sweep.paths),
+                *(_num(r.get(k)) for k in SCORES),
+                r.get("status", ""),
+                r["run_id"],
+            ]
+        )
     return out.getvalue()
 
 
@@ -31,11 +39,18 @@ def table_markdown(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> str:
     """Scores in percent, as the paper's tables print them; the best row in bold."""
     best = best_row(sweep, rows)
     head = [*sweep.paths, "PQ", "PQ_th", "PQ_st", "status"]
-    lines = [f"# Sweep `{sweep.name}` (paper: {sweep.paper}); metric {sweep.metric}, {sweep.mode}",
-             "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = [
+        f"# Sweep `{sweep.name}` (paper: {sweep.paper}); metric {sweep.metric}, {sweep.mode}",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
     for r in rows:
-        cells = [*(str(r["params"][p]) for p in sweep.paths),
-                 *(_pct(r.get(k)) for k in SCORES), r.get("status", "")]
+        cells = [
+            *(str(r["params"][p]) for p in sweep.paths),
+            *(_pct(r.get(k)) for k in SCORES),
+            r.get("status", ""),
+        ]
         if r is best:
             cells = [f"**{c}**" for c in cells]
         lines.append("| " + " | ".join(cells) + " |")
@@ -65,7 +80,9 @@ def plot(sweep: Sweep, rows: Sequence[dict[str, Any]], path: Path) -> Path | Non
     fig, axes = plt.subplots(1, len(facets), figsize=(4.5 * len(facets), 3.6), squeeze=False)
     for ax, facet in zip(axes[0], facets):
         fixed = {a.path: v for a, v in zip(others, facet)}
-        _draw_panel(ax, sweep, [r for r in rows if all(r["params"][p] == v for p, v in fixed.items())])
+        _draw_panel(
+            ax, sweep, [r for r in rows if all(r["params"][p] == v for p, v in fixed.items())]
+        )
         ax.set_title(", ".join(f"{p}={v}" for p, v in fixed.items()) or sweep.name, fontsize=9)
     fig.suptitle(f"{sweep.name} ({sweep.paper})", fontsize=10)
     fig.tight_layout()
@@ -80,21 +97,34 @@ def _draw_panel(ax, sweep: Sweep, rows: Sequence[dict[str, Any]]) -> None:
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x_axis.values)
     series = series_axis.values if series_axis else (None,)
     for k, s in enumerate(series):
-        pts = [(r["params"][sweep.plot_x], r["pq"]) for r in rows if r.get("pq") is not None
-               and (s is None or r["params"][sweep.plot_series] == s)]
+        pts = [
+            (r["params"][sweep.plot_x], r["pq"])
+            for r in rows
+            if r.get("pq") is not None and (s is None or r["params"][sweep.plot_series] == s)
+        ]
         label = f"{sweep.plot_series}={s}" if s is not None else None
         if numeric:
             pts.sort()
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
         else:
             width = 0.8 / len(series)
-            ax.bar([x_axis.values.index(p[0]) + k * width for p in pts], [p[1] for p in pts],
-                   width=width, label=label)
+            ax.bar(
+                [x_axis.values.index(p[0]) + k * width for p in pts],
+                [p[1] for p in pts],
+                width=width,
+                label=label,
+            )
             centre = (len(series) - 1) * width / 2
-            ax.set_xticks([i + centre for i in range(len(x_axis.values))],
-                          [str(v) for v in x_axis.values])
+            ax.set_xticks(
+                [i + centre for i in range(len(x_axis.values))], [str(v) for v in x_axis.values]
+            )
     positive = [v for v in x_axis.values if numeric and v > 0]
-    if numeric and positive and max(positive) >= 10 * min(positive) and len(positive) == len(x_axis.values):
+    if (
+        numeric
+        and positive
+        and max(positive) >= 10 * min(positive)
+        and len(positive) == len(x_axis.values)
+    ):
         ax.set_xscale("log")
     ax.set_xlabel(sweep.plot_x)
     ax.set_ylabel("PQ")
@@ -105,9 +135,11 @@ def _draw_panel(ax, sweep: Sweep, rows: Sequence[dict[str, Any]]) -> None:
 def log_summary(mlc, parent_run_id: str, sweep: Sweep, rows: Sequence[dict[str, Any]]) -> dict:
     """Tables, plot and summary JSON as artifacts of the parent run (folder `sweep/`), the
     best trial's scores as its metrics `best/*` and its run id as tag `best_run_id`.
-    Returns the summary of notes/cli.md (+ 'status' per trial)."""
-    summary = {"parent_run_id": parent_run_id,
-               "trials": [{k: r.get(k) for k in ("run_id", "params", *SCORES, "status")} for r in rows]}
+    Returns the summary of docs/cli.md (+ 'status' per trial)."""
+    summary = {
+        "parent_run_id": parent_run_id,
+        "trials": [{k: r.get(k) for k in ("run_id", "params", *SCORES, "status")} for r in rows],
+    }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "sweep"
         folder.mkdir()
@@ -118,8 +150,9 @@ def log_summary(mlc, parent_run_id: str, sweep: Sweep, rows: Sequence[dict[str, 
         mlc.log_artifacts(parent_run_id, str(folder), "sweep")
     best = best_row(sweep, rows)
     if best is not None:
-        tracking.log_metrics(mlc, parent_run_id, {f"best/{k}": best[k] for k in SCORES
-                                                  if best.get(k) is not None}, 0)
+        tracking.log_metrics(
+            mlc, parent_run_id, {f"best/{k}": best[k] for k in SCORES if best.get(k) is not None}, 0
+        )
         tracking.set_tags(mlc, parent_run_id, {"best_run_id": best["run_id"]})
     return summary
 

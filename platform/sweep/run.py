@@ -1,32 +1,46 @@
 """The one sweep runner: a parent MLflow run, the trials nested under it (training runs, or
 one child per sampler setting), then the summary table, plot and JSON on the parent."""
+
 from __future__ import annotations
 
 import json
+import logging
+import tempfile
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+
+from mlflow.entities import LoggedModelOutput
 
 from pix2seqd.platform import tracking
-from pix2seqd.platform.config import Config, flatten
+from pix2seqd.platform.config import Config, flatten, override
+from pix2seqd.platform.data.default_data import resolve_data_root
+from pix2seqd.platform.data.sources import gt_location, load_panoptic_split
+from pix2seqd.platform.evaluation.coco_job import check_categories, load_checkpoint_config
 from pix2seqd.platform.evaluation.tracked import parent_run, pq_metrics, run_status
+from pix2seqd.platform.ray_env import cluster_gpus, ray_session
 from pix2seqd.platform.sweep import report
+from pix2seqd.platform.sweep.inference_sweep import evaluate_grid
 from pix2seqd.platform.sweep.spec import Sweep, SweepKind, check_sweep, trial_label
-from pix2seqd.platform.sweep.train_sweep import TrainSweepOptions
+from pix2seqd.platform.sweep.train_sweep import (
+    TrainSweepOptions,
+    run_trials,
+    stopped_trials,
+    trial_config,
+    trial_rows,
+)
+from pix2seqd.platform.train.run import validate_training_config
+
+log = logging.getLogger(__name__)
 
 
-def run_train_sweep(sweep: Sweep, cfg: Config, opts: TrainSweepOptions,
-                    summary_json: str = "") -> dict[str, Any]:
+def run_train_sweep(
+    sweep: Sweep, cfg: Config, opts: TrainSweepOptions, summary_json: str = ""
+) -> dict[str, Any]:
     """Every grid point trained as its own Ray Train run (Tune trials), compared on the
     parent run. Trials that fail are reported (status FAILED) without stopping the others;
     the sweep fails only when no trial produced a score."""
-    from pix2seqd.platform.ray_env import ray_session
-    from pix2seqd.platform.sweep.train_sweep import (
-        run_trials, stopped_trials, trial_config, trial_rows,
-    )
-
-    from pix2seqd.platform.config import override
-    from pix2seqd.platform.train.run import validate_training_config
 
     _expect(sweep, SweepKind.TRAIN)
     cfg = trial_config(cfg, opts.asha)
@@ -34,15 +48,22 @@ def run_train_sweep(sweep: Sweep, cfg: Config, opts: TrainSweepOptions,
     for point in sweep.grid():  # before any trial starts: a bad setting costs nothing
         validate_training_config(override(cfg, point))
     mlc = tracking.client()
-    parent = _open_parent(mlc, sweep, cfg, {"preset": opts.run.preset, "asha": str(opts.asha)},
-                          opts.run.experiment)
-    with run_status(mlc, parent), ray_session(cfg.train.num_workers * cfg.train.cpus_per_worker
-                                              + sweep.trial_cpus):
+    parent = _open_parent(
+        mlc, sweep, cfg, {"preset": opts.run.preset, "asha": str(opts.asha)}, opts.run.experiment
+    )
+    with (
+        run_status(mlc, parent),
+        ray_session(
+            cfg.train.num_workers * cfg.train.cpus_per_worker + sweep.trial_cpus,
+            cfg.data.executor_nap,
+        ),
+    ):
         grid = run_trials(sweep, cfg, opts, parent, mlc.tracking_uri)
         rows = trial_rows(mlc, sweep, parent, stopped_trials(grid))
         for err in grid.errors:
-            print(f"[pix2seqd] sweep {sweep.name}: a trial failed: {_cause(err)}")
+            log.error("sweep %s: a trial failed: %s", sweep.name, _cause(err))
         summary = _finish(mlc, parent, sweep, rows, grid.errors)
+        _link_best_model(mlc, parent, report.best_row(sweep, rows))
     return _write(summary, summary_json)
 
 
@@ -57,17 +78,11 @@ class InferenceSweepInputs:
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
 
-def run_inference_sweep(sweep: Sweep, inputs: InferenceSweepInputs,
-                        summary_json: str = "") -> dict[str, Any]:
+def run_inference_sweep(
+    sweep: Sweep, inputs: InferenceSweepInputs, summary_json: str = ""
+) -> dict[str, Any]:
     """Score every grid point of sampler settings on one checkpoint (encoder features shared
     by the whole grid); one child run per grid point under the sweep's parent run."""
-    import tempfile
-
-    from pix2seqd.platform.data.default_data import resolve_data_root
-    from pix2seqd.platform.data.sources import gt_location, load_panoptic_split
-    from pix2seqd.platform.evaluation.coco_job import check_categories, load_checkpoint_config
-    from pix2seqd.platform.ray_env import cluster_gpus, ray_session
-    from pix2seqd.platform.sweep.inference_sweep import evaluate_grid
 
     _expect(sweep, SweepKind.INFERENCE)
     location, cfg, meta = load_checkpoint_config(inputs.checkpoint, dict(inputs.overrides))
@@ -76,14 +91,29 @@ def run_inference_sweep(sweep: Sweep, inputs: InferenceSweepInputs,
     records, cmap = load_panoptic_split(cfg.data.dataset, root, inputs.split)
     check_categories(cmap, cfg, meta, inputs.checkpoint)
     mlc = tracking.client()
-    tags = {"checkpoint": inputs.checkpoint, "source_run_id": parent_run(inputs.checkpoint, meta),
-            "split": inputs.split}
-    parent = _open_parent(mlc, sweep, cfg, tags, tracking.EXPERIMENT)
-    with run_status(mlc, parent), ray_session(), tempfile.TemporaryDirectory() as tmp:
+    tags = {
+        "checkpoint": inputs.checkpoint,
+        "source_run_id": parent_run(inputs.checkpoint, meta),
+        "split": inputs.split,
+    }
+    parent = _open_parent(mlc, sweep, cfg, tags, "")
+    with (
+        run_status(mlc, parent),
+        ray_session(executor_nap=cfg.data.executor_nap),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         grid = sweep.grid()
-        results, timing = evaluate_grid(location, cfg, grid, records, cmap,
-                                        gt_location(cfg.data.dataset, root, inputs.split),
-                                        Path(tmp), cfg.eval, cluster_gpus() > 0)
+        results, timing = evaluate_grid(
+            location,
+            cfg,
+            grid,
+            records,
+            cmap,
+            gt_location(cfg.data.dataset, root, inputs.split),
+            Path(tmp),
+            cfg.eval,
+            cluster_gpus() > 0,
+        )
         tracking.log_metrics(mlc, parent, {f"eval/{k}": v for k, v in timing.items()}, 0)
         exp = mlc.get_run(parent).info.experiment_id
         rows = [_grid_child(mlc, parent, exp, point, res) for point, res in zip(grid, results)]
@@ -91,39 +121,85 @@ def run_inference_sweep(sweep: Sweep, inputs: InferenceSweepInputs,
     return _write(summary, summary_json)
 
 
-def _grid_child(mlc, parent: str, exp: str, point: dict[str, Any], result: dict[str, Any]
-                ) -> dict[str, Any]:
-    run_id = tracking.start_run(mlc, point, {"job": "sweep_trial"}, run_name=trial_label(point),
-                                parent_run_id=parent, in_experiment=exp)
+def _grid_child(
+    mlc, parent: str, exp: str, point: dict[str, Any], result: dict[str, Any]
+) -> dict[str, Any]:
+    about = tracking.note(
+        f"Sampler setting `{trial_label(point)}` of the inference sweep in parent run `{parent}`.",
+        False,
+    )
+    run_id = tracking.start_run(
+        mlc,
+        point,
+        {"job": "sweep_trial", tracking.NOTE_TAG: about},
+        run_name=tracking.run_name(overrides=point),
+        parent_run_id=parent,
+        in_experiment=exp,
+    )
     tracking.log_metrics(mlc, run_id, pq_metrics(result), 0)
     mlc.set_terminated(run_id, "FINISHED")
-    return {"run_id": run_id, "params": dict(point), "pq": result["All"]["pq"],
-            "pq_th": result["Things"]["pq"], "pq_st": result["Stuff"]["pq"], "status": "FINISHED"}
+    return {
+        "run_id": run_id,
+        "params": dict(point),
+        "pq": result["All"]["pq"],
+        "pq_th": result["Things"]["pq"],
+        "pq_st": result["Stuff"]["pq"],
+        "status": "FINISHED",
+    }
 
 
 def _open_parent(mlc, sweep: Sweep, cfg: Config, tags: dict[str, str], experiment: str) -> str:
     """The parent run: the trials' shared config as params (swept paths left out, they
-    differ per child), the sweep's definition as tags."""
+    differ per child), the sweep's definition as tags and description; `experiment` ''
+    is `tracking.experiment_name()`."""
     params = {k: v for k, v in flatten(cfg).items() if k not in sweep.paths}
-    all_tags = {"job": "sweep", "sweep": sweep.name, "sweep_kind": sweep.kind.value,
-                "paper": sweep.paper, "sweep_metric": sweep.metric,
-                "sweep_grid": json.dumps({a.path: list(a.values) for a in sweep.axes}), **tags}
-    run_id = tracking.start_run(mlc, params, all_tags, run_name=f"sweep-{sweep.name}",
-                                experiment=experiment)
-    print(f"[pix2seqd] sweep {sweep.name}: parent MLflow run {run_id} in {mlc.tracking_uri}")
+    grid = "; ".join(f"`{a.path}` in {list(a.values)}" for a in sweep.axes)
+    about = tracking.note(
+        f"Sweep `{sweep.name}` ({sweep.paper}), {sweep.kind.value}: {grid}; "
+        f"one nested run per trial, compared on `{sweep.metric}` in "
+        "`sweep/summary.md` and the `sweep/pq_vs_*.png` plot."
+    )
+    all_tags = {
+        "job": "sweep",
+        "sweep": sweep.name,
+        "sweep_kind": sweep.kind.value,
+        "paper": sweep.paper,
+        "sweep_metric": sweep.metric,
+        "sweep_grid": json.dumps({a.path: list(a.values) for a in sweep.axes}),
+        tracking.NOTE_TAG: about,
+        **tags,
+    }
+    run_id = tracking.start_run(
+        mlc, params, all_tags, run_name=f"sweep-{sweep.name}", experiment=experiment
+    )
+    log.info("sweep %s: parent MLflow run %s in %s", sweep.name, run_id, mlc.tracking_uri)
     return run_id
 
 
-def _finish(mlc, parent: str, sweep: Sweep, rows: list[dict[str, Any]],
-            errors: Sequence[BaseException] = ()) -> dict[str, Any]:
+def _link_best_model(mlc, parent: str, best: dict[str, Any] | None) -> None:
+    """The best trial's logged model as an output of the parent run too: MLflow's UI files a
+    run with a model output under training runs, one without under evaluation runs."""
+    if best is None:
+        return
+    exp = mlc.get_run(parent).info.experiment_id
+    models = mlc.search_logged_models([exp], f"source_run_id = '{best['run_id']}'", max_results=1)
+    if models:
+        mlc.log_outputs(parent, [LoggedModelOutput(models[0].model_id, step=0)])
+
+
+def _finish(
+    mlc, parent: str, sweep: Sweep, rows: list[dict[str, Any]], errors: Sequence[BaseException] = ()
+) -> dict[str, Any]:
     if not any(r.get("pq") is not None for r in rows):
         first = f"; first error: {_cause(errors[0])}" if errors else ""
-        raise RuntimeError(f"sweep {sweep.name}: no trial produced a score ({len(rows)} trial "
-                           f"runs, {len(errors)} failed trials{first}; parent run {parent})")
+        raise RuntimeError(
+            f"sweep {sweep.name}: no trial produced a score ({len(rows)} trial "
+            f"runs, {len(errors)} failed trials{first}; parent run {parent})"
+        )
     failed = sum(r["status"] == "FAILED" for r in rows)
     tracking.set_tags(mlc, parent, {"trials": str(len(rows)), "failed_trials": str(failed)})
     summary = report.log_summary(mlc, parent, sweep, rows)
-    print(report.table_markdown(sweep, rows))
+    print(report.table_markdown(sweep, rows))  # the sweep's result table: stdout, not the log
     return summary
 
 

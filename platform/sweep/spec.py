@@ -1,5 +1,6 @@
 """A sweep as data: the grid over dotted config paths, the metric, per-trial resources and
 how its result is drawn. The files of `sweeps/` each hold one `Sweep`; `cli.main` runs it."""
+
 from __future__ import annotations
 
 import enum
@@ -11,13 +12,13 @@ from pix2seqd.platform.config import Config, override
 
 
 class SweepKind(str, enum.Enum):
-    TRAIN = "train"          # each trial is a training run (Ray Tune -> Ray Train)
+    TRAIN = "train"  # each trial is a training run (Ray Tune -> Ray Train)
     INFERENCE = "inference"  # each trial is a sampler setting on one checkpoint
 
 
 @dataclass(frozen=True)
 class Axis:
-    """One swept config field (a dotted path of notes/cli.md) and its values."""
+    """One swept config field (a dotted path of docs/cli.md) and its values."""
 
     path: str
     values: tuple[Any, ...]
@@ -51,10 +52,12 @@ class Sweep:
 
     def grid(self) -> list[dict[str, Any]]:
         """Every combination of the axes' values, the first axis varying slowest."""
-        return [dict(zip(self.paths, combo))
-                for combo in itertools.product(*(a.values for a in self.axes))]
+        return [
+            dict(zip(self.paths, combo))
+            for combo in itertools.product(*(a.values for a in self.axes))
+        ]
 
-    def with_values(self, values: dict[str, tuple[Any, ...]]) -> "Sweep":
+    def with_values(self, values: dict[str, tuple[Any, ...]]) -> Sweep:
         """The same sweep over other values for some axes (e.g. a smaller grid from flags)."""
         unknown = set(values) - set(self.paths)
         if unknown:
@@ -75,8 +78,9 @@ def check_sweep(sweep: Sweep, cfg: Config) -> None:
             try:
                 override(cfg, {axis.path: value})
             except (KeyError, ValueError) as err:
-                raise ValueError(f"sweep {sweep.name!r}: {axis.path}={value!r} is not valid: {err}"
-                                 ) from err
+                raise ValueError(
+                    f"sweep {sweep.name!r}: {axis.path}={value!r} is not valid: {err}"
+                ) from err
     for plot in (sweep.plot_x, sweep.plot_series):
         if plot and plot not in sweep.paths:
             raise ValueError(f"sweep {sweep.name!r}: plot axis {plot} is not one of {sweep.paths}")

@@ -1,15 +1,22 @@
 """COCO-panoptic layout writer:
 
-    train2017/*.jpg  val2017/*.jpg
-    annotations/panoptic_{train,val}2017.json
-    annotations/panoptic_{train,val}2017/*.png   (RGB, id = R + 256 G + 256^2 B, 0 = VOID)
+train2017/*.jpg  val2017/*.jpg
+annotations/panoptic_{train,val}2017.json
+annotations/panoptic_{train,val}2017/*.png   (RGB, id = R + 256 G + 256^2 B, 0 = VOID)
 """
+
 from pathlib import Path
 
 import numpy as np
 
 from pix2seqd.platform.synthetic.files import (
-    ids_to_rgb, rng_for, save_jpeg, save_png, segment_stats, write_json)
+    ids_to_rgb,
+    rng_for,
+    save_jpeg,
+    save_png,
+    segment_stats,
+    write_json,
+)
 from pix2seqd.platform.synthetic.scene import SceneSpec, make_scene
 
 # Image ids of the two splits never collide, as in COCO.
@@ -23,15 +30,35 @@ def default_coco_categories():
     return [
         {"id": 2, "name": "disc", "supercategory": "shape", "isthing": 1, "color": [220, 20, 60]},
         {"id": 5, "name": "square", "supercategory": "shape", "isthing": 1, "color": [0, 0, 142]},
-        {"id": 9, "name": "triangle", "supercategory": "shape", "isthing": 1,
-         "color": [250, 170, 30]},
+        {
+            "id": 9,
+            "name": "triangle",
+            "supercategory": "shape",
+            "isthing": 1,
+            "color": [250, 170, 30],
+        },
         {"id": 17, "name": "cross", "supercategory": "shape", "isthing": 1, "color": [0, 130, 70]},
-        {"id": 102, "name": "horizontal_stripes", "supercategory": "texture", "isthing": 0,
-         "color": [128, 64, 128]},
-        {"id": 118, "name": "vertical_stripes", "supercategory": "texture", "isthing": 0,
-         "color": [70, 70, 70]},
-        {"id": 131, "name": "checkerboard", "supercategory": "texture", "isthing": 0,
-         "color": [152, 251, 152]},
+        {
+            "id": 102,
+            "name": "horizontal_stripes",
+            "supercategory": "texture",
+            "isthing": 0,
+            "color": [128, 64, 128],
+        },
+        {
+            "id": 118,
+            "name": "vertical_stripes",
+            "supercategory": "texture",
+            "isthing": 0,
+            "color": [70, 70, 70],
+        },
+        {
+            "id": 131,
+            "name": "checkerboard",
+            "supercategory": "texture",
+            "isthing": 0,
+            "color": [152, 251, 152],
+        },
     ]
 
 
@@ -56,10 +83,16 @@ def make_coco(out, seed, n_train, n_val, min_size=64, max_size=96):
             image, annotation = write_coco_image(out, split, index, seed, min_size, max_size, spec)
             images.append(image)
             annotations.append(annotation)
-        write_json(out / "annotations" / f"panoptic_{split}2017.json", {
-            "info": _info(seed, split, min_size, max_size),
-            "licenses": [{"id": 1, "name": "CC0 1.0", "url": ""}],
-            "images": images, "annotations": annotations, "categories": categories})
+        write_json(
+            out / "annotations" / f"panoptic_{split}2017.json",
+            {
+                "info": _info(seed, split, min_size, max_size),
+                "licenses": [{"id": 1, "name": "CC0 1.0", "url": ""}],
+                "images": images,
+                "annotations": annotations,
+                "categories": categories,
+            },
+        )
     return out
 
 
@@ -77,9 +110,16 @@ def write_coco_image(out, split, index, seed, min_size, max_size, spec):
     id_map = np.concatenate([[0], ids])[scene.index]
     stats = segment_stats(id_map)
     segments_info = [
-        {"id": int(i), "category_id": s.category_id, "area": stats[i][0],
-         "bbox": stats[i][1], "iscrowd": int(s.iscrowd)}
-        for i, s in zip(ids.tolist(), scene.segments) if i in stats]
+        {
+            "id": int(i),
+            "category_id": s.category_id,
+            "area": stats[i][0],
+            "bbox": stats[i][1],
+            "iscrowd": int(s.iscrowd),
+        }
+        for i, s in zip(ids.tolist(), scene.segments)
+        if i in stats
+    ]
     image_id = IMAGE_ID_BASE[split] + index + 1
     stem = f"{image_id:012d}"
     save_jpeg(out / f"{split}2017" / f"{stem}.jpg", scene.image)
@@ -91,15 +131,20 @@ def write_coco_image(out, split, index, seed, min_size, max_size, spec):
 
 def _distinct_ids(rng, n):
     """n distinct ids in [1, 2^24). Returns int64 (n,)."""
-    ids = rng.integers(1, 2 ** 24, size=n)
+    ids = rng.integers(1, 2**24, size=n)
     while len(np.unique(ids)) < n:
-        ids = rng.integers(1, 2 ** 24, size=n)
+        ids = rng.integers(1, 2**24, size=n)
     return ids
 
 
 def _info(seed, split, min_size, max_size):
-    return {"description": f"pix2seqd synthetic COCO-panoptic ({split}): shapes are things, "
-                           "textures are stuff, colours are random",
-            "version": "1.0", "year": 2017, "contributor": "pix2seqd make_synthetic",
-            "url": "", "date_created": "2017/09/01",
-            "generator": {"seed": seed, "min_size": min_size, "max_size": max_size}}
+    return {
+        "description": f"pix2seqd synthetic COCO-panoptic ({split}): shapes are things, "
+        "textures are stuff, colours are random",
+        "version": "1.0",
+        "year": 2017,
+        "contributor": "pix2seqd make_synthetic",
+        "url": "",
+        "date_created": "2017/09/01",
+        "generator": {"seed": seed, "min_size": min_size, "max_size": max_size},
+    }

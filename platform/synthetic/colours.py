@@ -1,5 +1,6 @@
 """Random colours, drawn from one distribution for every class so colour never tells
 the class apart."""
+
 import numpy as np
 
 # Euclidean RGB distance between the two colours of a texture, and between a thing and

@@ -9,6 +9,7 @@ lines (with slight growth or shrinkage) in a fixed depth order, so they occlude 
 other. Object ids are 1..N in order of first appearance (ties by depth order), so the
 ids present in frame 0 are 1..k, which is what the DAVIS evaluator assumes.
 """
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,7 @@ MAX_OBJECTS = 4
 @dataclass(frozen=True)
 class Track:
     """One object's path: centre (y, x) and diameter at the first and last frame, in px."""
+
     kind: str
     colour: np.ndarray
     start: tuple
@@ -41,8 +43,9 @@ class Track:
         """Mask at time t in [0, 1] (linear motion). Returns bool (h, w)."""
         cy, cx = (a + (b - a) * t for a, b in zip(self.start, self.end))
         radius = (self.size[0] + (self.size[1] - self.size[0]) * t) / 2
-        return shape_mask(self.kind, h, w, cy, cx, radius * self.aspect[0],
-                          radius * self.aspect[1], self.flip)
+        return shape_mask(
+            self.kind, h, w, cy, cx, radius * self.aspect[0], radius * self.aspect[1], self.flip
+        )
 
 
 def davis_palette():
@@ -64,8 +67,10 @@ def make_davis(out, seed, n_train, n_val, min_size=64, max_size=96):
     [min_size, max_size]. Returns: Path(out)."""
     out = Path(out)
     for split, count in (("train", n_train), ("val", n_val)):
-        names = [write_davis_sequence(out, split, index, seed, min_size, max_size)
-                 for index in range(count)]
+        names = [
+            write_davis_sequence(out, split, index, seed, min_size, max_size)
+            for index in range(count)
+        ]
         sets = out / "ImageSets" / "2017"
         sets.mkdir(parents=True, exist_ok=True)
         (sets / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
@@ -85,10 +90,15 @@ def write_davis_sequence(out, split, index, seed, min_size, max_size):
     palette = davis_palette()
     for f, (frame, label) in enumerate(zip(frames, labels)):
         noisy = frame + rng.normal(0.0, NOISE_SIGMA, size=frame.shape)
-        save_jpeg(out / "JPEGImages" / "480p" / name / f"{f:05d}.jpg",
-                  np.clip(np.rint(noisy), 0, 255).astype(np.uint8))
-        save_png(out / "Annotations_unsupervised" / "480p" / name / f"{f:05d}.png",
-                 label.astype(np.uint8), palette)
+        save_jpeg(
+            out / "JPEGImages" / "480p" / name / f"{f:05d}.jpg",
+            np.clip(np.rint(noisy), 0, 255).astype(np.uint8),
+        )
+        save_png(
+            out / "Annotations_unsupervised" / "480p" / name / f"{f:05d}.png",
+            label.astype(np.uint8),
+            palette,
+        )
     return name
 
 
@@ -120,9 +130,15 @@ def random_track(rng, h, w, colours):
     end = np.clip(end, size1 / 2, np.array([h, w]) - size1 / 2)
     colour = contrasting_colour(rng, colours)
     colours.append(colour)
-    return Track(kind=SHAPES[rng.integers(len(SHAPES))], colour=colour,
-                 start=tuple(start), end=tuple(end), size=(size0, size1),
-                 aspect=tuple(rng.uniform(0.88, 1.12, size=2)), flip=bool(rng.random() < 0.5))
+    return Track(
+        kind=SHAPES[rng.integers(len(SHAPES))],
+        colour=colour,
+        start=tuple(start),
+        end=tuple(end),
+        size=(size0, size1),
+        aspect=tuple(rng.uniform(0.88, 1.12, size=2)),
+        flip=bool(rng.random() < 0.5),
+    )
 
 
 def render_frame(background, tracks, t):

@@ -1,4 +1,5 @@
 """Deterministic randomness and file writing shared by the layout writers."""
+
 import json
 import zlib
 

@@ -1,4 +1,5 @@
 """Where things go: the stuff split of the background, void bands, thing placement."""
+
 import numpy as np
 
 from pix2seqd.platform.synthetic.shapes import shape_mask

@@ -4,13 +4,13 @@ files; the rules that make it learnable live here:
 * a thing's class is its shape, a stuff region's class is its texture;
 * every segment's colours come from the same distribution whatever its class.
 """
+
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from pix2seqd.platform.synthetic.colours import colour_pair, contrasting_colour
-from pix2seqd.platform.synthetic.layout import (
-    cluster_masks, line_band, place_shape, stuff_regions)
+from pix2seqd.platform.synthetic.layout import cluster_masks, line_band, place_shape, stuff_regions
 from pix2seqd.platform.synthetic.textures import texture
 
 # Thing diameter as a fraction of the shorter image side.
@@ -27,6 +27,7 @@ class SceneSpec:
     things / stuff: tuples of (category_id, look), look being a name from
     shapes.SHAPES / textures.TEXTURES.
     """
+
     things: tuple
     stuff: tuple
     max_things: int = 4
@@ -48,6 +49,7 @@ class Scene:
     """image: (H, W, 3), float32 while painting, uint8 once make_scene returns;
     index: int32 (H, W), 0 = VOID, k > 0 = segments[k - 1].
     A segment may end up with no pixels (covered or cut off); writers skip those."""
+
     image: np.ndarray
     index: np.ndarray
     segments: list = field(default_factory=list)

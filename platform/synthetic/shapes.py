@@ -1,4 +1,5 @@
 """Thing shapes. A thing's class is its outline, never its colour."""
+
 import numpy as np
 
 SHAPES = ("disc", "square", "triangle", "cross")

@@ -5,6 +5,7 @@ a random colour pair, so colour carries no class information. Lengths are given 
 `unit` = pixels per pixel of the 64-px-long-side image the model sees, so periods stay
 visible (>= 6 px) after that resize whatever the generated size.
 """
+
 import numpy as np
 
 TEXTURES = ("horizontal_stripes", "vertical_stripes", "checkerboard", "smooth", "blotches")
@@ -49,4 +50,4 @@ def _blotches(h, w, unit, rng):
     grid = rng.random((h // cell + 2, w // cell + 2)) < 0.5
     big = np.repeat(np.repeat(grid, cell, axis=0), cell, axis=1)
     oy, ox = rng.integers(0, cell, size=2)
-    return big[oy:oy + h, ox:ox + w].astype(np.float32)
+    return big[oy : oy + h, ox : ox + w].astype(np.float32)

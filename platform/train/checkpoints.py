@@ -1,8 +1,106 @@
-"""Checkpoint references (notes/cli.md): a local directory, a storage URI, or
-`runs:/<mlflow_run_id>` = that run's best checkpoint as recorded in its tags."""
+"""Checkpoints: the file, references to it, fetching it, and its MLflow tags.
+
+File: one `checkpoint.pt` per folder, a plain dict of state dicts (model, EMA, optimizer,
+step, data position, every rank's RNG state, the flattened config, where it came from).
+Everything in it loads with `torch.load(weights_only=True)`: tensors, numbers, strings and
+containers of them; the config is stored flattened (dotted paths -> values).
+
+References (docs/cli.md, CKPT): a local folder (or `file://` URI), a storage URI such as
+`s3://bucket/path?endpoint_override=...`, or `runs:/<mlflow run id>` = that run's best
+checkpoint as recorded in its tags. `checkpoint_location` turns a reference into a folder or
+URI every node can read; `fetched` makes it a local folder for the length of a `with` block:
+a remote checkpoint is copied with Ray's `Checkpoint.to_directory` into a temporary folder
+that is removed when the block ends, a local one is used in place.
+
+Inference reads the weights only (`inference_state`, `load_meta`): `checkpoint.pt` is one
+file, so a remote one is fetched whole, but it is memory-mapped and only the EMA weights,
+the config and the metadata are read from it; the optimizer's and the raw model's tensors
+are never paged in, and the local copy is removed as soon as the caller's block ends.
+
+Tags: `CheckpointTags` is the one reader and writer of a training run's checkpoint tags;
+`CheckpointLog` is rank 0's record of them during training.
+"""
+
 from __future__ import annotations
 
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import pyarrow.fs as pafs
+import torch
+
+from pix2seqd.platform import tracking
+
+FILE = "checkpoint.pt"
+META_KEYS = ("config", "step", "mlflow_run_id", "tracking_uri", "categories")
+INFERENCE_KEYS = ("ema", *META_KEYS)
+TEMP_PREFIX = "pix2seqd-ckpt-"
+
+
+def save(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write `state` atomically to `directory/checkpoint.pt` (temp file + rename)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".pt")
+    os.close(fd)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, directory / FILE)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return directory / FILE
+
+
+def load(
+    directory: str | os.PathLike, map_location: str = "cpu", mmap: bool = False
+) -> dict[str, Any]:
+    """Load a local checkpoint folder (or the file itself) written by `save`. `mmap`: tensors
+    stay on disk until touched (for reading the config and metadata of a large file)."""
+    path = Path(directory)
+    if path.is_dir():
+        path = path / FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+
+
+def config_to_storable(flat: dict[str, Any]) -> dict[str, Any]:
+    """Tuples become lists so the flattened config survives `weights_only` loading."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
+
+
+@contextlib.contextmanager
+def inference_state(ref: str, map_location: str = "cpu") -> Iterator[dict[str, Any]]:
+    """The keys of `INFERENCE_KEYS` the checkpoint `ref` holds: EMA weights, config, metadata.
+
+    The tensors are memory-mapped from the (local or fetched) file and valid inside the
+    block only: copy them out (`load_state_dict` does) before it ends."""
+    with fetched(ref) as path:
+        snap = load(path, map_location=map_location, mmap=True)
+        yield {k: snap[k] for k in INFERENCE_KEYS if k in snap}
+
+
+def load_meta(ref: str) -> dict[str, Any]:
+    """The config and metadata (`META_KEYS`, those present) of checkpoint `ref`, no tensors."""
+    with fetched(ref) as path:
+        snap = load(path, mmap=True)
+        return {k: snap[k] for k in META_KEYS if k in snap}
+
+
+def checkpoint_ref(storage: str, run_name: str, dir_name: str) -> str:
+    """The URI (or local path) of a checkpoint folder under the Ray Train storage path;
+    a query string of the storage URI (e.g. an S3 endpoint) is kept at the end."""
+    if "://" not in storage:
+        return f"{storage.rstrip('/')}/{run_name}/{dir_name}"
+    base, _, query = storage.partition("?")
+    return f"{base.rstrip('/')}/{run_name}/{dir_name}" + (f"?{query}" if query else "")
 
 
 def checkpoint_uri(path: str, storage_path: str) -> str:
@@ -16,44 +114,145 @@ def checkpoint_uri(path: str, storage_path: str) -> str:
 
 def checkpoint_location(ref: str) -> str:
     """CKPT reference -> the folder or storage URI it names (`runs:/` looked up in MLflow),
-    without downloading: what remote actors resolve for themselves."""
-    if ref.startswith("runs:/"):
-        return _best_of_run(ref[len("runs:/"):].strip("/"))
-    return ref
-
-
-def resolve_checkpoint(ref: str) -> str:
-    """CKPT reference -> a local directory holding checkpoint.pt (downloads when remote)."""
-    if ref.startswith("runs:/"):
-        return resolve_checkpoint(checkpoint_location(ref))
-    if "://" in ref and not ref.startswith("file://"):
-        return _download(ref)
-    path = Path(ref.removeprefix("file://")).expanduser()
-    if not (path / "checkpoint.pt").is_file() and not path.is_file():
-        raise FileNotFoundError(f"checkpoint {ref!r}: no checkpoint.pt in {path}")
-    return str(path)
-
-
-def _best_of_run(run_id: str) -> str:
-    from pix2seqd.platform import tracking
-
-    run = tracking.client().get_run(run_id)
-    tags = run.data.tags
-    if "best_checkpoint" in tags:
-        return tags["best_checkpoint"]
-    steps = sorted((int(k.split("/", 1)[1]), v) for k, v in tags.items() if k.startswith("checkpoint/"))
-    if not steps:
+    without fetching it: what remote actors are given to fetch for themselves."""
+    if not ref.startswith("runs:/"):
+        return ref
+    run_id = ref[len("runs:/") :].strip("/")
+    chosen = CheckpointTags.of_run(tracking.client(), run_id).chosen()
+    if not chosen:
         raise ValueError(f"MLflow run {run_id} recorded no checkpoint")
-    return steps[-1][1]
+    return chosen
 
 
-def _download(uri: str) -> str:
-    """Copy a remote checkpoint directory (pyarrow filesystem) into a local temp folder."""
-    import tempfile
+@contextlib.contextmanager
+def fetched(ref: str) -> Iterator[Path]:
+    """CKPT reference -> a local folder holding checkpoint.pt (or the file itself), for the
+    block. A local one is used in place; a remote one is copied by Ray's `Checkpoint` into
+    a temporary folder (`TEMP_PREFIX`, under the system temp dir), removed when the block
+    ends, raise or not."""
+    location = checkpoint_location(ref)
+    if "://" not in location or location.startswith("file://"):
+        yield _checked(Path(location.removeprefix("file://")).expanduser(), ref)
+        return
+    # lazy: Ray Train loads in seconds, and only a remote checkpoint needs it
+    import ray.train
 
-    import pyarrow.fs as pafs
+    with tempfile.TemporaryDirectory(prefix=TEMP_PREFIX) as local:
+        ray.train.Checkpoint(location).to_directory(local)
+        yield _checked(Path(local), ref)
 
-    fs, path = pafs.FileSystem.from_uri(uri)
-    local = tempfile.mkdtemp(prefix="pix2seqd-ckpt-")
-    pafs.copy_files(path, local, source_filesystem=fs)
-    return local
+
+def _checked(path: Path, ref: str) -> Path:
+    if not (path / FILE).is_file() and not path.is_file():
+        raise FileNotFoundError(f"checkpoint {ref!r}: no {FILE} in {path}")
+    return path
+
+
+STEP_TAG_PREFIX = "checkpoint/"
+BEST_TAG, BEST_SCORE_TAG, BEST_STEP_TAG = "best_checkpoint", "best_val_pq", "best_step"
+
+
+@dataclass(frozen=True)
+class CheckpointTags:
+    """A training run's MLflow record of its checkpoints (docs/cli.md): `checkpoint/<step>`
+    -> the reference of each checkpoint Ray Train keeps; `best_checkpoint` -> the one the
+    run stands for, with `best_val_pq` and `best_step` when it was chosen by val/pq.
+
+    The one reader (`read`, `of_run`) and writer (`step_key`, `best_tags`) of these tags."""
+
+    refs: Mapping[int, str] = field(default_factory=dict)  # step -> reference, by step
+    best_ref: str = ""
+    best_score: float = -math.inf
+    best_step: int | None = None
+
+    @classmethod
+    def read(cls, tags: Mapping[str, str]) -> CheckpointTags:
+        refs = {
+            int(k[len(STEP_TAG_PREFIX) :]): v
+            for k, v in tags.items()
+            if k.startswith(STEP_TAG_PREFIX)
+        }
+        step = tags.get(BEST_STEP_TAG, "")
+        return cls(
+            dict(sorted(refs.items())),
+            tags.get(BEST_TAG, ""),
+            float(tags.get(BEST_SCORE_TAG, "-inf")),
+            int(step) if step else None,
+        )
+
+    @classmethod
+    def of_run(cls, mlc, run_id: str) -> CheckpointTags:
+        return cls.read(mlc.get_run(run_id).data.tags)
+
+    @property
+    def latest_step(self) -> int:
+        """The newest recorded checkpoint's step (0 when none)."""
+        return max(self.refs, default=0)
+
+    def chosen(self) -> str:
+        """The checkpoint the run stands for: the best, else the newest ('' when none)."""
+        return self.best_ref or (self.refs[self.latest_step] if self.refs else "")
+
+    @staticmethod
+    def step_key(step: int) -> str:
+        return f"{STEP_TAG_PREFIX}{step}"
+
+    @staticmethod
+    def best_tags(ref: str, score: float | None = None, step: int | None = None) -> dict[str, str]:
+        """`best_checkpoint`, with `best_val_pq` and `best_step` when chosen by a score."""
+        tags = {BEST_TAG: ref}
+        if score is not None:
+            tags.update({BEST_SCORE_TAG: repr(score), BEST_STEP_TAG: str(step)})
+        return tags
+
+
+class CheckpointLog:
+    """Rank 0's MLflow record of the persisted checkpoints and of the best one.
+
+    Each checkpoint is tagged as soon as Ray Train has persisted it (the tags of those it
+    has deleted, beyond the last `keep`, are removed). The best by val/pq is copied apart to
+    `<storage>/<run name>/best_<step:08d>` before `best_checkpoint` is moved to it, so the
+    tag always names a complete checkpoint. State is read back from the run's tags, so a
+    restarted worker group continues it."""
+
+    def __init__(self, mlc, run_id: str, storage: str, run_name: str, keep: int):
+        self.mlc, self.run_id, self.storage, self.run_name, self.keep = (
+            mlc,
+            run_id,
+            storage,
+            run_name,
+            keep,
+        )
+        tags = CheckpointTags.of_run(mlc, run_id)
+        self.steps = sorted(tags.refs)
+        self.best_score, self.best_ref = tags.best_score, tags.best_ref
+
+    def record(self, step: int, dir_name: str, local_dir: str, score: float | None) -> None:
+        ref = checkpoint_ref(self.storage, self.run_name, dir_name)
+        tags = {CheckpointTags.step_key(step): ref}
+        if score is None:  # no periodic evaluation: the latest checkpoint is the best guess
+            tags.update(CheckpointTags.best_tags(ref))
+        elif score > self.best_score:
+            tags.update(self._keep_best(step, local_dir, score))
+        tracking.set_tags(self.mlc, self.run_id, tags)
+        self.steps = sorted(set(self.steps) | {step})
+        for old in self.steps[: -self.keep]:  # Ray Train deleted these folders
+            self.mlc.delete_tag(self.run_id, CheckpointTags.step_key(old))
+        self.steps = self.steps[-self.keep :]
+
+    def _keep_best(self, step: int, local_dir: str, score: float) -> dict[str, str]:
+        previous = self.best_ref if "/best_" in self.best_ref else ""
+        ref = checkpoint_ref(self.storage, self.run_name, f"best_{step:08d}")
+        fs, path = pafs.FileSystem.from_uri(_as_uri(ref))
+        fs.create_dir(path, recursive=True)
+        pafs.copy_files(local_dir, path, destination_filesystem=fs)
+        if previous:
+            tracking.set_tags(self.mlc, self.run_id, CheckpointTags.best_tags(ref))
+            old_fs, old_path = pafs.FileSystem.from_uri(_as_uri(previous))
+            old_fs.delete_dir(old_path)
+        self.best_score, self.best_ref = score, ref
+        return CheckpointTags.best_tags(ref, score, step)
+
+
+def _as_uri(ref: str) -> str:
+    return ref if "://" in ref else f"file://{ref}"

@@ -1,30 +1,36 @@
-"""What a panoptic training run reads: train rows, val records, categories, validation.
+"""What a training run reads: train rows, val records, categories and validation of a
+panoptic image data set, or the train and val videos of a DAVIS one.
 
-Raw layouts (`data.root`, COCO or Cityscapes) are validated record by record before the
-first step; prepared shards (`data.prepared`) were validated by jobs/prepare_data.py and
-their val split is written back to a temporary COCO layout for scoring.
+Raw image layouts (`data.root`, COCO or Cityscapes) are validated record by record before
+the first step; prepared shards (`data.prepared`) were validated by jobs/prepare_data.py.
+The val split of prepared shards is written back to the official layout in a folder the
+caller gives (and removes), for scoring.
 """
+
 from __future__ import annotations
 
 import json
 import shutil
-import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pix2seqd.platform.config import Config, DatasetKind
-from pix2seqd.platform.data.coco_panoptic import CategoryMap, PanopticRecord
-from pix2seqd.platform.data.pipeline import record_item
+from pix2seqd.platform.data import prepared
+from pix2seqd.platform.data.coco_panoptic import CategoryMap, PanopticRecord, record_item
+from pix2seqd.platform.data.davis import VideoRecord, load_davis
+from pix2seqd.platform.data.default_data import resolve_data_root
+from pix2seqd.platform.data.prepare_davis import load_prepared_davis
 from pix2seqd.platform.data.sources import gt_location, load_panoptic_split
+from pix2seqd.platform.data.still_clips import StillSource, load_stills
 from pix2seqd.platform.data.validate import Check, summarise, validate_records
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainInputs:
-    """train_rows: rows for pipeline.build_train_datasets; val_records/eval_gt: what the
-    final evaluation predicts and scores against; report: validation reports per split
-    (logged as an artifact); cleanup: temporary folders to delete at the end."""
+    """train_rows: rows for `streams.ImageStream`; val_records/eval_gt: what the final
+    evaluation predicts and scores against; source: the data root or prepared URI;
+    report: validation reports per split (logged as an artifact); metrics: their counts."""
 
     train_rows: list[dict[str, Any]]
     val_records: list[PanopticRecord]
@@ -33,32 +39,46 @@ class TrainInputs:
     source: str
     report: dict[str, Any]
     metrics: dict[str, float]
-    cleanup: list[Path] = field(default_factory=list)
-
-    def close(self) -> None:
-        for path in self.cleanup:
-            shutil.rmtree(path, ignore_errors=True)
 
 
-def load_train_inputs(cfg: Config) -> TrainInputs:
+@dataclass(frozen=True)
+class VideoInputs:
+    """train / val videos, the DAVIS root the val split is scored against, and the still
+    images of `data.stills` (None without)."""
+
+    train: list[VideoRecord]
+    val: list[VideoRecord]
+    root: Path
+    stills: StillSource | None
+
+
+def load_train_inputs(cfg: Config, tmp: Path) -> TrainInputs:
     """Needs Ray (validation runs as Ray Data tasks). Raises ValueError listing bad records
-    unless data.skip_bad, before any training step."""
+    unless data.skip_bad, before any training step. `tmp`: where a prepared val split is
+    written back."""
     if cfg.data.prepared:
-        return _prepared_inputs(cfg)
-    from pix2seqd.platform.data.default_data import resolve_data_root
-
+        return _prepared_inputs(cfg, tmp)
     root = resolve_data_root(cfg.data.root)
     train, val, cmap = load_splits(root, cfg)
     d, k = cfg.data, cfg.model.max_instances
     train, train_rep = validate_records(train, cmap, d.crowd, k, d.train_split, d.skip_bad)
     val, val_rep = validate_records(val, cmap, d.crowd, k, d.val_split, d.skip_bad)
     if not train or not val:
-        raise ValueError(f"{root}: no usable record left in "
-                         f"{d.train_split if not train else d.val_split} after validation")
+        raise ValueError(
+            f"{root}: no usable record left in "
+            f"{d.train_split if not train else d.val_split} after validation"
+        )
     report = {"source": str(root), "splits": {r.split: r.to_json() for r in (train_rep, val_rep)}}
     metrics = {**train_rep.metrics(), "data/val_bad_records": float(len(val_rep.bad))}
-    return TrainInputs([record_item(r) for r in train], val, cmap,
-                       gt_location(d.dataset, root, d.val_split), str(root), report, metrics)
+    return TrainInputs(
+        [record_item(r) for r in train],
+        val,
+        cmap,
+        gt_location(d.dataset, root, d.val_split),
+        str(root),
+        report,
+        metrics,
+    )
 
 
 def load_splits(root: Path, cfg: Config):
@@ -70,26 +90,71 @@ def load_splits(root: Path, cfg: Config):
         if not recs:
             raise ValueError(f"{gt_location(d.dataset, root, split)[0]} lists no annotated image")
     if cmap.to_coco() != val_cmap.to_coco():
-        raise ValueError(f"{root}: the annotation files of {d.train_split} and {d.val_split} "
-                         "list different categories")
+        raise ValueError(
+            f"{root}: the annotation files of {d.train_split} and {d.val_split} "
+            "list different categories"
+        )
     return train_recs, val_recs, cmap
 
 
-def _prepared_inputs(cfg: Config) -> TrainInputs:
-    from pix2seqd.platform.data import prepared
-
+def _prepared_inputs(cfg: Config, tmp: Path) -> TrainInputs:
     d, uri = cfg.data, cfg.data.prepared
     rows, cmap, index = prepared.load_prepared(uri, d.train_split)
     _, val_cmap, _ = prepared.load_prepared(uri, d.val_split)
     if cmap.to_coco() != val_cmap.to_coco():
-        raise ValueError(f"{uri}: splits {d.train_split} and {d.val_split} list different categories")
+        raise ValueError(
+            f"{uri}: splits {d.train_split} and {d.val_split} list different categories"
+        )
     checks = [Check(str(r["image_id"]), "", int(r.get("segments", 0))) for r in index["records"]]
     train_rep = summarise(d.train_split, checks, cfg.model.max_instances)
     report = json.loads(prepared.read_text(prepared.join(uri, prepared.REPORT)))
     skipped = report["splits"].get(d.train_split, {}).get("n_bad", 0)
-    tmp = Path(tempfile.mkdtemp(prefix="pix2seqd-val-"))
     root = prepared.materialize(uri, d.val_split, tmp)
     val, _ = load_panoptic_split(DatasetKind.COCO, root, d.val_split)
     metrics = {**train_rep.metrics(), "data/bad_records": float(skipped)}
-    return TrainInputs(rows, val, cmap, gt_location(DatasetKind.COCO, root, d.val_split), uri,
-                       {"source": uri, "prepared_report": report}, metrics, [tmp])
+    return TrainInputs(
+        rows,
+        val,
+        cmap,
+        gt_location(DatasetKind.COCO, root, d.val_split),
+        uri,
+        {"source": uri, "prepared_report": report},
+        metrics,
+    )
+
+
+def load_video_inputs(cfg: Config, tmp: Path) -> VideoInputs:
+    """Train and val videos, and the DAVIS root the val split is scored against (prepared
+    shards: their val split written back to a DAVIS layout under `tmp`); the still images
+    are validated here, so bad ones stop the job before it opens a run."""
+    d = cfg.data
+    if d.prepared:
+        root = materialize_davis(load_prepared_davis(d.prepared, d.val_split), d.val_split, tmp)
+        train = load_prepared_davis(d.prepared, d.train_split)
+    else:
+        root = resolve_data_root(d.root, video=True)
+        train = load_davis(root, d.train_split)
+    val = load_davis(root, d.val_split)
+    if not train or not val:
+        raise ValueError(
+            f"{d.prepared or root}: split {d.train_split if not train else d.val_split} "
+            "lists no sequence"
+        )
+    return VideoInputs(train, val, root, load_stills(cfg))
+
+
+def materialize_davis(videos: list[VideoRecord], split: str, out: Path, res: str = "480p") -> Path:
+    """Write videos (frames and masks as files or shard references) as a DAVIS layout."""
+    for v in videos:
+        for sub, paths in (("JPEGImages", v.frames), ("Annotations_unsupervised", v.masks)):
+            folder = out / sub / res / v.name
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in paths:
+                name = Path(str(getattr(path, "name", path))).name
+                if hasattr(path, "open_bytes"):
+                    (folder / name).write_bytes(path.open_bytes().read())
+                else:
+                    shutil.copyfile(path, folder / name)
+    (out / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
+    (out / "ImageSets" / "2017" / f"{split}.txt").write_text("".join(f"{v.name}\n" for v in videos))
+    return out

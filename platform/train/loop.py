@@ -1,9 +1,13 @@
 """The per-worker training loop run by Ray Train's `TorchTrainer` (DDP)."""
+
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import tempfile
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -13,67 +17,151 @@ import torch
 import torch.distributed as dist
 
 from pix2seqd.platform import tracking
-from pix2seqd.platform.config import Config, from_flat
-from pix2seqd.platform.train import checkpoint as ckpt_io
+from pix2seqd.platform.config import Config
+from pix2seqd.platform.log import configure_logging
+from pix2seqd.platform.train import checkpoints
+from pix2seqd.platform.train.checkpoints import CheckpointLog
+from pix2seqd.platform.train.periodic_eval import PeriodicEval, ValSubset
+from pix2seqd.platform.train.progress import Meter, ProgressLine
 from pix2seqd.platform.train.schedule import ema_update, lr_factor
-from pix2seqd.platform.train.checkpointing import CheckpointLog, report, restore
-from pix2seqd.platform.train.step import (
-    LossModule, build_model, compile_loss, make_ema, make_optimizer, sync_batch_norm, to_device,
-    to_model_inputs,
+from pix2seqd.platform.train.state import (
+    CheckpointMeta,
+    TrainState,
+    build_state,
+    gather_rng,
+    restore,
+    snapshot,
 )
+from pix2seqd.platform.train.step import to_model_inputs
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerJob:
+    """What every worker reads besides its data (built by `fit.fit`).
+
+    storage / run_name: Ray Train's storage path and run name (checkpoint references);
+    num_train: examples (or clips) per epoch; stream: a Ray object ref of the run's
+    `streams.TrainStream` when each rank builds its own dataset (`data.exact_order`), else
+    None (the driver's stream is split by Ray Train); val_subset: periodic evaluation data;
+    val_metric: the periodic score the progress line shows; log_level: the driver's level of
+    the package's loggers."""
+
+    cfg: Config
+    meta: CheckpointMeta
+    storage: str
+    run_name: str
+    num_train: int
+    init_from: str = ""
+    stream: Any = None
+    val_subset: ValSubset | None = None
+    val_metric: str = "val/pq"
+    log_level: int = logging.INFO
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """loop_config (built by run.py): 'config' (flattened Config), 'run_id', 'tracking_uri',
-    'init_from', 'categories', 'storage', 'run_name', 'num_train', and optionally
-    'train_source' (a Ray object ref: per-rank datasets are then built here, from the
-    restored step) and 'val_subset' (periodic evaluation)."""
-    cfg = from_flat(loop_config["config"])
+    """loop_config: {'job': WorkerJob}."""
+    job: WorkerJob = loop_config["job"]
+    cfg, t = job.cfg, job.cfg.train
+    # stderr, which Ray forwards to the driver's terminal
+    configure_logging(job.log_level)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if cfg.train.torch_threads > 0:
-        torch.set_num_threads(cfg.train.torch_threads)
-    torch.manual_seed(cfg.train.seed * 1000 + rank)
+    if t.torch_threads > 0:
+        torch.set_num_threads(t.torch_threads)
+    torch.manual_seed(t.seed * 1000 + rank)
     device = ray.train.torch.get_device()
-    state = _build_state(cfg, loop_config.get("init_from", ""), device, world, rank)
-    state["meta"] = checkpoint_meta(loop_config)
-    mlc = tracking.client(loop_config["tracking_uri"]) if rank == 0 and loop_config.get("run_id") else None
-    log = (CheckpointLog(mlc, loop_config["run_id"], loop_config["storage"], loop_config["run_name"],
-                         cfg.train.keep_checkpoints) if mlc else None)
-    nodes = _gather_nodes(world)
-    if mlc:
-        tracking.set_tags(mlc, loop_config["run_id"], {"worker_nodes": json.dumps(nodes)})
-    if mlc and state["restored"]:  # a FailureConfig restart or --resume: visible in the UI
-        tracking.log_metrics(mlc, loop_config["run_id"], {"train/restored_from": state["step"]},
-                             state["step"])
-    evaluator = _PeriodicEval(loop_config, cfg, rank)
-    micro = cfg.train.batch_size // (world * cfg.train.accum)
-    batches = iter(_train_batches(loop_config, cfg, rank, world, state["step"], micro))
-    meter = _Meter()
-    budget_s, start, time_frac = 60 * cfg.train.time_budget_min, time.monotonic(), 0.0
-    last_saved, num_train = state["step"], int(loop_config.get("num_train", 0))
-    while state["step"] < cfg.train.steps:
-        if budget_s > 0 and state["step"] % STOP_CHECK_EVERY == 0:
-            time_frac = _shared_budget_fraction((time.monotonic() - start) / budget_s, device, world)
+    state = _initial_state(job, device, world, rank)
+    run_id = job.meta.mlflow_run_id
+    mlc = tracking.client(job.meta.tracking_uri) if rank == 0 and run_id else None
+    ckpts = (
+        CheckpointLog(mlc, run_id, job.storage, job.run_name, t.keep_checkpoints) if mlc else None
+    )
+    _record_start(mlc, run_id, state, _gather_nodes(world))
+    evaluator = PeriodicEval(cfg, job.val_subset, job.meta.categories, run_id, rank)
+    micro = t.batch_size // (world * t.accum)
+    global_batch = micro * t.accum * world
+    batches = iter(_train_batches(job, rank, world, state.step, micro))
+    meter, scores = Meter(), {}
+    budget_s, start, time_frac = 60 * t.time_budget_min, time.monotonic(), 0.0
+    line = (
+        ProgressLine(t.steps, global_batch, job.val_metric, budget_s, start)
+        if rank == 0 and t.progress_every > 0
+        else None
+    )
+    last_saved = state.step
+    while state.step < t.steps:
+        if budget_s > 0 and state.step % STOP_CHECK_EVERY == 0:
+            time_frac = _shared_budget_fraction(
+                (time.monotonic() - start) / budget_s, device, world
+            )
             if time_frac > 1.0:
+                if rank == 0:
+                    log.info(
+                        "time budget of %g min reached at step %d", t.time_budget_min, state.step
+                    )
                 break
-        decay_frac = time_frac if cfg.train.decay_to_budget else 0.0
+        decay_frac = time_frac if t.decay_to_budget else 0.0
         if optimizer_step(state, cfg, batches, device, meter, decay_frac) is None:
             break
-        step = state["step"]
-        if step % cfg.train.log_every == 0:
-            metrics = meter.flush(step, micro * cfg.train.accum * world, state["optimizer"])
+        step = state.step
+        if step % t.log_every == 0:
+            metrics = meter.flush(global_batch, state.optimizer)
             if mlc:
-                tracking.log_metrics(mlc, loop_config["run_id"], metrics, step)
-        if step % cfg.train.checkpoint_every == 0:
-            due = evaluator(state, step, mlc, final=step >= cfg.train.steps)
-            metrics = {"step": step, "train/loss": meter.last_loss, **due}
-            report(state, cfg, rank, world, metrics, log, num_train)
+                tracking.log_metrics(mlc, run_id, metrics, step)
+        if line and step % t.progress_every == 0:
+            line.show(step, meter.line.close(), state.optimizer.param_groups[0]["lr"], scores)
+        if step % t.checkpoint_every == 0:
+            due = evaluator(state.ema, step, mlc, final=step >= t.steps)
+            scores = {**scores, **due}
+            report(
+                state,
+                cfg,
+                rank,
+                world,
+                {"step": step, "train/loss": meter.last_loss, **due},
+                ckpts,
+                job.num_train,
+            )
             last_saved = step
-    if last_saved != state["step"] or state["step"] == 0:
-        metrics = {"step": state["step"], "train/loss": meter.last_loss,
-                   **evaluator(state, state["step"], mlc, final=True)}
-        report(state, cfg, rank, world, metrics, log, num_train)
+    if last_saved != state.step or state.step == 0:
+        metrics = {
+            "step": state.step,
+            "train/loss": meter.last_loss,
+            **evaluator(state.ema, state.step, mlc, final=True),
+        }
+        report(state, cfg, rank, world, metrics, ckpts, job.num_train)
+
+
+def ray_ddp(module: torch.nn.Module, kwargs: dict[str, Any]) -> torch.nn.Module:
+    """Ray Train's DDP wrapping (`state.DdpWrap`); the model is already on its device."""
+    return ray.train.torch.prepare_model(
+        module, move_to_device=False, parallel_strategy_kwargs=kwargs
+    )
+
+
+def _initial_state(job: WorkerJob, device, world: int, rank: int) -> TrainState:
+    """A new state, restored from Ray Train's latest checkpoint when the worker group was
+    restarted or the run resumed."""
+    state = build_state(job.cfg, device, world, ray_ddp, job.init_from)
+    state.meta = job.meta
+    restored = ray.train.get_checkpoint()
+    if restored:
+        with restored.as_directory() as d:
+            restore(state, checkpoints.load(d, map_location=str(device)), rank)
+    return state
+
+
+def _record_start(mlc, run_id: str, state: TrainState, nodes: list[str]) -> None:
+    """Rank 0: the node of every rank as a tag, and a restart (a FailureConfig restart or
+    --resume) as the metric `train/restored_from`, visible in the UI."""
+    if not mlc:
+        return
+    tracking.set_tags(mlc, run_id, {"worker_nodes": json.dumps(nodes)})
+    if state.restored:
+        log.info("continuing from the checkpoint of step %d", state.step)
+        tracking.log_metrics(mlc, run_id, {"train/restored_from": state.step}, state.step)
 
 
 def _gather_nodes(world: int) -> list[str]:
@@ -86,122 +174,74 @@ def _gather_nodes(world: int) -> list[str]:
     return out
 
 
-def checkpoint_meta(loop_config: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint records about where it came from: its MLflow run (so evaluations
-    nest under it) and the data set's categories (so prediction needs no data set)."""
-    return {"mlflow_run_id": loop_config.get("run_id") or "",
-            "tracking_uri": loop_config.get("tracking_uri") or "",
-            "categories": list(loop_config.get("categories") or [])}
-
-
-def _train_batches(loop_config: dict[str, Any], cfg: Config, rank: int, world: int, step: int,
-                   micro: int):
+def _train_batches(job: WorkerJob, rank: int, world: int, step: int, micro: int):
     """This rank's training batches from optimizer step `step` on.
 
-    With a 'train_source', the rank's own ordered dataset is built here, starting at the
+    With a `job.stream`, the rank's own ordered dataset is built here, starting at the
     stream position of `step`: after a restart from a checkpoint the data continue exactly
     where they stopped. Otherwise Ray Train's split of the driver's dataset is read."""
-    if loop_config.get("train_source") is None:
+    if job.stream is None:
         shard = ray.train.get_dataset_shard("train")
         return shard.iter_torch_batches(batch_size=micro, drop_last=True)
-    source = ray.get(loop_config["train_source"])
-    start = step * cfg.train.batch_size
-    if source["kind"] == "video":
-        from pix2seqd.platform.data.video_pipeline import build_video_train_dataset
-
-        ds = build_video_train_dataset(source["videos"], cfg, rank, world, start, source.get("stills"))
-    else:
-        from pix2seqd.platform.data.pipeline import build_rank_dataset
-
-        ds = build_rank_dataset(source["rows"], source["cmap"], cfg, rank, world, start)
+    ds = ray.get(job.stream).dataset(job.cfg, rank, world, step * job.cfg.train.batch_size)
     return ds.iter_torch_batches(batch_size=micro, drop_last=True)
 
 
-class _PeriodicEval:
-    """Rank 0 scores the EMA weights on the val subset every eval.every_steps and at the
-    end; returns the metrics for the checkpoint's report ({} when not due, other ranks)."""
-
-    def __init__(self, loop_config: dict[str, Any], cfg: Config, rank: int):
-        self.cfg, self.subset = cfg, loop_config.get("val_subset")
-        self.enabled = rank == 0 and cfg.eval.every_steps > 0 and self.subset is not None
-        self.run_id = loop_config.get("run_id")
-        self.cmap = None
-        if self.enabled:
-            from pix2seqd.platform.data.coco_panoptic import CategoryMap
-
-            self.cmap = CategoryMap.from_coco(loop_config["categories"], "loop config")
-
-    def __call__(self, state, step: int, mlc, final: bool = False) -> dict[str, float]:
-        if not self.enabled or not (final or step % self.cfg.eval.every_steps == 0):
-            return {}
-        from pix2seqd.platform.train.periodic_eval import score_subset
-
-        metrics = score_subset(state["ema"], self.cfg, self.subset, self.cmap, self.cfg.train.seed)
-        if mlc:
-            tracking.log_metrics(mlc, self.run_id, metrics, step)
-        return {k: v for k, v in metrics.items() if not k.startswith("eval/pq_class/")}
-
-
-def _build_state(cfg: Config, init_from: str, device, world: int, rank: int) -> dict[str, Any]:
-    model = build_model(cfg)
-    if init_from:
-        _initialise(model, cfg, init_from)
-    model = to_device(sync_batch_norm(model, cfg, world, device), cfg, device)
-    ema = make_ema(model)
-    unused = cfg.model.decoder.conditional.value == "none"
-    ddp = compile_loss(ray.train.torch.prepare_model(
-        LossModule(model), move_to_device=False,
-        parallel_strategy_kwargs={"find_unused_parameters": unused},
-    ), cfg)
-    restored = ray.train.get_checkpoint()
-    state = {"model": model, "ema": ema, "ddp": ddp, "step": 0, "restored": bool(restored),
-             "optimizer": make_optimizer(model, cfg, device)}
-    if restored:
-        with restored.as_directory() as d:
-            restore(state, ckpt_io.load(d, map_location=str(device)), rank)
-    return state
+def report(
+    state: TrainState,
+    cfg: Config,
+    rank: int,
+    world: int,
+    metrics: dict[str, float],
+    ckpts: CheckpointLog | None,
+    num_train: int,
+) -> None:
+    """Every rank reports (a barrier); rank 0 attaches the snapshot, then records it."""
+    name = f"checkpoint_{state.step:08d}"
+    rngs = gather_rng(world)
+    if rank != 0:
+        ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        checkpoints.save(d, snapshot(state, cfg, rngs, num_train))
+        ray.train.report(
+            metrics, checkpoint=ray.train.Checkpoint.from_directory(d), checkpoint_dir_name=name
+        )
+        if ckpts is not None:
+            ckpts.record(state.step, name, d, metrics.get("val/pq"))
 
 
-def _initialise(model, cfg: Config, init_from: str) -> None:
-    """--init-from: the EMA weights of another run (the previous stage, or an image model
-    for a video model: the new conditioning input channels then start at zero)."""
-    snap = ckpt_io.load(init_from)
-    source_video = int(snap.get("config", {}).get("model.decoder.cond_frames", 0)) > 0
-    if cfg.model.decoder.cond_frames > 0 and not source_video:
-        model.load_video_from_image(snap["ema"])
-    else:
-        model.load_state_dict(snap["ema"])
-
-
-def optimizer_step(state, cfg: Config, batches, device, meter, decay_frac: float = 0.0
-                   ) -> float | None:
+def optimizer_step(
+    state: TrainState, cfg: Config, batches, device, meter: Meter, decay_frac: float = 0.0
+) -> float | None:
     """One optimizer step over `accum` micro-batches; None when the data ran out.
     decay_frac: the elapsed fraction of the time budget under `train.decay_to_budget`, else 0."""
-    ddp, opt = state["ddp"], state["optimizer"]
+    ddp, opt = state.ddp, state.optimizer
     ddp.train()
     for group in opt.param_groups:
-        group["lr"] = cfg.optim.lr * lr_factor(state["step"], cfg.optim.warmup_steps,
-                                               cfg.train.steps, cfg.optim.end_lr_factor, decay_frac)
+        group["lr"] = cfg.optim.lr * lr_factor(
+            state.step, cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.end_lr_factor, decay_frac
+        )
     opt.zero_grad(set_to_none=True)
-    total = 0.0
+    total, wait = 0.0, 0.0
     for k in range(cfg.train.accum):
         t0 = time.perf_counter()
         batch = next(batches, None)
-        meter.wait += time.perf_counter() - t0
+        wait += time.perf_counter() - t0
         if batch is None:
             return None
         images, masks, cond = to_model_inputs(batch, device, cfg.data.pad_value)
         sync = k == cfg.train.accum - 1 or not hasattr(ddp, "no_sync")
-        with (contextlib.nullcontext() if sync else ddp.no_sync()), _autocast(cfg, device):
+        with contextlib.nullcontext() if sync else ddp.no_sync(), _autocast(cfg, device):
             loss = ddp(images, masks, cond) / cfg.train.accum
         loss.backward()
         total += loss.detach()
     if cfg.optim.clip_norm > 0:
-        torch.nn.utils.clip_grad_norm_(state["model"].parameters(), cfg.optim.clip_norm)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.optim.clip_norm)
     opt.step()
-    ema_update(state["ema"], state["model"], cfg.train.ema_decay)
-    state["step"] += 1
-    meter.add(total)
+    ema_update(state.ema, state.model, cfg.train.ema_decay)
+    state.step += 1
+    meter.add(total, wait)
     return total
 
 
@@ -224,24 +264,3 @@ def _shared_budget_fraction(local_frac: float, device, world: int) -> float:
     frac = torch.tensor([local_frac], dtype=torch.float64, device=device)
     dist.broadcast(frac, src=0)
     return float(frac.item())
-
-
-class _Meter:
-    """Running loss, throughput and the fraction of time spent waiting for data."""
-
-    def __init__(self):
-        self.wait, self.sum, self.n, self.last_loss = 0.0, 0.0, 0, float("nan")
-        self.t0 = time.perf_counter()
-
-    def add(self, loss) -> None:
-        self.sum = self.sum + loss  # stays a tensor: no host sync inside the step
-        self.n += 1
-
-    def flush(self, step: int, global_batch: int, opt) -> dict[str, float]:
-        elapsed = max(1e-9, time.perf_counter() - self.t0)
-        self.last_loss = float(self.sum) / max(1, self.n)
-        out = {"train/loss": self.last_loss, "train/lr": opt.param_groups[0]["lr"],
-               "train/img_per_s": global_batch * self.n / elapsed,
-               "train/data_wait_frac": self.wait / elapsed}
-        self.wait, self.sum, self.n, self.t0 = 0.0, 0.0, 0, time.perf_counter()
-        return out

@@ -1,9 +1,9 @@
 """Pieces of the training step that are independent of Ray: batch -> tensors, the loss module
-that DDP wraps, optimizer construction and state (de)serialisation."""
+that DDP wraps, model, EMA and optimizer construction."""
+
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 
@@ -35,7 +35,9 @@ def to_model_inputs(batch: dict[str, torch.Tensor], device, pad_value: float):
     hw = batch["hw"].to(device)
     rows = torch.arange(img.shape[-2], device=device)
     cols = torch.arange(img.shape[-1], device=device)
-    valid = (rows[None, :, None] < hw[:, 0, None, None]) & (cols[None, None, :] < hw[:, 1, None, None])
+    valid = (rows[None, :, None] < hw[:, 0, None, None]) & (
+        cols[None, None, :] < hw[:, 1, None, None]
+    )
     img = torch.where(valid[:, None], img, torch.full_like(img, pad_value))
     masks = batch["mask"].to(device, non_blocking=True).permute(0, 3, 1, 2).long()
     cond = batch.get("cond_mask")
@@ -48,8 +50,9 @@ def build_model(cfg: Config) -> Pix2SeqD:
     return Pix2SeqD(cfg.model, cfg.diffusion, cfg.loss)
 
 
-def sync_batch_norm(model: torch.nn.Module, cfg: Config, world: int, device: torch.device
-                    ) -> torch.nn.Module:
+def sync_batch_norm(
+    model: torch.nn.Module, cfg: Config, world: int, device: torch.device
+) -> torch.nn.Module:
     """`model.encoder.norm=sync` (the official synchronised BN): convert the encoder's
     BatchNorm layers to SyncBatchNorm when several CUDA workers train. On CPU (gloo) torch
     has no SyncBatchNorm kernel, so each worker keeps its own batch statistics."""
@@ -76,7 +79,8 @@ def compile_loss(ddp: torch.nn.Module, cfg: Config) -> torch.nn.Module:
 
 
 def make_ema(model: torch.nn.Module) -> torch.nn.Module:
-    """EMA copy initialised from the online weights (spec §6.2: the port's choice)."""
+    """EMA copy initialised from the online weights (the project's choice; docs/model.md,
+    "Optimisation")."""
     ema = copy.deepcopy(model).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
@@ -88,23 +92,13 @@ def make_optimizer(model: torch.nn.Module, cfg: Config, device) -> torch.optim.A
 
     Fused on CPU as well as CUDA: for the tiny model's 315 tensors on one core the
     per-tensor loop takes 14-15 ms a step, the fused kernel ~3 ms
-    (scripts/cpu_optim_bench.py; BENCHMARKS.md)."""
+    (docs/results.md, "CPU speed")."""
     o = cfg.optim
     return torch.optim.AdamW(
-        model.parameters(), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps,
-        weight_decay=o.weight_decay, fused=torch.device(device).type in ("cpu", "cuda"),
+        model.parameters(),
+        lr=o.lr,
+        betas=(o.beta1, o.beta2),
+        eps=o.eps,
+        weight_decay=o.weight_decay,
+        fused=torch.device(device).type in ("cpu", "cuda"),
     )
-
-
-def rng_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    # map_location may have moved the byte tensors to the GPU; RNG states live on the CPU.
-    torch.set_rng_state(state["torch"].cpu())
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state(state["cuda"].cpu())

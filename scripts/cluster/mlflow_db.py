@@ -9,6 +9,7 @@
 REMOTE_URI is anything pyarrow opens: s3://bucket/key (credentials from the instance
 profile), or a local path (tests).
 """
+
 from __future__ import annotations
 
 import sqlite3

@@ -8,6 +8,7 @@ scikit-image, on random generated sequences; prints the differences and timings.
 
 DAVISREF_PYTHON overrides the reference interpreter. No SEED: seed 0 plus the timing case.
 """
+
 import json
 import os
 import shutil
@@ -45,14 +46,25 @@ def make_sequence(rng, h, w, t_len, k, n_prop):
     pred = np.zeros((t_len, h, w), np.uint8)
     objs = []
     for _ in range(k + 1):  # the last one only appears later (dropped by the evaluator)
-        objs.append(dict(cy=rng.uniform(-0.1, 1.1) * h, cx=rng.uniform(-0.1, 1.1) * w,
-                         sy=rng.uniform(0.05, 0.4) * h, sx=rng.uniform(0.05, 0.4) * w,
-                         vy=rng.normal(0, 0.03) * h, vx=rng.normal(0, 0.03) * w, kind=rng.integers(3)))
+        objs.append(
+            dict(
+                cy=rng.uniform(-0.1, 1.1) * h,
+                cx=rng.uniform(-0.1, 1.1) * w,
+                sy=rng.uniform(0.05, 0.4) * h,
+                sx=rng.uniform(0.05, 0.4) * w,
+                vy=rng.normal(0, 0.03) * h,
+                vx=rng.normal(0, 0.03) * w,
+                kind=rng.integers(3),
+            )
+        )
     late_start = rng.integers(1, max(t_len, 2))
     missing_first = rng.integers(1, k + 1) if k > 1 and rng.random() < 0.3 else None
     void_band = rng.random() < 0.5
-    perm = rng.permutation(np.arange(1, n_prop + 1))[:k] if n_prop >= k else \
-        np.concatenate([rng.permutation(np.arange(1, n_prop + 1)), np.zeros(k - n_prop, int)])
+    perm = (
+        rng.permutation(np.arange(1, n_prop + 1))[:k]
+        if n_prop >= k
+        else np.concatenate([rng.permutation(np.arange(1, n_prop + 1)), np.zeros(k - n_prop, int)])
+    )
     switch_t = rng.integers(0, t_len) if rng.random() < 0.4 else None
     for t in range(t_len):
         frame = np.zeros((h, w), np.uint8)
@@ -64,10 +76,12 @@ def make_sequence(rng, h, w, t_len, k, n_prop):
                 continue
             if rng.random() < 0.1:
                 continue  # object absent in this frame
-            m = shape_mask(rng, h, w, o["cy"] + o["vy"] * t, o["cx"] + o["vx"] * t, o["sy"], o["sx"], o["kind"])
+            m = shape_mask(
+                rng, h, w, o["cy"] + o["vy"] * t, o["cx"] + o["vx"] * t, o["sy"], o["sx"], o["kind"]
+            )
             frame[m] = oid
         if k >= 1 and t == 0 and frame.max() < k:  # first frame must hold object k (K = max id)
-            frame[:max(2, h // 10), :max(2, w // 10)] = k
+            frame[: max(2, h // 10), : max(2, w // 10)] = k
         if k == 0:
             frame[:] = 0
         # void: a band around object boundaries and/or a random rectangle
@@ -77,7 +91,9 @@ def make_sequence(rng, h, w, t_len, k, n_prop):
             void |= de.dilate(b, 1)
         if rng.random() < 0.4:
             y0, x0 = rng.integers(0, h), rng.integers(0, w)
-            void[y0:y0 + rng.integers(1, h // 3 + 2), x0:x0 + rng.integers(1, w // 3 + 2)] = True
+            void[y0 : y0 + rng.integers(1, h // 3 + 2), x0 : x0 + rng.integers(1, w // 3 + 2)] = (
+                True
+            )
         gt_frame = frame.copy()
         gt_frame[void] = 255
         gt[t] = gt_frame
@@ -101,8 +117,16 @@ def make_sequence(rng, h, w, t_len, k, n_prop):
             p[m] = pid
         for pid in range(1, n_prop + 1):
             if pid not in mapping and rng.random() < 0.5:
-                m = shape_mask(rng, h, w, rng.uniform(0, h), rng.uniform(0, w), rng.uniform(1, h / 5),
-                               rng.uniform(1, w / 5), rng.integers(3))
+                m = shape_mask(
+                    rng,
+                    h,
+                    w,
+                    rng.uniform(0, h),
+                    rng.uniform(0, w),
+                    rng.uniform(1, h / 5),
+                    rng.uniform(1, w / 5),
+                    rng.integers(3),
+                )
                 p[m] = pid
         if rng.random() < 0.3:  # prediction spilling into void
             p[void & (rng.random((h, w)) < 0.5)] = rng.integers(1, n_prop + 1)
@@ -159,7 +183,9 @@ def main(seed=0):
             print("NO ERROR for", name)
         except ValueError as err:
             assert str(int(arrays[name][1].max())) in str(err) and "20" in str(err)
-    subprocess.run([REF_PY, REF_SCRIPT, str(ROOT), str(ROOT / "results"), "/tmp/davis_xcheck_ref"], check=True)
+    subprocess.run(
+        [REF_PY, REF_SCRIPT, str(ROOT), str(ROOT / "results"), "/tmp/davis_xcheck_ref"], check=True
+    )
     ref = json.loads(Path("/tmp/davis_xcheck_ref.json").read_text())
     ref_frames = np.load("/tmp/davis_xcheck_ref.npz")
     t0 = time.perf_counter()
@@ -171,7 +197,9 @@ def main(seed=0):
     n_obj = len(mine["per_object"])
     print(f"objects: {n_obj}; evaluate_davis {t_mine:.2f}s")
     for key in de.GLOBAL_KEYS:
-        print(f"  {key:9s} mine {mine[key]:.15f} ref {ref[key]:.15f} |diff| {abs(mine[key] - ref[key]):.3g}")
+        print(
+            f"  {key:9s} mine {mine[key]:.15f} ref {ref[key]:.15f} |diff| {abs(mine[key] - ref[key]):.3g}"
+        )
     for m in ("J-Mean", "F-Mean"):
         d = max(abs(mine["per_object"][n][m] - ref["per_object"][n][m]) for n in mine["per_object"])
         print(f"  per-object {m}: max |diff| {d:.3g}")
@@ -191,7 +219,9 @@ def timing():
     rng = np.random.default_rng(1)
     gt, pred = make_sequence(rng, 480, 854, 40, 5, 12)
     np.savez("/tmp/davis_timing.npz", gt=gt, pred=pred)
-    print("timing sequence: K =", int(np.where(gt[0] == 255, 0, gt[0]).max()), "N =", int(pred.max()))
+    print(
+        "timing sequence: K =", int(np.where(gt[0] == 255, 0, gt[0]).max()), "N =", int(pred.max())
+    )
     best = []
     for _ in range(3):
         t0 = time.perf_counter()

@@ -1,15 +1,15 @@
 """Independent, straightforward re-implementation of the official DAVIS-2017 unsupervised
 evaluator (davisvideochallenge/davis2017-evaluation, newest: void masks passed in the
-unsupervised task), following notes/davis_semantics.md and the official code structure:
+unsupervised task), following docs/davis.md and the official code structure:
 naive per-pair loops, cv2.dilate with skimage.morphology.disk, linear_sum_assignment on
 the (N', K) score matrix, db_statistics. Needs opencv and scikit-image (not project
 dependencies); crosscheck.py runs it in its own venv.
 
-usage: davis_ref.py DAVIS_ROOT RESULTS_DIR OUT_PREFIX   -> OUT_PREFIX.json, OUT_PREFIX.npz
-       davis_ref.py --time NPZ                           (times evaluate_unsupervised)
+usage: reference.py DAVIS_ROOT RESULTS_DIR OUT_PREFIX   -> OUT_PREFIX.json, OUT_PREFIX.npz
+       reference.py --time NPZ                           (times evaluate_unsupervised)
 """
+
 import json
-import math
 import os
 import sys
 import time
@@ -52,8 +52,9 @@ def db_eval_boundary(annotation, segmentation, void_pixels=None, bound_th=0.008)
         f_res = np.zeros(n_frames)
         for frame_id in range(n_frames):
             void_pixels_frame = None if void_pixels is None else void_pixels[frame_id, :, :]
-            f_res[frame_id] = f_measure(segmentation[frame_id], annotation[frame_id],
-                                        void_pixels_frame, bound_th=bound_th)
+            f_res[frame_id] = f_measure(
+                segmentation[frame_id], annotation[frame_id], void_pixels_frame, bound_th=bound_th
+            )
     else:
         f_res = f_measure(segmentation, annotation, void_pixels, bound_th=bound_th)
     return f_res
@@ -64,7 +65,9 @@ def f_measure(foreground_mask, gt_mask, void_pixels=None, bound_th=0.008):
         void_pixels = void_pixels.astype(bool)
     else:
         void_pixels = np.zeros_like(foreground_mask).astype(bool)
-    bound_pix = bound_th if bound_th >= 1 else np.ceil(bound_th * np.linalg.norm(foreground_mask.shape))
+    bound_pix = (
+        bound_th if bound_th >= 1 else np.ceil(bound_th * np.linalg.norm(foreground_mask.shape))
+    )
     fg_boundary = _seg2bmap(foreground_mask * np.logical_not(void_pixels))
     gt_boundary = _seg2bmap(gt_mask * np.logical_not(void_pixels))
     fg_dil = cv2.dilate(fg_boundary.astype(np.uint8), disk(bound_pix).astype(np.uint8))
@@ -112,7 +115,7 @@ def db_statistics(per_frame_values):
     N_bins = 4
     ids = np.round(np.linspace(1, len(per_frame_values), N_bins + 1) + 1e-10) - 1
     ids = ids.astype(np.uint8)
-    D_bins = [per_frame_values[ids[i]:ids[i + 1] + 1] for i in range(0, 4)]
+    D_bins = [per_frame_values[ids[i] : ids[i + 1] + 1] for i in range(0, 4)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
         D = np.nanmean(D_bins[0]) - np.nanmean(D_bins[3])
@@ -154,7 +157,7 @@ class DAVIS:
             num_objects = int(np.max(masks[0, ...]))
             tmp = np.ones((num_objects, *masks.shape))
             tmp = tmp * np.arange(1, num_objects + 1)[:, None, None, None]
-            masks = (tmp == masks[None, ...])
+            masks = tmp == masks[None, ...]
             masks = masks > 0
         return masks, masks_void, masks_id
 
@@ -171,7 +174,7 @@ class Results:
         try:
             mask_path = os.path.join(self.root_dir, sequence, f"{frame_id}.png")
             return np.array(Image.open(mask_path))
-        except IOError:
+        except OSError:
             sys.stdout.write(sequence + " frame %s not found!\n" % frame_id)
             sys.exit()
 
@@ -187,19 +190,29 @@ class Results:
         return masks
 
 
-def evaluate_unsupervised(all_gt_masks, all_res_masks, all_void_masks, metric=("J", "F"), max_n_proposals=20):
+def evaluate_unsupervised(
+    all_gt_masks, all_res_masks, all_void_masks, metric=("J", "F"), max_n_proposals=20
+):
     if all_res_masks.shape[0] > max_n_proposals:
-        sys.stdout.write(f"\nIn your PNG files there is an index higher than the maximum number ({max_n_proposals}) of proposals allowed!")
+        sys.stdout.write(
+            f"\nIn your PNG files there is an index higher than the maximum number ({max_n_proposals}) of proposals allowed!"
+        )
         sys.exit()
     elif all_res_masks.shape[0] < all_gt_masks.shape[0]:
-        zero_padding = np.zeros((all_gt_masks.shape[0] - all_res_masks.shape[0], *all_res_masks.shape[1:]))
+        zero_padding = np.zeros(
+            (all_gt_masks.shape[0] - all_res_masks.shape[0], *all_res_masks.shape[1:])
+        )
         all_res_masks = np.concatenate([all_res_masks, zero_padding], axis=0)
     j_metrics_res = np.zeros((all_res_masks.shape[0], all_gt_masks.shape[0], all_gt_masks.shape[1]))
     f_metrics_res = np.zeros((all_res_masks.shape[0], all_gt_masks.shape[0], all_gt_masks.shape[1]))
     for ii in range(all_gt_masks.shape[0]):
         for jj in range(all_res_masks.shape[0]):
-            j_metrics_res[jj, ii, :] = db_eval_iou(all_gt_masks[ii, ...], all_res_masks[jj, ...], all_void_masks)
-            f_metrics_res[jj, ii, :] = db_eval_boundary(all_gt_masks[ii, ...], all_res_masks[jj, ...], all_void_masks)
+            j_metrics_res[jj, ii, :] = db_eval_iou(
+                all_gt_masks[ii, ...], all_res_masks[jj, ...], all_void_masks
+            )
+            f_metrics_res[jj, ii, :] = db_eval_boundary(
+                all_gt_masks[ii, ...], all_res_masks[jj, ...], all_void_masks
+            )
     all_metrics = (np.mean(j_metrics_res, axis=2) + np.mean(f_metrics_res, axis=2)) / 2
     row_ind, col_ind = linear_sum_assignment(-all_metrics)
     return j_metrics_res[row_ind, col_ind, :], f_metrics_res[row_ind, col_ind, :]
@@ -224,13 +237,22 @@ def evaluate(davis_root, res_path, subset="val"):
                 metrics_res[m]["D"].append(D)
                 metrics_res[m]["M_per_object"][seq_name] = M
     J, F = metrics_res["J"], metrics_res["F"]
-    final_mean = (np.mean(J["M"]) + np.mean(F["M"])) / 2.
-    g = [final_mean, np.mean(J["M"]), np.mean(J["R"]), np.mean(J["D"]), np.mean(F["M"]),
-         np.mean(F["R"]), np.mean(F["D"])]
+    final_mean = (np.mean(J["M"]) + np.mean(F["M"])) / 2.0
+    g = [
+        final_mean,
+        np.mean(J["M"]),
+        np.mean(J["R"]),
+        np.mean(J["D"]),
+        np.mean(F["M"]),
+        np.mean(F["R"]),
+        np.mean(F["D"]),
+    ]
     keys = ["J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay"]
     out = {k: float(v) for k, v in zip(keys, g)}
-    out["per_object"] = {name: {"J-Mean": float(J["M_per_object"][name]),
-                                "F-Mean": float(F["M_per_object"][name])} for name in J["M_per_object"]}
+    out["per_object"] = {
+        name: {"J-Mean": float(J["M_per_object"][name]), "F-Mean": float(F["M_per_object"][name])}
+        for name in J["M_per_object"]
+    }
     return out, per_frame
 
 

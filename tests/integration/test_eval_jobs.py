@@ -1,6 +1,7 @@
 """eval_coco, eval_davis and predict as command lines, on tiny generated sets, a real local
 Ray and a real MLflow server: files mode, checkpoint mode (nested under the training run),
 R.json / J.json contents, prediction files anyone can re-score."""
+
 from __future__ import annotations
 
 import json
@@ -8,16 +9,24 @@ import shutil
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers_ckpt import image_config, video_config, write_checkpoint
 from helpers_jobs import load_job
+from PIL import Image
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 R_KEYS = {"All", "Things", "Stuff", "per_class", "timing"}
-J_KEYS = {"J&F-Mean", "J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay",
-          "per_object", "timing"}
+J_KEYS = {
+    "J&F-Mean",
+    "J-Mean",
+    "J-Recall",
+    "J-Decay",
+    "F-Mean",
+    "F-Recall",
+    "F-Decay",
+    "per_object",
+    "timing",
+}
 
 
 @pytest.fixture
@@ -35,8 +44,9 @@ def _training_run(mlc, tags=None) -> str:
 
 
 def _child(mlc, parent: str):
-    runs = mlc.search_runs([mlc.get_run(parent).info.experiment_id],
-                           f"tags.mlflow.parentRunId = '{parent}'")
+    runs = mlc.search_runs(
+        [mlc.get_run(parent).info.experiment_id], f"tags.mlflow.parentRunId = '{parent}'"
+    )
     assert len(runs) == 1
     return runs[0]
 
@@ -45,15 +55,29 @@ def test_eval_coco_scores_files(ray_session, mlflow_env, tmp_path):
     from pix2seqd.platform.synthetic.coco import make_coco
 
     root = make_coco(tmp_path / "coco", 1, 0, 4, 40, 56)
-    gt_json, gt_dir = root / "annotations/panoptic_val2017.json", root / "annotations/panoptic_val2017"
+    gt_json, gt_dir = (
+        root / "annotations/panoptic_val2017.json",
+        root / "annotations/panoptic_val2017",
+    )
     out = tmp_path / "R.json"
-    args = ["--gt-json", str(gt_json), "--gt-dir", str(gt_dir), "--pred-json", str(gt_json),
-            "--pred-dir", str(gt_dir), "--out", str(out)]
+    args = [
+        "--gt-json",
+        str(gt_json),
+        "--gt-dir",
+        str(gt_dir),
+        "--pred-json",
+        str(gt_json),
+        "--pred-dir",
+        str(gt_dir),
+        "--out",
+        str(out),
+    ]
     result = load_job("eval_coco").main(args)
     assert json.loads(out.read_text()) == result and set(result) == R_KEYS
     assert result["All"]["pq"] == 1.0 and result["timing"]["predict_s"] == 0.0
-    run = mlflow_env.search_runs([mlflow_env.get_experiment_by_name("pix2seqd").experiment_id],
-                                 "tags.job = 'eval_coco'")[0]
+    run = mlflow_env.search_runs(
+        [mlflow_env.get_experiment_by_name("pix2seqd").experiment_id], "tags.job = 'eval_coco'"
+    )[0]
     assert run.info.status == "FINISHED" and run.data.metrics["val/pq"] == 1.0
     assert "eval/score_s" in run.data.metrics
 
@@ -62,10 +86,14 @@ def test_eval_coco_scores_files(ray_session, mlflow_env, tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(bad))
     missing = json.loads(gt_json.read_text())["annotations"][0]["image_id"]
     with pytest.raises(ValueError, match=f"image {missing}: no prediction"):
-        load_job("eval_coco").main(args[:4] + ["--pred-json", str(tmp_path / "bad.json")] + args[6:])
+        load_job("eval_coco").main(
+            args[:4] + ["--pred-json", str(tmp_path / "bad.json")] + args[6:]
+        )
 
 
-def test_eval_coco_from_a_checkpoint_nests_under_its_training_run(ray_session, mlflow_env, tmp_path):
+def test_eval_coco_from_a_checkpoint_nests_under_its_training_run(
+    ray_session, mlflow_env, tmp_path
+):
     from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic
     from pix2seqd.platform.evaluation.pq import pq_compute
     from pix2seqd.platform.synthetic.coco import make_coco
@@ -73,21 +101,45 @@ def test_eval_coco_from_a_checkpoint_nests_under_its_training_run(ray_session, m
     root = make_coco(tmp_path / "coco", 2, 0, 3, 40, 56)
     records, cmap = load_coco_panoptic(root, "val2017")
     parent = _training_run(mlflow_env)
-    ckpt = write_checkpoint(tmp_path / "ckpt", image_config(cmap.num_classes), cmap.to_coco(), parent)
+    ckpt = write_checkpoint(
+        tmp_path / "ckpt", image_config(cmap.num_classes), cmap.to_coco(), parent
+    )
     pred_dir, out = tmp_path / "pred", tmp_path / "R.json"
-    result = load_job("eval_coco").main([
-        "--checkpoint", str(ckpt), "--data-root", str(root), "--pred-dir", str(pred_dir),
-        "--out", str(out), "--steps", "2", "--min-pixels", "0"])
+    result = load_job("eval_coco").main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--data-root",
+            str(root),
+            "--pred-dir",
+            str(pred_dir),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--min-pixels",
+            "0",
+        ]
+    )
     assert set(result) == R_KEYS and result["timing"]["predict_s"] > 0
-    assert sorted(p.name for p in pred_dir.glob("*.png")) == sorted(r.png_path.name for r in records)
+    assert sorted(p.name for p in pred_dir.glob("*.png")) == sorted(
+        r.png_path.name for r in records
+    )
     # the written files are panopticapi's format: scoring them again gives the same numbers
-    again = pq_compute(pred_dir / "groundtruth.json", pred_dir / "predictions.json",
-                       root / "annotations/panoptic_val2017", pred_dir)
-    assert {k: again[k] for k in ("All", "Things", "Stuff", "per_class")} == \
-        {k: result[k] for k in ("All", "Things", "Stuff", "per_class")}
+    again = pq_compute(
+        pred_dir / "groundtruth.json",
+        pred_dir / "predictions.json",
+        root / "annotations/panoptic_val2017",
+        pred_dir,
+    )
+    assert {k: again[k] for k in ("All", "Things", "Stuff", "per_class")} == {
+        k: result[k] for k in ("All", "Things", "Stuff", "per_class")
+    }
     child = _child(mlflow_env, parent)
     assert child.info.status == "FINISHED" and child.data.tags["checkpoint"] == str(ckpt)
-    assert child.data.params["sample.steps"] == "2" and child.data.params["sample.min_pixels"] == "0"
+    assert (
+        child.data.params["sample.steps"] == "2" and child.data.params["sample.min_pixels"] == "0"
+    )
     assert child.data.metrics["val/pq"] == pytest.approx(result["All"]["pq"])
     assert {f"eval/pq_class/{c['id']}" for c in cmap.to_coco()} <= set(child.data.metrics)
     arts = {a.path for a in mlflow_env.list_artifacts(child.info.run_id, "eval")}
@@ -110,16 +162,27 @@ def test_eval_davis_scores_the_ground_truth_perfectly(ray_session, mlflow_env, t
             out.putpalette(im.getpalette())
             out.save(target)
     out = tmp_path / "J.json"
-    result = load_job("eval_davis").main(["--davis-root", str(root), "--results-dir", str(results),
-                                          "--split", "val", "--out", str(out)])
+    result = load_job("eval_davis").main(
+        [
+            "--davis-root",
+            str(root),
+            "--results-dir",
+            str(results),
+            "--split",
+            "val",
+            "--out",
+            str(out),
+        ]
+    )
     assert json.loads(out.read_text()) == result and set(result) == J_KEYS
     assert result["J&F-Mean"] == 1.0 and result["J-Decay"] == 0.0
     assert all(v == {"J-Mean": 1.0, "F-Mean": 1.0} for v in result["per_object"].values())
 
     shutil.rmtree(results / sorted(p.name for p in results.iterdir())[0])
     with pytest.raises(FileNotFoundError, match="00000"):
-        load_job("eval_davis").main(["--davis-root", str(root), "--results-dir", str(results),
-                                     "--out", str(out)])
+        load_job("eval_davis").main(
+            ["--davis-root", str(root), "--results-dir", str(results), "--out", str(out)]
+        )
 
 
 def test_eval_davis_from_a_checkpoint_reference_in_mlflow(ray_session, mlflow_env, tmp_path):
@@ -129,9 +192,22 @@ def test_eval_davis_from_a_checkpoint_reference_in_mlflow(ray_session, mlflow_en
     ckpt = write_checkpoint(tmp_path / "ckpt", video_config())
     parent = _training_run(mlflow_env, {"best_checkpoint": str(ckpt)})
     results, out = tmp_path / "results", tmp_path / "J.json"
-    result = load_job("eval_davis").main([
-        "--checkpoint", f"runs:/{parent}", "--davis-root", str(root), "--results-dir",
-        str(results), "--out", str(out), "--first-steps", "2", "--later-steps", "1"])
+    result = load_job("eval_davis").main(
+        [
+            "--checkpoint",
+            f"runs:/{parent}",
+            "--davis-root",
+            str(root),
+            "--results-dir",
+            str(results),
+            "--out",
+            str(out),
+            "--first-steps",
+            "2",
+            "--later-steps",
+            "1",
+        ]
+    )
     assert set(result) == J_KEYS | {"proposals_dropped"}
     assert 0.0 <= result["J&F-Mean"] <= 1.0 and result["timing"]["predict_s"] > 0
     for seq in (root / "ImageSets/2017/val.txt").read_text().split():
@@ -151,8 +227,20 @@ def test_predict_an_image_folder_and_a_frames_folder(ray_session, mlflow_env, tm
     _, cmap = load_coco_panoptic(root, "val2017")
     ckpt = write_checkpoint(tmp_path / "ckpt", image_config(cmap.num_classes), cmap.to_coco())
     out = tmp_path / "out"
-    summary = load_job("predict").main(["--checkpoint", str(ckpt), "--input", str(root / "val2017"),
-                                        "--out", str(out), "--steps", "2", "--min-pixels", "0"])
+    summary = load_job("predict").main(
+        [
+            "--checkpoint",
+            str(ckpt),
+            "--input",
+            str(root / "val2017"),
+            "--out",
+            str(out),
+            "--steps",
+            "2",
+            "--min-pixels",
+            "0",
+        ]
+    )
     assert summary == {"mode": "images", "outputs": 2, "out": str(out)}
     preds = json.loads((out / "predictions.json").read_text())
     assert preds["categories"] == cmap.to_coco() and len(preds["images"]) == 2
@@ -165,11 +253,16 @@ def test_predict_an_image_folder_and_a_frames_folder(ray_session, mlflow_env, tm
     frames = next((davis / "JPEGImages/480p").iterdir())
     vckpt = write_checkpoint(tmp_path / "vckpt", video_config())
     vout = tmp_path / "vout"
-    summary = load_job("predict").main(["--checkpoint", str(vckpt), "--input", str(frames),
-                                        "--out", str(vout)])
+    summary = load_job("predict").main(
+        ["--checkpoint", str(vckpt), "--input", str(frames), "--out", str(vout)]
+    )
     n = len(list(frames.glob("*.jpg")))
     assert summary["mode"] == "video" and summary["outputs"] == n
-    assert len(list((vout / frames.name).glob("*.png"))) == n == len(list((vout / "overlays").glob("*.png")))
+    assert (
+        len(list((vout / frames.name).glob("*.png")))
+        == n
+        == len(list((vout / "overlays").glob("*.png")))
+    )
 
 
 def test_inference_actor_count_follows_the_cluster(ray_session):
@@ -179,4 +272,4 @@ def test_inference_actor_count_follows_the_cluster(ray_session):
     assert cluster_gpus() == 0
     assert inference_actors(3, False) == 3
     assert inference_actors(0, False) == cpus - 1  # one CPU left to the feeding operators
-    assert inference_actors(0, True) == 1          # no GPU yet: one actor waits for one
+    assert inference_actors(0, True) == 1  # no GPU yet: one actor waits for one

@@ -2,6 +2,7 @@
 S3-compatible server (moto, started here; no internet), with a real MLflow server: a bad
 record is skipped, counted and logged; checkpoints, the best one included, land in S3 and
 resolve from their MLflow tags."""
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers_jobs import load_job
 from helpers_bad_data import corrupt
+from helpers_jobs import load_job
 
 BUCKET = "pix2seqd-test"
 
@@ -33,8 +34,11 @@ def s3_server(monkeypatch, tmp_path):
     workers started after this inherit them)."""
     port = _free_port()
     log = open(tmp_path / "moto.log", "w")
-    proc = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1",
-                             "-p", str(port)], stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(120):
         try:
@@ -42,9 +46,13 @@ def s3_server(monkeypatch, tmp_path):
             break
         except OSError:
             time.sleep(0.25)
-    for key, value in {"AWS_ENDPOINT_URL": url, "AWS_ACCESS_KEY_ID": "testing",
-                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
-                       "AWS_EC2_METADATA_DISABLED": "true"}.items():
+    for key, value in {
+        "AWS_ENDPOINT_URL": url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
         monkeypatch.setenv(key, value)
     import boto3
 
@@ -63,18 +71,39 @@ def test_prepare_to_s3_and_train_from_it(s3_server, mlflow_server, tmp_path, mon
     data = make_coco(tmp_path / "coco", seed=3, n_train=10, n_val=3, min_size=48, max_size=64)
     corrupt(data, "truncated_jpeg")
     out = f"{s3_server}/coco"
-    load_job("prepare_data").main(["--dataset", "coco", "--root", str(data), "--out", out,
-                               "--rows-per-shard", "4", "--skip-bad"])
+    load_job("prepare_data").main(
+        [
+            "--dataset",
+            "coco",
+            "--root",
+            str(data),
+            "--out",
+            out,
+            "--rows-per-shard",
+            "4",
+            "--skip-bad",
+        ]
+    )
     report = json.loads(prepared.read_text(f"{out}/validation_report.json"))
     assert report["splits"]["train2017"]["n_bad"] == 1
     rows, _, _ = prepared.load_prepared(out, "train2017")
     assert len(rows) == 9 and all(r["shard"].startswith(f"{out}/train2017/shard-") for r in rows)
 
-    sets = ["train.steps=3", "train.batch_size=4", "train.checkpoint_every=3", "train.log_every=1",
-            "sample.steps=2", "eval.max_images=2", "eval.batch_size=2", "eval.overlays=1",
-            "data.image_size=32", "optim.warmup_steps=1",
-            "data.exact_order=true",  # each worker reads its own ordered dataset
-            "eval.every_steps=3", "eval.periodic_images=2"]
+    sets = [
+        "train.steps=3",
+        "train.batch_size=4",
+        "train.checkpoint_every=3",
+        "train.log_every=1",
+        "sample.steps=2",
+        "eval.max_images=2",
+        "eval.batch_size=2",
+        "eval.overlays=1",
+        "data.image_size=32",
+        "optim.warmup_steps=1",
+        "data.exact_order=true",  # each worker reads its own ordered dataset
+        "eval.every_steps=3",
+        "eval.periodic_images=2",
+    ]
     args = ["--prepared", out, "--storage-path", f"{s3_server}/ray", "--run-name", "s3"]
     summary = load_job("train_coco").main(args + [x for s in sets for x in ("--set", s)])
 
@@ -87,15 +116,19 @@ def test_prepare_to_s3_and_train_from_it(s3_server, mlflow_server, tmp_path, mon
     assert run.data.metrics["data/bad_records"] == 1
     assert "data/voided_segments" in run.data.metrics
     assert run.data.tags["data_source"] == out and run.data.tags["dataset"] == "coco"
-    assert {a.path for a in mlc.list_artifacts(run.info.run_id, "data")} == {"data/validation_report.json"}
+    assert {a.path for a in mlc.list_artifacts(run.info.run_id, "data")} == {
+        "data/validation_report.json"
+    }
     assert 0.0 <= summary["metrics"]["pq"] <= 1.0
 
-    from pix2seqd.platform.train import checkpoint as ckpt_io
-    from pix2seqd.platform.train.checkpoints import resolve_checkpoint
+    from pix2seqd.platform.train import checkpoints
 
     tags = run.data.tags
     assert tags["checkpoint/3"].startswith(f"{s3_server}/ray/") and tags["best_step"] == "3"
-    assert summary["checkpoint"] == tags["best_checkpoint"] and "/best_00000003" in summary["checkpoint"]
+    assert (
+        summary["checkpoint"] == tags["best_checkpoint"]
+        and "/best_00000003" in summary["checkpoint"]
+    )
     for ref in (tags["checkpoint/3"], summary["checkpoint"], f"runs:/{run.info.run_id}"):
-        snap = ckpt_io.load(resolve_checkpoint(ref))
+        snap = checkpoints.load_meta(ref)
         assert snap["step"] == 3 and snap["mlflow_run_id"] == run.info.run_id

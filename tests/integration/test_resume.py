@@ -9,6 +9,7 @@
 With data.exact_order the losses after the restart equal the uninterrupted run's. The
 learning rate is constant after warm-up (end_lr_factor 1), so a run scheduled for half the
 steps has the same learning rates as the full one."""
+
 from __future__ import annotations
 
 import os
@@ -22,11 +23,21 @@ from helpers_jobs import load_job
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
 
 STEPS, EVERY = 60, 10
-SETS = [f"train.steps={STEPS}", "train.batch_size=4", f"train.checkpoint_every={EVERY}",
-        "train.log_every=1", "train.keep_checkpoints=3", "train.max_failures=2",
-        "train.time_budget_min=0", "data.exact_order=true", "optim.warmup_steps=5",
-        "optim.end_lr_factor=1.0",
-        "sample.steps=1", "eval.max_images=2", "eval.overlays=0"]
+SETS = [
+    f"train.steps={STEPS}",
+    "train.batch_size=4",
+    f"train.checkpoint_every={EVERY}",
+    "train.log_every=1",
+    "train.keep_checkpoints=3",
+    "train.max_failures=2",
+    "train.time_budget_min=0",
+    "data.exact_order=true",
+    "optim.warmup_steps=5",
+    "optim.end_lr_factor=1.0",
+    "sample.steps=1",
+    "eval.max_images=2",
+    "eval.overlays=0",
+]
 # Same floating-point work on the same data in the same order: the only tolerance needed is
 # for a different summation order, which does not happen on one CPU thread per worker.
 TOLERANCE = 1e-6
@@ -66,10 +77,17 @@ def _kill_a_worker_after_checkpoint(mlc, name, done: threading.Event) -> int:
     address = ray.get_runtime_context().gcs_address
     while not done.is_set():
         run = _find_run(mlc, name)
-        steps = [int(k.split("/")[1]) for k in (run.data.tags if run else {}) if k.startswith("checkpoint/")]
+        steps = [
+            int(k.split("/")[1])
+            for k in (run.data.tags if run else {})
+            if k.startswith("checkpoint/")
+        ]
         if len(steps) >= 2:
-            workers = [a for a in list_actors(address, filters=[("state", "=", "ALIVE")])
-                       if "TrainWorker" in a.class_name]
+            workers = [
+                a
+                for a in list_actors(address, filters=[("state", "=", "ALIVE")])
+                if "TrainWorker" in a.class_name
+            ]
             assert workers, "no live training worker found"
             os.kill(workers[-1].pid, signal.SIGKILL)
             return max(steps)
@@ -89,12 +107,12 @@ def uninterrupted(mlflow_server, tmp_path_factory):
         return data, load_job("train_coco").main(_args(data, tmp, "uninterrupted"))
 
 
-def test_killed_worker_resumes_exactly(ray_session, mlflow_server, uninterrupted, tmp_path,
-                                       monkeypatch):
+def test_killed_worker_resumes_exactly(
+    ray_session, mlflow_server, uninterrupted, tmp_path, monkeypatch
+):
     import mlflow.tracking
 
-    from pix2seqd.platform.train import checkpoint as ckpt_io
-    from pix2seqd.platform.train.checkpoints import resolve_checkpoint
+    from pix2seqd.platform.train import checkpoints
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     mlc = mlflow.tracking.MlflowClient(mlflow_server)
@@ -102,19 +120,27 @@ def test_killed_worker_resumes_exactly(ray_session, mlflow_server, uninterrupted
     job = load_job("train_coco")
 
     out, done = {}, threading.Event()
-    thread = threading.Thread(target=lambda: out.update(job.main(_args(data, tmp_path, "killed"))))
+
+    def run() -> None:
+        try:
+            out.update(job.main(_args(data, tmp_path, "killed")))
+        finally:
+            done.set()  # the watcher stops instead of waiting for a run that has ended
+
+    thread = threading.Thread(target=run)
     thread.start()
     try:
         killed_after = _kill_a_worker_after_checkpoint(mlc, "killed", done)
     finally:
         thread.join()
-        done.set()
     assert out, "the killed run did not finish"
     assert 2 * EVERY <= killed_after < STEPS
 
     a, b = _losses(mlc, plain["mlflow_run_id"]), _losses(mlc, out["mlflow_run_id"])
     assert sorted(a) == sorted(b) == list(range(1, STEPS + 1))
-    restarts = [m.value for m in mlc.get_metric_history(out["mlflow_run_id"], "train/restored_from")]
+    restarts = [
+        m.value for m in mlc.get_metric_history(out["mlflow_run_id"], "train/restored_from")
+    ]
     logged = len(mlc.get_metric_history(out["mlflow_run_id"], "train/loss"))
     assert restarts, f"the worker group did not restart from a checkpoint ({logged} losses logged)"
     # from a registered checkpoint: at least the one before the newest tag seen at the kill
@@ -126,14 +152,16 @@ def test_killed_worker_resumes_exactly(ray_session, mlflow_server, uninterrupted
     kept = sorted(int(k.split("/")[1]) for k in tags if k.startswith("checkpoint/"))
     assert kept == [STEPS - 2 * EVERY, STEPS - EVERY, STEPS]  # the last 3, none lost
     for step in kept:
-        snap = ckpt_io.load(resolve_checkpoint(tags[f"checkpoint/{step}"]))
+        with checkpoints.fetched(tags[f"checkpoint/{step}"]) as d:
+            snap = checkpoints.load(d)
         assert snap["step"] == step and snap["data_position"] == step * 4
         assert len(snap["rng"]) == 2  # every rank's RNG state
     assert out["metrics"] == plain["metrics"]  # same final weights, same PQ
 
 
-def test_stopped_run_continues_with_resume(ray_session, mlflow_server, uninterrupted, tmp_path,
-                                           monkeypatch):
+def test_stopped_run_continues_with_resume(
+    ray_session, mlflow_server, uninterrupted, tmp_path, monkeypatch
+):
     import mlflow.tracking
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)

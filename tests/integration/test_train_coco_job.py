@@ -1,5 +1,6 @@
 """The whole train_coco job on a tiny generated set, a real local Ray and a real MLflow
 server: params, metrics and a checkpoint that loads must land in the MLflow run."""
+
 from __future__ import annotations
 
 import json
@@ -8,24 +9,39 @@ import signal
 import pytest
 from helpers_jobs import load_job
 
-
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 
 def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch):
     from pix2seqd.platform.synthetic.coco import make_coco
-    from pix2seqd.platform.train import checkpoint as ckpt_io
-    from pix2seqd.platform.train.checkpoints import resolve_checkpoint
+    from pix2seqd.platform.train import checkpoints
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     data = tmp_path / "coco"
     make_coco(data, seed=3, n_train=12, n_val=3, min_size=48, max_size=64)
     summary_path = tmp_path / "summary.json"
-    sets = ["train.steps=4", "train.batch_size=4", "train.checkpoint_every=2", "train.log_every=1",
-            "sample.steps=2", "eval.max_images=3", "eval.batch_size=3", "eval.overlays=2",
-            "data.image_size=32", "optim.warmup_steps=1"]
-    args = ["--data-root", str(data), "--storage-path", str(tmp_path / "ray"),
-            "--summary-json", str(summary_path), "--run-name", "itest"]
+    sets = [
+        "train.steps=4",
+        "train.batch_size=4",
+        "train.checkpoint_every=2",
+        "train.log_every=1",
+        "sample.steps=2",
+        "eval.max_images=3",
+        "eval.batch_size=3",
+        "eval.overlays=2",
+        "data.image_size=32",
+        "optim.warmup_steps=1",
+    ]
+    args = [
+        "--data-root",
+        str(data),
+        "--storage-path",
+        str(tmp_path / "ray"),
+        "--summary-json",
+        str(summary_path),
+        "--run-name",
+        "itest",
+    ]
     for s in sets:
         args += ["--set", s]
     sigint = signal.getsignal(signal.SIGINT)
@@ -46,8 +62,15 @@ def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch
     assert run.data.params["optim.lr"] == "0.003"
     assert run.data.params["train.steps"] == "4"
     assert run.data.params["model.num_classes"] == "8"  # 7 generated categories + void
-    for key in ("train/loss", "train/lr", "train/img_per_s", "train/data_wait_frac",
-                "val/pq", "val/pq_th", "val/pq_st"):
+    for key in (
+        "train/loss",
+        "train/lr",
+        "train/img_per_s",
+        "train/data_wait_frac",
+        "val/pq",
+        "val/pq_th",
+        "val/pq_st",
+    ):
         assert key in run.data.metrics, key
     assert any(k.startswith("eval/pq_class/") for k in run.data.metrics)
     assert len(mlc.get_metric_history(run.info.run_id, "train/loss")) == 4
@@ -66,12 +89,13 @@ def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch
     assert type(ema).__name__ == "Pix2SeqD" and not ema.training
 
     for ref in (summary["checkpoint"], f"runs:/{run.info.run_id}"):
-        snap = ckpt_io.load(resolve_checkpoint(ref))
+        with checkpoints.fetched(ref) as d:
+            snap = checkpoints.load(d)
         assert snap["step"] == 4
         assert snap["config"]["train.steps"] == 4
         from pix2seqd.platform.evaluation.predict import load_for_inference
 
-        model, cfg = load_for_inference(resolve_checkpoint(ref))
+        model, cfg = load_for_inference(ref)
         assert cfg.model.num_classes == 8
 
 
@@ -82,9 +106,19 @@ def test_train_on_the_cityscapes_layout(ray_session, mlflow_server, tmp_path, mo
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     data = make_cityscapes(tmp_path / "cs", 0, 8, 2, 48, 64)
-    sets = ["data.dataset=cityscapes", "data.train_split=train", "data.val_split=val",
-            "train.steps=2", "train.batch_size=4", "train.checkpoint_every=2", "train.log_every=1",
-            "sample.steps=2", "eval.batch_size=2", "eval.overlays=1", "data.image_size=32"]
+    sets = [
+        "data.dataset=cityscapes",
+        "data.train_split=train",
+        "data.val_split=val",
+        "train.steps=2",
+        "train.batch_size=4",
+        "train.checkpoint_every=2",
+        "train.log_every=1",
+        "sample.steps=2",
+        "eval.batch_size=2",
+        "eval.overlays=1",
+        "data.image_size=32",
+    ]
     args = ["--data-root", str(data), "--storage-path", str(tmp_path / "ray"), "--run-name", "cs"]
     summary = load_job("train_coco").main(args + [x for s in sets for x in ("--set", s)])
 
@@ -96,22 +130,39 @@ def test_train_on_the_cityscapes_layout(ray_session, mlflow_server, tmp_path, mo
     assert "val/pq" in run.data.metrics
 
 
-def test_periodic_evaluation_keeps_the_best_checkpoint(ray_session, mlflow_server, tmp_path,
-                                                      monkeypatch):
+def test_periodic_evaluation_keeps_the_best_checkpoint(
+    ray_session, mlflow_server, tmp_path, monkeypatch
+):
     """eval.every_steps: rank 0 scores the EMA weights on a val subset at checkpoints; the
     best by val/pq is copied apart and becomes the run's checkpoint and summary."""
     import mlflow.tracking
 
     from pix2seqd.platform.synthetic.coco import make_coco
-    from pix2seqd.platform.train import checkpoint as ckpt_io
-    from pix2seqd.platform.train.checkpoints import resolve_checkpoint
+    from pix2seqd.platform.train import checkpoints
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     data = make_coco(tmp_path / "coco", 4, 12, 3, 40, 56)
-    sets = ["train.steps=6", "train.batch_size=4", "train.checkpoint_every=2", "train.log_every=2",
-            "train.keep_checkpoints=1", "eval.every_steps=2", "eval.periodic_images=2",
-            "sample.steps=2", "sample.min_pixels=0", "eval.overlays=0", "data.image_size=32"]
-    args = ["--data-root", str(data), "--storage-path", str(tmp_path / "ray"), "--run-name", "periodic"]
+    sets = [
+        "train.steps=6",
+        "train.batch_size=4",
+        "train.checkpoint_every=2",
+        "train.log_every=2",
+        "train.keep_checkpoints=1",
+        "eval.every_steps=2",
+        "eval.periodic_images=2",
+        "sample.steps=2",
+        "sample.min_pixels=0",
+        "eval.overlays=0",
+        "data.image_size=32",
+    ]
+    args = [
+        "--data-root",
+        str(data),
+        "--storage-path",
+        str(tmp_path / "ray"),
+        "--run-name",
+        "periodic",
+    ]
     summary = load_job("train_coco").main(args + [x for s in sets for x in ("--set", s)])
 
     mlc = mlflow.tracking.MlflowClient(mlflow_server)
@@ -123,6 +174,6 @@ def test_periodic_evaluation_keeps_the_best_checkpoint(ray_session, mlflow_serve
     assert tags["best_step"] == str(best_step) and float(tags["best_val_pq"]) == hist[best_step]
     assert tags["best_checkpoint"].endswith(f"best_{best_step:08d}")
     assert summary["checkpoint"] == tags["best_checkpoint"]
-    assert ckpt_io.load(resolve_checkpoint(summary["checkpoint"]))["step"] == best_step
+    assert checkpoints.load_meta(summary["checkpoint"])["step"] == best_step
     assert [k for k in tags if k.startswith("checkpoint/")] == ["checkpoint/6"]  # keep 1
     assert "final/pq" in run.data.metrics

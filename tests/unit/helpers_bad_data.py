@@ -1,5 +1,6 @@
 """Bad-input cases for the validation and prepare_data tests: each corrupts one record of
 a generated COCO-panoptic set and says what the error must mention."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,15 @@ def _png_id_not_in_json(root: Path) -> tuple[str, str]:
 
 def _json_segment_not_in_png(root: Path) -> tuple[str, str]:
     data, _, ann = _first(root)
-    ann["segments_info"].append({"id": 16_000_000, "category_id": ann["segments_info"][0]["category_id"],
-                                 "iscrowd": 0, "area": 5, "bbox": [0, 0, 1, 1]})
+    ann["segments_info"].append(
+        {
+            "id": 16_000_000,
+            "category_id": ann["segments_info"][0]["category_id"],
+            "iscrowd": 0,
+            "area": 5,
+            "bbox": [0, 0, 1, 1],
+        }
+    )
     _ann_json(root).write_text(json.dumps(data))
     return ann["file_name"], "do not occur in the PNG"
 
@@ -101,6 +109,8 @@ def crowded(root: Path, n: int = 12) -> int:
     rgb = np.stack([ids & 255, ids >> 8 & 255, ids >> 16 & 255], -1).astype(np.uint8)
     Image.fromarray(rgb).save(root / "annotations" / f"panoptic_{SPLIT}" / ann["file_name"])
     cat = data["categories"][0]["id"]
-    ann["segments_info"] = [{"id": int(i), "category_id": cat, "iscrowd": 0} for i in range(1, n + 1)]
+    ann["segments_info"] = [
+        {"id": int(i), "category_id": cat, "iscrowd": 0} for i in range(1, n + 1)
+    ]
     _ann_json(root).write_text(json.dumps(data))
     return im["id"]

@@ -3,6 +3,7 @@ their environment, free ports, and stopping exactly them, by process id.
 
 Not `ray stop --force`: that kills every Ray process on the machine, other test runs' included.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,12 +31,16 @@ def ray_env() -> dict[str, str]:
     env = dict(os.environ)
     for key in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "MLFLOW_TRACKING_URI"):
         env.pop(key, None)
-    env.update(RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
-               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}")
+    env.update(
+        RAY_AUTH_MODE="disabled",
+        RAY_USAGE_STATS_ENABLED="0",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
     return env
 
 
 # ----- processes: the ones this test started, found by id, and nothing else ---------------
+
 
 def _procs() -> dict[int, tuple[int, int, str]]:
     """pid -> (ppid, session id, state) of every process, from /proc."""
@@ -47,7 +52,7 @@ def _procs() -> dict[int, tuple[int, int, str]]:
             stat = (d / "stat").read_text()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         out[int(d.name)] = (int(fields[1]), int(fields[3]), fields[0])
     return out
 

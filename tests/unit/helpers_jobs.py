@@ -1,4 +1,5 @@
 """Load a job script (jobs/<name>.py) as a module, as `python jobs/<name>.py` would run it."""
+
 from __future__ import annotations
 
 import importlib.util

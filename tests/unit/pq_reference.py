@@ -1,10 +1,11 @@
 """Test oracle: panopticapi's `pq_compute`, re-implemented in plain numpy, quirks kept.
 
-Written from notes/pq_semantics.md, independently of the project code, and used only by
+Written from the rules of docs/pq.md, independently of the project code, and used only by
 the tests. Sequential (no process pool), so float sums run in image order.
 Return shape and errors are panopticapi's: int `per_class` keys, KeyError for broken
 predictions, ZeroDivisionError for a split with no evaluable category.
 """
+
 from __future__ import annotations
 
 import json
@@ -36,13 +37,19 @@ def _pred_segments(pred_ann: dict, pred: np.ndarray, categories: dict) -> dict:
         if label == VOID:
             continue
         if label not in segs:
-            raise KeyError(f"segment with ID {label} is presented in PNG and not presented in JSON.")
+            raise KeyError(
+                f"segment with ID {label} is presented in PNG and not presented in JSON."
+            )
         segs[label]["area"] = count
         if segs[label]["category_id"] not in categories:
-            raise KeyError(f"segment with ID {label} has unknown category_id {segs[label]['category_id']}.")
+            raise KeyError(
+                f"segment with ID {label} has unknown category_id {segs[label]['category_id']}."
+            )
     missing = set(segs) - set(labels.tolist())
     if missing:
-        raise KeyError(f"segment IDs {sorted(missing)} are presented in JSON and not presented in PNG.")
+        raise KeyError(
+            f"segment IDs {sorted(missing)} are presented in JSON and not presented in PNG."
+        )
     return segs
 
 
@@ -54,7 +61,7 @@ def _image_stats(gt_ann, pred_ann, gt_dir, pred_dir, categories, stats):
 
     joint = gt.astype(np.uint64) * OFFSET + pred.astype(np.uint64)
     labels, counts = np.unique(joint, return_counts=True)
-    inter = {(int(l // OFFSET), int(l % OFFSET)): int(c) for l, c in zip(labels, counts)}
+    inter = {(int(j // OFFSET), int(j % OFFSET)): int(c) for j, c in zip(labels, counts)}
 
     gt_matched, pred_matched = set(), set()
     for (g, p), n in inter.items():

@@ -1,9 +1,16 @@
 """int <-> analog bits: layout, scale, round trip, clipping, expected bits."""
+
 import pytest
 import torch
 
-from pix2seqd.models.bits import (analog_bits_to_int, bit_table, expected_analog_bits,
-                                  group_bits, group_values, int_to_analog_bits)
+from pix2seqd.models.bits import (
+    analog_bits_to_int,
+    bit_table,
+    expected_analog_bits,
+    group_bits,
+    group_values,
+    int_to_analog_bits,
+)
 
 B_SCALE = 0.1
 
@@ -33,7 +40,7 @@ def test_decode_clips_class_and_id():
 def test_decode_thresholds_at_zero():
     x = torch.full((1, 16, 1, 1), -1e-6)
     x[0, 0] = 1e-6  # class bit 0 only
-    x[0, 9] = 0.0   # exactly 0 is a 0 bit
+    x[0, 9] = 0.0  # exactly 0 is a 0 bit
     assert analog_bits_to_int(x, 256, 256).flatten().tolist() == [1, 0]
 
 
@@ -41,8 +48,10 @@ def test_video_stack_is_frames_oldest_first_class_then_id():
     cond = torch.tensor([[[1, 2]], [[3, 4]]]).view(1, 2, 2, 1, 1)  # (B, T, 2, H, W)
     x = int_to_analog_bits(cond, B_SCALE)
     assert x.shape == (1, 32, 1, 1)
-    decoded = [analog_bits_to_int(x[:, 16 * f: 16 * f + 16], 256, 256).flatten().tolist()
-               for f in range(2)]
+    decoded = [
+        analog_bits_to_int(x[:, 16 * f : 16 * f + 16], 256, 256).flatten().tolist()
+        for f in range(2)
+    ]
     assert decoded == [[1, 2], [3, 4]]
 
 
@@ -69,15 +78,33 @@ def test_group_values_cut_class_then_id_bits_lsb_first():
     assert group_values(masks, 2).flatten().tolist() == [181, 11]
     assert group_values(masks, 4).flatten().tolist() == [5, 11, 11, 0]
     assert group_values(masks, 8).flatten().tolist() == [1, 1, 3, 2, 3, 2, 0, 0]
-    assert group_values(masks, 16).flatten().tolist() == [1, 0, 1, 0, 1, 1, 0, 1,
-                                                          1, 1, 0, 1, 0, 0, 0, 0]
+    assert group_values(masks, 16).flatten().tolist() == [
+        1,
+        0,
+        1,
+        0,
+        1,
+        1,
+        0,
+        1,
+        1,
+        1,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+    ]
     assert [group_bits(g) for g in (2, 4, 8, 16)] == [8, 4, 2, 1]
     assert bit_table(n_bits=4)[11].tolist() == [1, 1, 0, 1]
 
 
 @pytest.mark.parametrize("groups", [1, 3, 32])
 def test_group_count_must_cut_each_channel_evenly(groups):
-    with pytest.raises(ValueError, match=f"model.decoder.softmax_groups={groups}: must be 2, 4, 8 or 16"):
+    with pytest.raises(
+        ValueError, match=f"model.decoder.softmax_groups={groups}: must be 2, 4, 8 or 16"
+    ):
         group_bits(groups)
 
 
@@ -85,7 +112,8 @@ def test_group_count_must_cut_each_channel_evenly(groups):
 def test_expected_bits_of_sharp_groups_are_the_mask_bits(groups):
     g = torch.Generator().manual_seed(groups)
     masks = torch.randint(0, 256, (2, 2, 3, 5), generator=g)
-    values = group_values(masks, groups)                      # (2, 3, 5, G)
-    logits = 40.0 * torch.nn.functional.one_hot(values, 2**group_bits(groups)).float()
-    torch.testing.assert_close(expected_analog_bits(logits, B_SCALE),
-                               int_to_analog_bits(masks, B_SCALE))
+    values = group_values(masks, groups)  # (2, 3, 5, G)
+    logits = 40.0 * torch.nn.functional.one_hot(values, 2 ** group_bits(groups)).float()
+    torch.testing.assert_close(
+        expected_analog_bits(logits, B_SCALE), int_to_analog_bits(masks, B_SCALE)
+    )

@@ -1,12 +1,17 @@
 """Cityscapes panoptic layout (cityscapesscripts' createPanopticImgs.py output): records,
 label ids -> contiguous classes, instance ids for things and stuff, crowd, string image ids."""
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from pix2seqd.platform.data.coco_panoptic import (
-    decode_label_map, load_cityscapes_panoptic, read_id_png)
-from pix2seqd.platform.data.pipeline import TrainDecoder, image_seed, record_item
+    decode_label_map,
+    load_cityscapes_panoptic,
+    read_id_png,
+    record_item,
+)
+from pix2seqd.platform.data.pipeline import TrainDecoder, image_seed
 from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.synthetic.cityscapes import make_cityscapes
 
@@ -23,8 +28,17 @@ def test_records_point_at_city_folders_and_panoptic_pngs(cityscapes):
     assert len(recs) == 3 and cmap.num_classes == 20  # 19 evaluated labels + void
     for rec in recs:
         city = rec.image_id.split("_")[0]
-        assert rec.image_path == cityscapes / "leftImg8bit" / "val" / city / f"{rec.image_id}_leftImg8bit.png"
-        assert rec.png_path == cityscapes / "gtFine" / "cityscapes_panoptic_val" / f"{rec.image_id}_gtFine_panoptic.png"
+        assert (
+            rec.image_path
+            == cityscapes / "leftImg8bit" / "val" / city / f"{rec.image_id}_leftImg8bit.png"
+        )
+        assert (
+            rec.png_path
+            == cityscapes
+            / "gtFine"
+            / "cityscapes_panoptic_val"
+            / f"{rec.image_id}_gtFine_panoptic.png"
+        )
         assert rec.image_path.is_file() and rec.png_path.is_file()
         with Image.open(rec.image_path) as im:
             assert im.size == (rec.width, rec.height)
@@ -39,8 +53,8 @@ def test_label_ids_become_classes_and_every_segment_an_instance(cityscapes):
             mask = ids == seg.id
             classes, inst = label[..., 0][mask], label[..., 1][mask]
             assert (classes == cmap.class_of(seg.category_id)).all()
-            assert len(np.unique(inst)) == 1 and inst[0] > 0     # stuff gets an id too
-        assert ((ids == 0) == (label[..., 0] == 0)).all()       # VOID stays void
+            assert len(np.unique(inst)) == 1 and inst[0] > 0  # stuff gets an id too
+        assert ((ids == 0) == (label[..., 0] == 0)).all()  # VOID stays void
 
 
 def test_crowd_is_a_segment_by_default_and_void_on_request(cityscapes):
@@ -57,7 +71,11 @@ def test_crowd_is_a_segment_by_default_and_void_on_request(cityscapes):
 
 def test_string_image_ids_train_deterministically(cityscapes):
     recs, cmap = load_cityscapes_panoptic(cityscapes, "train")
-    assert image_seed(recs[0].image_id) == image_seed(str(recs[0].image_id)) != image_seed(recs[1].image_id)
+    assert (
+        image_seed(recs[0].image_id)
+        == image_seed(str(recs[0].image_id))
+        != image_seed(recs[1].image_id)
+    )
     assert image_seed(7) == 7
     decoder = TrainDecoder(tiny(), cmap)
     one = decoder.example(record_item(recs[0], epoch=1), 16)

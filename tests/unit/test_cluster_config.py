@@ -1,5 +1,6 @@
 """cluster.yaml: Ray's own validation (the installed autoscaler's schema and checks, offline,
-no AWS account), the shape issue 8 asks for, the security rules, and the cluster scripts."""
+no AWS account), its node types, the security rules, and the cluster scripts."""
+
 from __future__ import annotations
 
 import copy
@@ -31,12 +32,20 @@ def test_cluster_yaml_passes_rays_validation():
     assert prepared["provider"]["type"] == "aws" and prepared["head_node_type"] == "head"
 
 
-@pytest.mark.parametrize("breakage,message", [
-    (lambda c: c.update(max_workers="four"), "is not of type"),
-    (lambda c: c["available_node_types"]["gpu_1x"].update(gpus=1), "gpus"),
-    (lambda c: c.update(head_node_type="cpu_head"), "head_node_type"),
-    (lambda c: c.update(max_workers=1) or c["available_node_types"]["gpu_1x"].update(min_workers=2), "max_workers"),
-])
+@pytest.mark.parametrize(
+    "breakage,message",
+    [
+        (lambda c: c.update(max_workers="four"), "is not of type"),
+        (lambda c: c["available_node_types"]["gpu_1x"].update(gpus=1), "gpus"),
+        (lambda c: c.update(head_node_type="cpu_head"), "head_node_type"),
+        (
+            lambda c: (
+                c.update(max_workers=1) or c["available_node_types"]["gpu_1x"].update(min_workers=2)
+            ),
+            "max_workers",
+        ),
+    ],
+)
 def test_the_validation_catches_a_broken_copy(breakage, message):
     config = _config()
     breakage(config)
@@ -68,7 +77,7 @@ def test_security_no_open_ports_no_credentials_private_services():
         assert not re.search(r"AKIA[0-9A-Z]{12,}|aws_secret_access_key|AWS_SECRET", body), name
     mlflow = scripts["start_mlflow.sh"]
     assert "--allowed-hosts" in mlflow and "--cors-allowed-origins" in mlflow
-    assert "--serve-artifacts" in mlflow and "--artifacts-destination \"s3://" in mlflow
+    assert "--serve-artifacts" in mlflow and '--artifacts-destination "s3://' in mlflow
     # every node logs to the head's server, not to a local SQLite file
     assert 'MLFLOW_TRACKING_URI="http://' in scripts["node_env.sh"]
     for key in ("head_start_ray_commands", "worker_start_ray_commands"):
@@ -86,7 +95,9 @@ def test_setup_installs_the_project_and_scripts_parse():
 def test_mlflow_store_backup_and_restore(tmp_path):
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("mlflow_db", ROOT / "scripts/cluster/mlflow_db.py")
+    spec = importlib.util.spec_from_file_location(
+        "mlflow_db", ROOT / "scripts/cluster/mlflow_db.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     local, remote = tmp_path / "head/mlflow.db", str(tmp_path / "bucket/mlflow-db/mlflow.db")

@@ -1,4 +1,5 @@
 """COCO-panoptic reader: JSON loading, category mapping and (class, id) label maps."""
+
 from __future__ import annotations
 
 import io
@@ -24,9 +25,13 @@ CATEGORIES = [
     {"id": 3, "name": "car", "isthing": 1, "supercategory": "vehicle"},
 ]
 SKY_ID, PERSON_ID, CAR_ID = 3_000_000, 5, 70_000  # ids that use all three RGB channels
-PNG_IDS = np.array([[SKY_ID, SKY_ID, SKY_ID, SKY_ID],
-                    [PERSON_ID, PERSON_ID, 0, CAR_ID],
-                    [PERSON_ID, PERSON_ID, 0, CAR_ID]])
+PNG_IDS = np.array(
+    [
+        [SKY_ID, SKY_ID, SKY_ID, SKY_ID],
+        [PERSON_ID, PERSON_ID, 0, CAR_ID],
+        [PERSON_ID, PERSON_ID, 0, CAR_ID],
+    ]
+)
 SEGMENTS = [  # segments_info order fixes the instance ids: sky 1, person 2, car 3
     {"id": SKY_ID, "category_id": 17, "iscrowd": 0, "area": 4, "bbox": [0, 0, 4, 1]},
     {"id": 12, "category_id": 3, "iscrowd": 0, "area": 0, "bbox": [0, 0, 0, 0]},  # no pixels
@@ -37,10 +42,14 @@ SEGMENTS = [  # segments_info order fixes the instance ids: sky 1, person 2, car
 
 def _write_png(path: Path, ids: np.ndarray) -> None:
     ids = ids.astype(np.uint32)
-    Image.fromarray(np.stack([ids & 255, ids >> 8 & 255, ids >> 16], -1).astype(np.uint8)).save(path)
+    Image.fromarray(np.stack([ids & 255, ids >> 8 & 255, ids >> 16], -1).astype(np.uint8)).save(
+        path
+    )
 
 
-def make_dataset(root: Path, split: str = "val2017", segments=SEGMENTS, png_ids=PNG_IDS, **overrides):
+def make_dataset(
+    root: Path, split: str = "val2017", segments=SEGMENTS, png_ids=PNG_IDS, **overrides
+):
     """Write a one-image COCO-panoptic set (image id 42); `overrides` replace JSON keys."""
     (root / split).mkdir(parents=True)
     (root / "annotations" / f"panoptic_{split}").mkdir(parents=True)
@@ -105,14 +114,18 @@ def test_decode_accepts_bytes_and_arrays_alike(tmp_path):
 def test_png_id_missing_from_json_names_file_and_id(tmp_path):
     make_dataset(tmp_path, segments=[s for s in SEGMENTS if s["id"] != CAR_ID])
     records, cmap = load_coco_panoptic(tmp_path, "val2017")
-    with pytest.raises(ValueError, match=rf"000042\.png: PNG segment ids \[{CAR_ID}\] are not in segments_info"):
+    with pytest.raises(
+        ValueError, match=rf"000042\.png: PNG segment ids \[{CAR_ID}\] are not in segments_info"
+    ):
         decode_label_map(records[0].png_path, records[0].segments, cmap)
 
 
 def test_unknown_category_names_file_and_segment(tmp_path):
     segments = [dict(s, category_id=99) if s["id"] == CAR_ID else s for s in SEGMENTS]
     records, cmap = load_coco_panoptic(make_dataset(tmp_path, segments=segments), "val2017")
-    with pytest.raises(ValueError, match=rf"000042\.png: segment {CAR_ID} has unknown category_id 99"):
+    with pytest.raises(
+        ValueError, match=rf"000042\.png: segment {CAR_ID} has unknown category_id 99"
+    ):
         decode_label_map(records[0].png_path, records[0].segments, cmap)
 
 
@@ -132,20 +145,41 @@ def test_grayscale_png_is_rejected():
 
 
 def test_rgb_id_round_trip():
-    ids = np.array([[0, 1, 255, 256], [65535, 65536, 3_000_000, 2 ** 24 - 1]], dtype=np.uint32)
-    assert id_to_rgb(ids)[1, 2].tolist() == [3_000_000 % 256, 3_000_000 // 256 % 256, 3_000_000 // 65536]
+    ids = np.array([[0, 1, 255, 256], [65535, 65536, 3_000_000, 2**24 - 1]], dtype=np.uint32)
+    assert id_to_rgb(ids)[1, 2].tolist() == [
+        3_000_000 % 256,
+        3_000_000 // 256 % 256,
+        3_000_000 // 65536,
+    ]
     np.testing.assert_array_equal(rgb_to_id(id_to_rgb(ids)), ids)
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"images": [{"id": 42, "file_name": "a.jpg", "width": 4, "height": 3}] * 2}, "duplicate image id 42"),
-    ({"images": [{"id": 42, "file_name": "a.jpg", "width": 4}]}, r"images\[0\] lacks keys \['height'\]"),
-    ({"annotations": [{"image_id": 8, "file_name": "a.png", "segments_info": []}]}, "unknown image id 8"),
-    ({"annotations": [{"image_id": 42, "segments_info": []}]}, r"annotations\[0\] lacks keys \['file_name'\]"),
-    ({"annotations": [{"image_id": 42, "file_name": "a.png", "segments_info": [{"id": 1}]}]},
-     r"image 42: segments_info\[0\] is malformed"),
-    ({"categories": [{"id": 1, "name": "person"}]}, "malformed category entry"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (
+            {"images": [{"id": 42, "file_name": "a.jpg", "width": 4, "height": 3}] * 2},
+            "duplicate image id 42",
+        ),
+        (
+            {"images": [{"id": 42, "file_name": "a.jpg", "width": 4}]},
+            r"images\[0\] lacks keys \['height'\]",
+        ),
+        (
+            {"annotations": [{"image_id": 8, "file_name": "a.png", "segments_info": []}]},
+            "unknown image id 8",
+        ),
+        (
+            {"annotations": [{"image_id": 42, "segments_info": []}]},
+            r"annotations\[0\] lacks keys \['file_name'\]",
+        ),
+        (
+            {"annotations": [{"image_id": 42, "file_name": "a.png", "segments_info": [{"id": 1}]}]},
+            r"image 42: segments_info\[0\] is malformed",
+        ),
+        ({"categories": [{"id": 1, "name": "person"}]}, "malformed category entry"),
+    ],
+)
 def test_malformed_json_names_the_file(tmp_path, overrides, message):
     make_dataset(tmp_path, **overrides)
     with pytest.raises(ValueError, match=message) as err:

@@ -8,11 +8,22 @@ from pix2seqd.platform.presets import PRESETS, get_preset
 
 
 def test_dotted_overrides_parse_by_field_type():
-    cfg = override(Config(), parse_overrides([
-        "optim.lr=1e-5", "loss.kind=l2", "loss.p=0.4", "sample.steps=10", "sample.td=1.5",
-        "model.encoder.depths=2,2,2", "data.hflip=false", "model.decoder.conditional=none",
-        "data.scale_jitter=(0.5, 2)",
-    ]))
+    cfg = override(
+        Config(),
+        parse_overrides(
+            [
+                "optim.lr=1e-5",
+                "loss.kind=l2",
+                "loss.p=0.4",
+                "sample.steps=10",
+                "sample.td=1.5",
+                "model.encoder.depths=2,2,2",
+                "data.hflip=false",
+                "model.decoder.conditional=none",
+                "data.scale_jitter=(0.5, 2)",
+            ]
+        ),
+    )
     assert cfg.optim.lr == 1e-5 and cfg.loss.kind is LossKind.L2 and cfg.loss.p == 0.4
     assert cfg.sample.steps == 10 and cfg.sample.td == 1.5
     assert cfg.model.encoder.depths == (2, 2, 2)
@@ -40,16 +51,32 @@ def test_flatten_round_trips_every_preset(name):
     flat = flatten(cfg)
     assert from_flat(flat) == cfg
     # MLflow params are strings: the string form must parse back too
-    assert from_flat({k: ",".join(map(str, v)) if isinstance(v, tuple) else str(v)
-                      for k, v in flat.items()}) == cfg
+    assert (
+        from_flat(
+            {k: ",".join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in flat.items()}
+        )
+        == cfg
+    )
 
 
 def test_cli_paths_of_the_contract_exist():
     flat = flatten(Config())
-    for key in ("diffusion.b_scale", "loss.kind", "loss.p", "sample.steps", "sample.td",
-                "sample.min_pixels", "optim.lr", "model.encoder.init"):
+    for key in (
+        "diffusion.b_scale",
+        "loss.kind",
+        "loss.p",
+        "sample.steps",
+        "sample.td",
+        "sample.min_pixels",
+        "optim.lr",
+        "model.encoder.init",
+    ):
         assert key in flat
-    assert flat["diffusion.b_scale"] == 0.1 and flat["loss.p"] == 0.2 and flat["loss.kind"] == "softmax_ce"
+    assert (
+        flat["diffusion.b_scale"] == 0.1
+        and flat["loss.p"] == 0.2
+        and flat["loss.kind"] == "softmax_ce"
+    )
 
 
 def test_paper_presets_follow_the_official_configs():

@@ -1,4 +1,5 @@
 """benchmark.py data: the generated COCO-like set and the Ray Data vs DataLoader timing."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,9 +7,14 @@ import pytest
 from PIL import Image
 
 from pix2seqd.platform.benchmarks.data_bench import (
-    BenchSize, bench_config, benchmark_data, dataloader, make_bench_set, ray_dataset)
-from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, read_id_png
-from pix2seqd.platform.data.pipeline import record_item
+    BenchSize,
+    bench_config,
+    benchmark_data,
+    dataloader,
+    make_bench_set,
+    ray_dataset,
+)
+from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, read_id_png, record_item
 from pix2seqd.platform.data.validate import check_row
 from pix2seqd.platform.presets import tiny
 
@@ -35,8 +41,11 @@ def test_bench_set_is_valid_coco_panoptic_with_10_to_30_segments(bench_set):
 
 def test_bench_set_is_deterministic_and_cached(bench_set, tmp_path):
     again = make_bench_set(tmp_path / "again", n=6, seed=3)
-    for name in ("annotations/panoptic_train2017.json", "train2017/000000000004.jpg",
-                 "annotations/panoptic_train2017/000000000004.png"):
+    for name in (
+        "annotations/panoptic_train2017.json",
+        "train2017/000000000004.jpg",
+        "annotations/panoptic_train2017/000000000004.png",
+    ):
         assert (again / name).read_bytes() == (bench_set / name).read_bytes()
     stamp = (bench_set / "bench_set.json").stat().st_mtime_ns
     make_bench_set(bench_set, n=6, seed=3)

@@ -1,16 +1,28 @@
-"""DAVIS-2017 unsupervised J&F (notes/davis_semantics.md): hand-computed cases, one rule
+"""DAVIS-2017 unsupervised J&F (docs/davis.md): hand-computed cases, one rule
 per test. Boxes are given with inclusive rows/columns; at 24x40 the boundary tolerance is
 ceil(0.008 * sqrt(24² + 40²)) = ceil(0.373) = 1 px, so disk(1) is the 4-neighbourhood.
 
 The boundary of a filled box rows a..b, cols c..d (inside the image) is the one-pixel ring
 of the box rows a-1..b, cols c-1..d (the half-pixel shift toward the origin)."""
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from pix2seqd.platform.evaluation.davis_eval import (
-    GLOBAL_KEYS, MAX_PROPOSALS, _frame_scores, bound_radius, boundary_map, db_statistics, dilate,
-    disk, evaluate_davis, evaluate_sequence, f_measure, j_measure)
+    GLOBAL_KEYS,
+    MAX_PROPOSALS,
+    _frame_scores,
+    bound_radius,
+    boundary_map,
+    db_statistics,
+    dilate,
+    disk,
+    evaluate_davis,
+    evaluate_sequence,
+    f_measure,
+    j_measure,
+)
 
 H, W = 24, 40  # tolerance 1 px (module doc)
 
@@ -18,7 +30,7 @@ H, W = 24, 40  # tolerance 1 px (module doc)
 def box(top, bottom, left, right, shape=(H, W)):
     """bool mask of the box rows top..bottom, cols left..right (inclusive)."""
     m = np.zeros(shape, bool)
-    m[top:bottom + 1, left:right + 1] = True
+    m[top : bottom + 1, left : right + 1] = True
     return m
 
 
@@ -37,6 +49,7 @@ def pixels(mask):
 
 # 1 ------------------------------------------------------------------------------- J
 
+
 def test_j_excludes_void_from_intersection_and_union_and_empty_scores_one():
     gt, pred = box(0, 1, 0, 1, (4, 4)), box(0, 1, 0, 2, (4, 4))  # 4 and 6 pixels, overlap 4
     assert j_measure(pred, gt, None) == pytest.approx(4 / 6)  # inter 4, union 6
@@ -50,12 +63,25 @@ def test_j_excludes_void_from_intersection_and_union_and_empty_scores_one():
 
 # 2 ------------------------------------------------------------------- boundary map
 
+
 def test_boundary_map_of_a_square_is_the_ring_shifted_toward_the_origin():
     b = boundary_map(box(1, 3, 1, 3, (6, 6)))  # 3x3 square in a 6x6 image
     # background just above/left: (0,0..3) and (1..3,0) = 7 pixels; the square's own
     # right column (1..3,3) and bottom row (3,1..2) = 5 pixels: the ring rows 0..3, cols 0..3
-    expected = {(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (2, 0), (3, 0),
-                (1, 3), (2, 3), (3, 3), (3, 1), (3, 2)}
+    expected = {
+        (0, 0),
+        (0, 1),
+        (0, 2),
+        (0, 3),
+        (1, 0),
+        (2, 0),
+        (3, 0),
+        (1, 3),
+        (2, 3),
+        (3, 3),
+        (3, 1),
+        (3, 2),
+    }
     assert pixels(b) == expected and b.sum() == 12
 
 
@@ -69,6 +95,7 @@ def test_boundary_map_has_nothing_along_the_image_border_nor_at_bottom_right():
 
 
 # 3 --------------------------------------------------------------------- disk, dilate
+
 
 def test_disk_and_dilation_do_not_wrap_or_reflect_at_the_border():
     d = disk(2)
@@ -85,6 +112,7 @@ def test_disk_and_dilation_do_not_wrap_or_reflect_at_the_border():
 
 
 # 4 ------------------------------------------------------------------------------- F
+
 
 def test_f_tolerance_is_ceil_of_0008_diagonal():
     assert bound_radius((120, 160)) == 2  # 0.008 * 200 = 1.6 -> 2
@@ -126,6 +154,7 @@ def test_prediction_extending_only_into_void_scores_one():
 
 
 # 5 ----------------------------------------------------------------------- statistics
+
 
 def test_decay_overlapping_quarter_bins_and_strict_recall():
     v = np.array([0.9, 0.7, 0.5, 0.6, 0.2, 0.4])
@@ -235,10 +264,10 @@ def test_per_pair_fast_path_equals_the_per_mask_measures(shape):
             for k in range(1, n + 1):
                 y0, x0 = rng.integers(-5, height - 2), rng.integers(-5, width - 2)
                 dy, dx = rng.integers(2, height // 2), rng.integers(2, width // 2)
-                frame[max(y0, 0):y0 + dy, max(x0, 0):x0 + dx] = k
+                frame[max(y0, 0) : y0 + dy, max(x0, 0) : x0 + dx] = k
         pred[pred == 5] = 0  # proposal 5 absent: an empty mask in the middle
         gt[rng.random(shape) < 0.02] = 255  # scattered void
-        gt[:, width - 3:] = np.where(rng.random((height, 3)) < 0.5, 255, gt[:, width - 3:])
+        gt[:, width - 3 :] = np.where(rng.random((height, 3)) < 0.5, 255, gt[:, width - 3 :])
         n_obj = int(np.where(gt == 255, 0, gt).max())
         j, f = _frame_scores(gt, pred, n_obj, 7, radius)  # proposal 7: padding
         void = gt == 255
@@ -250,6 +279,7 @@ def test_per_pair_fast_path_equals_the_per_mask_measures(shape):
 
 
 # 7 ---------------------------------------------------------------------- GT objects
+
 
 def test_object_count_is_the_first_frames_max_id_void_excluded():
     o3 = box(20, 22, 30, 35)
@@ -267,8 +297,9 @@ def test_sequence_with_an_empty_first_frame_has_no_objects(tmp_path):
     gt = np.stack([ids(), ids(O1)])  # the object appears in frame 1 only: K = 0
     j, f = evaluate_sequence(gt, np.stack([ids(O1)] * 2))
     assert j.shape == f.shape == (0, 2)
-    res = write_davis(tmp_path, {"empty": (gt, gt), "seqA": (np.stack([ids(A)] * 2),
-                                                              np.stack([ids(A_PRED)] * 2))})
+    res = write_davis(
+        tmp_path, {"empty": (gt, gt), "seqA": (np.stack([ids(A)] * 2), np.stack([ids(A_PRED)] * 2))}
+    )
     out = evaluate_davis(tmp_path, res)
     assert list(out["per_object"]) == ["seqA_1"]  # the empty sequence adds no object
     assert out["J-Mean"] == pytest.approx(7 / 9) and out["F-Mean"] == 1.0
@@ -277,6 +308,7 @@ def test_sequence_with_an_empty_first_frame_has_no_objects(tmp_path):
 
 
 # 8 -------------------------------------------------------------- permutation of ids
+
 
 def test_permuted_gt_ids_score_perfectly():
     objs = [box(1, 8, 1, 12), box(0, 23, 20, 27), box(12, 20, 3, 15), box(15, 23, 30, 39)]
@@ -325,10 +357,11 @@ def write_davis(root, sequences):
 
 @pytest.fixture()
 def davis(tmp_path):
-    seqs = {"seqA": (np.stack([ids(A)] * 2), np.stack([ids(A_PRED)] * 2)),
-            "seqB": (np.stack([ids(O1, O2, box(20, 22, 10, 20))] * 2),
-                     np.zeros((2, H, W), np.uint8)),
-            "seqC": (np.stack([ids(C1, C2)] * 2), np.stack([C_PRED] * 2))}
+    seqs = {
+        "seqA": (np.stack([ids(A)] * 2), np.stack([ids(A_PRED)] * 2)),
+        "seqB": (np.stack([ids(O1, O2, box(20, 22, 10, 20))] * 2), np.zeros((2, H, W), np.uint8)),
+        "seqC": (np.stack([ids(C1, C2)] * 2), np.stack([C_PRED] * 2)),
+    }
     return tmp_path, write_davis(tmp_path, seqs)
 
 
@@ -348,16 +381,25 @@ def test_end_to_end_j_json(davis):
     assert list(out) == [*GLOBAL_KEYS, "per_object"]
     # J means per object: seqA_1 7/9, seqB 0, 0, 0, seqC_1 1 (C2 via p1), seqC_2 0.5
     # F means per object: 1, 0, 0, 0, 1, 0.75
-    expected = {"J-Mean": (7 / 9 + 1.5) / 6, "F-Mean": 2.75 / 6,
-                "J-Recall": 2 / 6,  # 7/9 and 1 count; seqC_2's 0.5 is not > 0.5
-                "F-Recall": 3 / 6, "J-Decay": 0.0, "F-Decay": 0.0}  # frames are constant
+    expected = {
+        "J-Mean": (7 / 9 + 1.5) / 6,
+        "F-Mean": 2.75 / 6,
+        "J-Recall": 2 / 6,  # 7/9 and 1 count; seqC_2's 0.5 is not > 0.5
+        "F-Recall": 3 / 6,
+        "J-Decay": 0.0,
+        "F-Decay": 0.0,
+    }  # frames are constant
     expected["J&F-Mean"] = (expected["J-Mean"] + expected["F-Mean"]) / 2  # 181/432
     for key, value in expected.items():
         assert out[key] == pytest.approx(value, abs=1e-12) and type(out[key]) is float
-    per_object = {"seqA_1": (7 / 9, 1.0), "seqB_1": (0.0, 0.0), "seqB_2": (0.0, 0.0),
-                  "seqB_3": (0.0, 0.0),
-                  "seqC_1": (1.0, 1.0),  # GT object 2: matched to proposal 1
-                  "seqC_2": (0.5, 0.75)}
+    per_object = {
+        "seqA_1": (7 / 9, 1.0),
+        "seqB_1": (0.0, 0.0),
+        "seqB_2": (0.0, 0.0),
+        "seqB_3": (0.0, 0.0),
+        "seqC_1": (1.0, 1.0),  # GT object 2: matched to proposal 1
+        "seqC_2": (0.5, 0.75),
+    }
     assert list(out["per_object"]) == list(per_object)
     for name, (jm, fm) in per_object.items():
         assert out["per_object"][name] == {"J-Mean": pytest.approx(jm), "F-Mean": pytest.approx(fm)}
@@ -365,6 +407,7 @@ def test_end_to_end_j_json(davis):
 
 
 # 10 ---------------------------------------------------------------------------- errors
+
 
 def test_more_than_20_proposals_is_an_error():
     assert MAX_PROPOSALS == 20

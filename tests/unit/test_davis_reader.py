@@ -1,4 +1,5 @@
 """DAVIS 2017 layout reader: split files, frame/annotation pairing, palette ids, void."""
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -19,7 +20,11 @@ def test_records_pair_frames_and_annotations_in_time_order(davis):
     assert [r.name for r in recs] == names
     for rec in recs:
         assert len(rec.frames) == len(rec.masks) >= 2
-        assert [f.stem for f in rec.frames] == [m.stem for m in rec.masks] == sorted(f.stem for f in rec.frames)
+        assert (
+            [f.stem for f in rec.frames]
+            == [m.stem for m in rec.masks]
+            == sorted(f.stem for f in rec.frames)
+        )
         ids = read_davis_mask(rec.masks[0])
         with Image.open(rec.frames[0]) as im:
             assert ids.shape == (im.height, im.width)
@@ -39,7 +44,9 @@ def test_label_map_class_zero_void_255_to_id_0():
 def test_missing_annotation_names_sequence_and_frame(davis):
     rec = load_davis(davis, "train")[0]
     rec.masks[1].unlink()
-    with pytest.raises(ValueError, match=rf"{rec.name}.*without annotation \['{rec.frames[1].stem}'\]"):
+    with pytest.raises(
+        ValueError, match=rf"{rec.name}.*without annotation \['{rec.frames[1].stem}'\]"
+    ):
         load_davis(davis, "train")
 
 

@@ -1,4 +1,5 @@
 """Cosine schedule, corruption, DDIM step, τ_d time pairs and the sampler loop (pinned values)."""
+
 import math
 
 import pytest
@@ -12,16 +13,35 @@ def test_gamma_cosine_pinned():
     assert gamma_cosine(0.5) == pytest.approx(0.49988221972164953, rel=1e-12)
     assert gamma_cosine(1.0) == pytest.approx(6.165419642888424e-09, rel=1e-9)
     t = torch.tensor([0.0, 0.5, 1.0], dtype=torch.float64)
-    expected = torch.tensor([0.9999999013532888, 0.49988221972164953, 6.165419642888424e-09],
-                            dtype=torch.float64)
+    expected = torch.tensor(
+        [0.9999999013532888, 0.49988221972164953, 6.165419642888424e-09], dtype=torch.float64
+    )
     torch.testing.assert_close(gamma_cosine(t), expected, rtol=1e-9, atol=1e-15)
 
 
 def test_time_pairs_20_steps_td_2():
-    expected = [(1.00, 0.85), (0.95, 0.80), (0.90, 0.75), (0.85, 0.70), (0.80, 0.65),
-                (0.75, 0.60), (0.70, 0.55), (0.65, 0.50), (0.60, 0.45), (0.55, 0.40),
-                (0.50, 0.35), (0.45, 0.30), (0.40, 0.25), (0.35, 0.20), (0.30, 0.15),
-                (0.25, 0.10), (0.20, 0.05), (0.15, 0.00), (0.10, 0.00), (0.05, 0.00)]
+    expected = [
+        (1.00, 0.85),
+        (0.95, 0.80),
+        (0.90, 0.75),
+        (0.85, 0.70),
+        (0.80, 0.65),
+        (0.75, 0.60),
+        (0.70, 0.55),
+        (0.65, 0.50),
+        (0.60, 0.45),
+        (0.55, 0.40),
+        (0.50, 0.35),
+        (0.45, 0.30),
+        (0.40, 0.25),
+        (0.35, 0.20),
+        (0.30, 0.15),
+        (0.25, 0.10),
+        (0.20, 0.05),
+        (0.15, 0.00),
+        (0.10, 0.00),
+        (0.05, 0.00),
+    ]
     pairs = time_pairs(20, 2.0)
     assert len(pairs) == 20
     for (t_now, t_next), (e_now, e_next) in zip(pairs, expected):

@@ -1,20 +1,20 @@
-"""Issue 10's speed options, checked on CPU: activation checkpointing (same loss and
+"""The GPU speed options, checked on CPU: activation checkpointing (same loss and
 gradients, fewer saved activations), the compiled sampler step (same masks, same state dict),
 the compiled training loss, channels_last only on CUDA.
 The compiled paths use backend 'eager' (dynamo tracing without code generation, which
 takes minutes on a 2-core CPU); the GPU runs them through `benchmark.py gpu`."""
+
 from __future__ import annotations
 
 import dataclasses
 
 import torch
+from helpers_model import TINY, toy_batch
 
 from pix2seqd.models.config import DiffusionConfig, LossConfig
 from pix2seqd.models.pix2seq_d import Pix2SeqD
 from pix2seqd.platform.presets import tiny as tiny_preset
 from pix2seqd.platform.train.step import LossModule, compile_loss, to_device
-
-from helpers_model import TINY, toy_batch
 
 
 def _model(grad_checkpoint: bool) -> Pix2SeqD:
@@ -36,12 +36,18 @@ def _loss_grads_saved(model: Pix2SeqD) -> tuple[torch.Tensor, list[torch.Tensor]
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = model.loss(images, masks)
     loss.backward()
-    return loss.detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None], saved[0]
+    return (
+        loss.detach(),
+        [p.grad.clone() for p in model.parameters() if p.grad is not None],
+        saved[0],
+    )
 
 
 def test_grad_checkpoint_same_loss_and_gradients_fewer_saved_activations():
     plain, remat = _model(False), _model(True)
-    assert remat.decoder.remat and remat.decoder.bottleneck.remat and remat.encoder.transformer.remat
+    assert (
+        remat.decoder.remat and remat.decoder.bottleneck.remat and remat.encoder.transformer.remat
+    )
     loss_a, grads_a, saved_a = _loss_grads_saved(plain)
     loss_b, grads_b, saved_b = _loss_grads_saved(remat)
     assert torch.equal(loss_a, loss_b)
@@ -72,8 +78,9 @@ def test_compiled_sampler_gives_the_same_masks_and_keeps_the_state_dict():
 
 def test_compiled_loss_module_matches_and_reaches_the_wrapped_module():
     cfg = tiny_preset()
-    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, compile=True,
-                                                             compile_backend="eager"))
+    cfg = dataclasses.replace(
+        cfg, train=dataclasses.replace(cfg.train, compile=True, compile_backend="eager")
+    )
     model = _model(False)
     module = LossModule(model)
     compiled = compile_loss(module, cfg)
@@ -90,7 +97,7 @@ def test_compiled_loss_module_matches_and_reaches_the_wrapped_module():
 
 def test_channels_last_only_on_cuda():
     cfg = tiny_preset()
-    assert not cfg.train.channels_last  # measured slower on the H100 (BENCHMARKS.md)
+    assert not cfg.train.channels_last  # measured slower on the H100 (docs/results.md)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, channels_last=True))
     model = to_device(_model(False), cfg, torch.device("cpu"))
     weight = model.decoder.down[0][0].conv1.weight  # 3 x 3: the two layouts differ

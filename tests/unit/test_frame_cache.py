@@ -1,5 +1,6 @@
 """The per-process cache of decoded training files (`data.cache_mb`): LRU within a byte
 budget, read-only values, files rewritten in place read again, same clips as uncached."""
+
 import os
 
 import numpy as np

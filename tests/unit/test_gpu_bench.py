@@ -1,5 +1,6 @@
 """jobs/benchmark.py gpu: the whole code path on CPU with the tiny preset (no ray, no mlflow
 imported), the peak-FLOP/s table, the kernel table, and incremental JSON writing."""
+
 from __future__ import annotations
 
 import json
@@ -27,7 +28,9 @@ import torch
 torch.set_num_threads(1)
 from pix2seqd.jobs import benchmark
 from pix2seqd.platform.benchmarks.gpu_bench import GpuBenchSettings, run_gpu_benchmark
+from pix2seqd.platform.log import configure_logging
 from pix2seqd.platform.presets import get_preset
+configure_logging()
 settings = GpuBenchSettings(quick=True, compile_backend="eager", batch=2, sample_batches=(1, 2),
                             train_reps=(1, 3), sample_reps=(1, 1), profile_steps=1)
 result = run_gpu_benchmark(get_preset("tiny"), "tiny", "cpu", settings)
@@ -41,23 +44,41 @@ with open(sys.argv[1], "w") as f:
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("gpu") / "gpu.json"
-    proc = subprocess.run([sys.executable, "-c", RUN, str(out)], cwd=ROOT, capture_output=True,
-                          text=True, timeout=240, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", RUN, str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return json.loads(out.read_text()), proc.stdout
+    return json.loads(out.read_text()), proc.stderr
 
 
 def test_cpu_run_keys_and_values(cpu_run):
-    result, stdout = cpu_run
+    result, log = cpu_run
     assert "errors" not in result, result["errors"]
-    for key in ("train_img_s", "mfu", "peak_tflops", "peak_mem_gb",
-                "max_batch", "sample20_ms", "gflops_per_train_image", "top_kernels",
-                "train_img_s_eager", "train_img_s_compiled", "compile_s"):
+    for key in (
+        "train_img_s",
+        "mfu",
+        "peak_tflops",
+        "peak_mem_gb",
+        "max_batch",
+        "sample20_ms",
+        "gflops_per_train_image",
+        "top_kernels",
+        "train_img_s_eager",
+        "train_img_s_compiled",
+        "compile_s",
+    ):
         assert key in result, key
     assert result["batch"] == 2 and result["preset_batch"] == 8  # tiny: 16 over 2 workers
     assert result["train_img_s_eager"] > 0 and result["train_img_s_compiled"] > 0
     assert result["train_img_s"] == result["train_img_s_compiled"]
-    assert result["gflops_per_train_image"] == pytest.approx(0.204439552, rel=1e-6)  # 2 groups: 0.2154496
+    assert result["gflops_per_train_image"] == pytest.approx(
+        0.204439552, rel=1e-6
+    )  # 2 groups: 0.2154496
     # no peak FLOP/s for a CPU and none given: no MFU; CUDA-only figures are None
     assert result["peak_tflops"] is None and result["mfu"] is None and result["mfu_eager"] is None
     assert result["peak_mem_gb"] is None and result["max_batch"] is None
@@ -66,7 +87,7 @@ def test_cpu_run_keys_and_values(cpu_run):
     kernels = result["top_kernels"]
     assert 1 <= len(kernels) <= 10 and all(len(k["name"]) <= 80 for k in kernels)
     assert all(k["ms"] >= 0 and 0 <= k["pct"] <= 100 for k in kernels)
-    assert "[gpu" in stdout and "train_compiled:" in stdout  # progress lines, flushed
+    assert "[gpu" in log and "train_compiled:" in log  # progress lines, logged to stderr
 
 
 def test_peak_flops_table_and_override():
@@ -87,13 +108,20 @@ def test_mfu():
 
 
 def _event(key: str, kind: str, us: float) -> SimpleNamespace:
-    return SimpleNamespace(key=key, device_type=SimpleNamespace(name=kind),
-                           self_device_time_total=us, self_cpu_time_total=us)
+    return SimpleNamespace(
+        key=key,
+        device_type=SimpleNamespace(name=kind),
+        self_device_time_total=us,
+        self_cpu_time_total=us,
+    )
 
 
 def test_kernel_table_keeps_cuda_kernels_sorted_and_truncated():
-    events = [_event("small", "CUDA", 100.0), _event("k" * 120, "CUDA", 300.0),
-              _event("aten::mm", "CPU", 5000.0)]
+    events = [
+        _event("small", "CUDA", 100.0),
+        _event("k" * 120, "CUDA", 300.0),
+        _event("aten::mm", "CPU", 5000.0),
+    ]
     rows = kernel_table(events, cuda=True, steps=2)
     assert [r["name"] for r in rows] == ["k" * 80, "small"]
     assert rows[0]["ms"] == pytest.approx(0.15) and rows[0]["pct"] == pytest.approx(75.0)
@@ -120,7 +148,9 @@ def test_json_is_written_after_each_section_and_errors_do_not_stop_the_run(tmp_p
     assert result["errors"] == {"broken": "RuntimeError: boom"}
     assert result["max_batch"] == 4
     assert json.loads(out.read_text()) == result
-    assert result["device"].startswith("cpu") and {"torch", "cuda", "cudnn"} <= set(result["versions"])
+    assert result["device"].startswith("cpu") and {"torch", "cuda", "cudnn"} <= set(
+        result["versions"]
+    )
 
 
 def test_gpu_defaults_to_cuda_device():

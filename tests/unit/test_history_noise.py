@@ -1,5 +1,6 @@
 """History noise (`data.history_drop`, `data.history_add`): conditioning masks with the
 errors of a model's own predictions; what is erased or added, where, and how often."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -32,9 +33,11 @@ def videos(tmp_path_factory):
 
 def video_cfg(**data):
     cfg = davis()
-    return replace(cfg, data=replace(cfg.data, image_size=32, image_width=64,
-                                     id_order=IdOrder.RASTER, **data),
-                   train=replace(cfg.train, batch_size=4, steps=2, seed=0))
+    return replace(
+        cfg,
+        data=replace(cfg.data, image_size=32, image_width=64, id_order=IdOrder.RASTER, **data),
+        train=replace(cfg.train, batch_size=4, steps=2, seed=0),
+    )
 
 
 def test_erase_takes_objects_out_of_the_history_only():

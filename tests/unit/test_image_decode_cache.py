@@ -1,5 +1,6 @@
 """The image training stream's per-example cost: decoded images kept per process
 (`data.cache_mb`), and map tasks sized by the canvas (`pipeline.rows_per_task`)."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,9 +8,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic
+from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, record_item
 from pix2seqd.platform.data.frame_cache import process_cache
-from pix2seqd.platform.data.pipeline import TrainDecoder, record_item, rows_per_task
+from pix2seqd.platform.data.pipeline import TrainDecoder, rows_per_task
 from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.synthetic.coco import make_coco
 
@@ -23,8 +24,11 @@ def coco(tmp_path_factory):
 
 def _decoder(cmap, cache_mb: float, max_instances: int = 8) -> TrainDecoder:
     cfg = tiny()
-    cfg = replace(cfg, data=replace(cfg.data, cache_mb=cache_mb),
-                  model=replace(cfg.model, max_instances=max_instances))
+    cfg = replace(
+        cfg,
+        data=replace(cfg.data, cache_mb=cache_mb),
+        model=replace(cfg.model, max_instances=max_instances),
+    )
     return TrainDecoder(cfg, cmap)
 
 
@@ -33,7 +37,9 @@ def _batch(rows):
 
 
 @pytest.mark.parametrize("max_instances", [8, 3])
-def test_cached_decoding_gives_the_same_examples_and_leaves_the_cache_unchanged(coco, max_instances):
+def test_cached_decoding_gives_the_same_examples_and_leaves_the_cache_unchanged(
+    coco, max_instances
+):
     recs, cmap = load_coco_panoptic(coco, "train2017")
     rows = [record_item(r, epoch=e) for e in (0, 1) for r in recs]  # epoch 1 reads the cache
     budget = 7.0 + max_instances  # a budget no other test uses: a fresh cache

@@ -1,30 +1,57 @@
 """Composed model: parameter count, input widths, conditioning modes, training, sampling,
 ResNet names / torchvision loading, BN modes, image -> video weight transfer."""
+
 import dataclasses
 
 import pytest
 import torch
+from helpers_model import TINY, tiny, toy_batch
 
-from pix2seqd.models.config import (Conditioning, DecoderConfig, DiffusionConfig, EncoderConfig,
-                                    LossConfig, ModelConfig, NormMode)
+from pix2seqd.models.config import (
+    Conditioning,
+    DecoderConfig,
+    DiffusionConfig,
+    LossConfig,
+    ModelConfig,
+    NormMode,
+)
 from pix2seqd.models.encoder import Encoder
 from pix2seqd.models.pix2seq_d import Pix2SeqD, check_head
 from pix2seqd.models.resnet import ResNetC4, load_torchvision_resnet
 
-from helpers_model import TINY, tiny, toy_batch
-
 # First keys of torchvision's resnet50().state_dict(), in order.
 TORCHVISION_FIRST_KEYS = [
-    "conv1.weight", "bn1.weight", "bn1.bias", "bn1.running_mean", "bn1.running_var",
-    "bn1.num_batches_tracked", "layer1.0.conv1.weight", "layer1.0.bn1.weight", "layer1.0.bn1.bias",
-    "layer1.0.bn1.running_mean", "layer1.0.bn1.running_var", "layer1.0.bn1.num_batches_tracked",
-    "layer1.0.conv2.weight", "layer1.0.bn2.weight", "layer1.0.bn2.bias",
-    "layer1.0.bn2.running_mean", "layer1.0.bn2.running_var", "layer1.0.bn2.num_batches_tracked",
-    "layer1.0.conv3.weight", "layer1.0.bn3.weight", "layer1.0.bn3.bias",
-    "layer1.0.bn3.running_mean", "layer1.0.bn3.running_var", "layer1.0.bn3.num_batches_tracked",
-    "layer1.0.downsample.0.weight", "layer1.0.downsample.1.weight", "layer1.0.downsample.1.bias",
-    "layer1.0.downsample.1.running_mean", "layer1.0.downsample.1.running_var",
-    "layer1.0.downsample.1.num_batches_tracked", "layer1.1.conv1.weight",
+    "conv1.weight",
+    "bn1.weight",
+    "bn1.bias",
+    "bn1.running_mean",
+    "bn1.running_var",
+    "bn1.num_batches_tracked",
+    "layer1.0.conv1.weight",
+    "layer1.0.bn1.weight",
+    "layer1.0.bn1.bias",
+    "layer1.0.bn1.running_mean",
+    "layer1.0.bn1.running_var",
+    "layer1.0.bn1.num_batches_tracked",
+    "layer1.0.conv2.weight",
+    "layer1.0.bn2.weight",
+    "layer1.0.bn2.bias",
+    "layer1.0.bn2.running_mean",
+    "layer1.0.bn2.running_var",
+    "layer1.0.bn2.num_batches_tracked",
+    "layer1.0.conv3.weight",
+    "layer1.0.bn3.weight",
+    "layer1.0.bn3.bias",
+    "layer1.0.bn3.running_mean",
+    "layer1.0.bn3.running_var",
+    "layer1.0.bn3.num_batches_tracked",
+    "layer1.0.downsample.0.weight",
+    "layer1.0.downsample.1.weight",
+    "layer1.0.downsample.1.bias",
+    "layer1.0.downsample.1.running_mean",
+    "layer1.0.downsample.1.running_var",
+    "layer1.0.downsample.1.num_batches_tracked",
+    "layer1.1.conv1.weight",
 ]
 
 
@@ -33,7 +60,7 @@ def test_paper_model_has_94_49m_parameters():
     n = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert model.decoder.conv_in.in_channels == 272
     assert n == pytest.approx(94.49e6, abs=0.01e6)
-    assert n == 94_492_480  # spec §2.6 blocks: 8.543M + 38.355M + 4.004M + 43.590M
+    assert n == 94_492_480  # docs/model.md, "Architecture": 8.543M + 38.355M + 4.004M + 43.590M
 
 
 def test_video_decoder_has_304_input_channels():
@@ -83,8 +110,9 @@ def test_sample_ints_in_range_deterministic_and_reusable():
     assert a.shape == (2, 2, 16, 16) and a.dtype == torch.int64
     assert 0 <= a[:, 0].min() and a[:, 0].max() <= 7 and 0 <= a[:, 1].min() and a[:, 1].max() <= 15
     assert a.unique().numel() > 1
-    b = model.sample_from_encoded(model.encode(images), 3, 2.0,
-                                  generator=torch.Generator().manual_seed(1))
+    b = model.sample_from_encoded(
+        model.encode(images), 3, 2.0, generator=torch.Generator().manual_seed(1)
+    )
     assert torch.equal(a, b)
 
 
@@ -178,9 +206,21 @@ def test_init_scale_controls_the_zero_initialised_convolutions():
     stds = {}
     for scale in (1e-10, 1.0):
         torch.manual_seed(0)
-        cfg = ModelConfig(num_classes=8, max_instances=16, decoder=replace(small, init_scale=scale),
-                          encoder=replace(ModelConfig().encoder, depths=(1, 1, 1), width=8,
-                                          tf_layers=1, tf_dim=32, tf_heads=2, tf_mlp=32, fuse_dim=16))
+        cfg = ModelConfig(
+            num_classes=8,
+            max_instances=16,
+            decoder=replace(small, init_scale=scale),
+            encoder=replace(
+                ModelConfig().encoder,
+                depths=(1, 1, 1),
+                width=8,
+                tf_layers=1,
+                tf_dim=32,
+                tf_heads=2,
+                tf_mlp=32,
+                fuse_dim=16,
+            ),
+        )
         dec = Pix2SeqD(cfg, DiffusionConfig(), LossConfig()).decoder
         stds[scale] = (dec.conv_out.weight.std().item(), dec.down[0][0].conv2.weight.std().item())
     # Glorot-uniform std = sqrt(scale * 2 / (fan_in + fan_out)); official scale 1e-10
@@ -202,10 +242,13 @@ def test_four_softmax_groups_train_and_sample():
 
 
 def test_a_checkpoint_with_another_head_is_refused_by_name():
-    image_model = Pix2SeqD(TINY, DiffusionConfig(), LossConfig())       # 2 groups: 512 logits
+    image_model = Pix2SeqD(TINY, DiffusionConfig(), LossConfig())  # 2 groups: 512 logits
     video_model = Pix2SeqD(tiny(cond_frames=2, softmax_groups=4), DiffusionConfig(), LossConfig())
-    with pytest.raises(ValueError, match="512 channels per mask pixel, this model's 64 "
-                                         r"\(model.decoder.softmax_groups=4"):
+    with pytest.raises(
+        ValueError,
+        match="512 channels per mask pixel, this model's 64 "
+        r"\(model.decoder.softmax_groups=4",
+    ):
         video_model.load_video_from_image(image_model.state_dict())
     with pytest.raises(ValueError, match="runs:/abc: its output head"):
         check_head(image_model.state_dict(), tiny(softmax_groups=4), LossConfig(), "runs:/abc")

@@ -1,23 +1,30 @@
 """A tiny model with mask size = image size overfits one image to RQ 1.0 and PQ >= 0.9,
-scored through the project's files and PQ code (issue 3, item 9)."""
+scored through the project's files and PQ code."""
+
 import dataclasses
 import time
 
 import numpy as np
 import torch
+from helpers_model import TINY
 
 from pix2seqd.models.config import DiffusionConfig, LossConfig
 from pix2seqd.models.pix2seq_d import Pix2SeqD
 from pix2seqd.models.postprocess import majority_vote
 from pix2seqd.platform.data.coco_panoptic import CategoryMap
 from pix2seqd.platform.evaluation.panoptic_io import (
-    write_groundtruth, write_prediction, write_predictions_json)
+    write_groundtruth,
+    write_prediction,
+    write_predictions_json,
+)
 from pix2seqd.platform.evaluation.pq import pq_compute
 
-from helpers_model import TINY
-
-CATEGORIES = [{"id": 3, "name": "disc", "isthing": 1}, {"id": 8, "name": "square", "isthing": 1},
-              {"id": 40, "name": "stripes", "isthing": 0}, {"id": 41, "name": "flat", "isthing": 0}]
+CATEGORIES = [
+    {"id": 3, "name": "disc", "isthing": 1},
+    {"id": 8, "name": "square", "isthing": 1},
+    {"id": 40, "name": "stripes", "isthing": 0},
+    {"id": 41, "name": "flat", "isthing": 0},
+]
 SIZE = 32
 STEPS = 150
 
@@ -25,7 +32,7 @@ STEPS = 150
 def scene() -> tuple[torch.Tensor, torch.Tensor]:
     """(image (1, 3, 32, 32), mask (1, 2, 32, 32)): two stuff regions, a disc, two squares."""
     y, x = np.mgrid[:SIZE, :SIZE]
-    cls = np.where(x < 20, 3, 4)                               # stripes | flat
+    cls = np.where(x < 20, 3, 4)  # stripes | flat
     ids = np.where(x < 20, 1, 2)
     image = np.zeros((3, SIZE, SIZE), np.float32)
     image[:, (x < 20) & (y % 4 < 2)] = 0.8
@@ -45,16 +52,24 @@ def score(pred: torch.Tensor, mask: torch.Tensor, tmp_path) -> dict:
     (tmp_path / "gt").mkdir(), (tmp_path / "pred").mkdir()
     gt = write_groundtruth(mask[0].numpy(), cmap, 1, tmp_path / "gt", "a", merge_stuff=True)
     pr = write_prediction(pred.numpy(), cmap, 1, tmp_path / "pred", "a")
-    write_predictions_json(tmp_path / "gt.json", [gt], cmap, images=[{"id": 1, "file_name": "a.jpg"}])
+    write_predictions_json(
+        tmp_path / "gt.json", [gt], cmap, images=[{"id": 1, "file_name": "a.jpg"}]
+    )
     write_predictions_json(tmp_path / "pred.json", [pr], cmap)
-    return pq_compute(tmp_path / "gt.json", tmp_path / "pred.json", tmp_path / "gt", tmp_path / "pred")
+    return pq_compute(
+        tmp_path / "gt.json", tmp_path / "pred.json", tmp_path / "gt", tmp_path / "pred"
+    )
 
 
 def test_tiny_model_overfits_one_image_to_pq_09(tmp_path):
     start = time.perf_counter()
     torch.manual_seed(0)
-    cfg = dataclasses.replace(TINY, num_classes=5, mask_stride=1,
-                              decoder=dataclasses.replace(TINY.decoder, dim=16, init_scale=1.0))
+    cfg = dataclasses.replace(
+        TINY,
+        num_classes=5,
+        mask_stride=1,
+        decoder=dataclasses.replace(TINY.decoder, dim=16, init_scale=1.0),
+    )
     model = Pix2SeqD(cfg, DiffusionConfig(b_scale=0.3), LossConfig(p=0.6))
     image, mask = scene()
     images, masks = image.expand(2, -1, -1, -1), mask.expand(2, -1, -1, -1)

@@ -1,16 +1,22 @@
 """Data transforms and the training stream: shapes, id relabelling, determinism."""
+
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic
-from pix2seqd.platform.data.pipeline import TrainDecoder, record_item
-from pix2seqd.platform.data.transforms import (
-    eval_transform, raster_order_ids, relabel_random, train_transform, void_smallest)
-from dataclasses import replace
-
 from pix2seqd.platform.config import IdOrder
+from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, record_item
+from pix2seqd.platform.data.pipeline import TrainDecoder
+from pix2seqd.platform.data.transforms import (
+    eval_transform,
+    raster_order_ids,
+    relabel_random,
+    train_transform,
+    void_smallest,
+)
 from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.synthetic.coco import make_coco
 
@@ -46,6 +52,7 @@ def test_raster_order_numbers_ids_by_their_first_pixel_row_major():
 
 def test_raster_id_order_in_the_decoder_follows_the_flipped_mask(coco):
     recs, cmap = load_coco_panoptic(coco, "train2017")
+
     def cfg(order):
         return replace(tiny(), data=replace(tiny().data, id_order=order))
 
@@ -106,7 +113,9 @@ def test_train_stream_order_is_a_function_of_the_seed(coco):
     b = _stream(recs, cmap, 15, seed=4)
     c = _stream(recs, cmap, 15, seed=5)
     assert a == b and a != c
-    assert sorted(x[1] for x in a[:6]) == sorted(r.image_id for r in recs)  # one epoch = every image once
+    assert sorted(x[1] for x in a[:6]) == sorted(
+        r.image_id for r in recs
+    )  # one epoch = every image once
     assert [x[0] for x in a] == [0] * 6 + [1] * 6 + [2] * 3
     assert _stream(recs, cmap, 15, seed=4, start=9) == a[9:]
 
@@ -134,7 +143,9 @@ def test_stream_positions_match_record_rows_and_offsets(coco):
     by_id = {r["image_id"]: r for r in rows}
     assert all({**by_id[r["image_id"]], "epoch": r["epoch"]} == r for r in via_ids)
     shifted = list(TrainDecoder(cfg, cmap, rows, start=7)._rows({"id": np.arange(13)}))
-    assert [(r["epoch"], r["image_id"]) for r in shifted] == [(r["epoch"], r["image_id"]) for r in via_ids[7:]]
+    assert [(r["epoch"], r["image_id"]) for r in shifted] == [
+        (r["epoch"], r["image_id"]) for r in via_ids[7:]
+    ]
 
 
 def test_too_many_segments_keep_the_largest_k_minus_1(coco):
@@ -142,8 +153,11 @@ def test_too_many_segments_keep_the_largest_k_minus_1(coco):
 
     recs, cmap = load_coco_panoptic(coco, "train2017")
     cfg = tiny()
-    cfg = replace(cfg, model=replace(cfg.model, max_instances=3),
-                  data=replace(cfg.data, scale_jitter=(1.0, 1.0), hflip=False, color_jitter=0.0))
+    cfg = replace(
+        cfg,
+        model=replace(cfg.model, max_instances=3),
+        data=replace(cfg.data, scale_jitter=(1.0, 1.0), hflip=False, color_jitter=0.0),
+    )
     rec = max(recs, key=lambda r: len(r.segments))
     assert len(rec.segments) > 2
     ex = TrainDecoder(cfg, cmap).example(record_item(rec), 16)
@@ -178,4 +192,3 @@ def test_rank_dataset_is_ordered_and_equals_the_decoder(ray_session, coco):
     assert len(first) == 4 and all(np.array_equal(a, b) for a, b in zip(first, again))
     direct = TrainDecoder(cfg, cmap, rows, start=4, rank=1, world=2)({"id": np.arange(8)})
     assert np.array_equal(np.concatenate(first), direct["mask"])
-

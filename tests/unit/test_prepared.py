@@ -1,5 +1,6 @@
 """prepare_data: Parquet shards that hold exactly the raw layout's bytes, give the same
 training stream, validate every record, and write the validation report even on failure."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,8 @@ import pytest
 from helpers_bad_data import corrupt, first_image_id
 
 from pix2seqd.platform.data import prepared
-from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic
-from pix2seqd.platform.data.pipeline import TrainDecoder, record_item
+from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, record_item
+from pix2seqd.platform.data.pipeline import TrainDecoder
 from pix2seqd.platform.data.prepare import prepare_dataset
 from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.synthetic.coco import make_coco
@@ -31,7 +32,10 @@ def _prepare(coco, out, **kw):
 def test_shards_hold_the_raw_bytes_one_row_group_per_record(ray_session, coco, tmp_path):
     out = tmp_path / "prep"
     report = _prepare(coco, out)
-    assert report["splits"]["train2017"]["n_records"] == 6 and report["splits"]["train2017"]["n_bad"] == 0
+    assert (
+        report["splits"]["train2017"]["n_records"] == 6
+        and report["splits"]["train2017"]["n_bad"] == 0
+    )
     assert json.loads((out / "validation_report.json").read_text()) == report
     shards = sorted(p.name for p in (out / "train2017").glob("*.parquet"))
     assert shards == ["shard-00000.parquet", "shard-00001.parquet"]
@@ -65,12 +69,17 @@ def test_materialize_writes_the_coco_layout_back(ray_session, coco, tmp_path):
     back = prepared.materialize(str(out), "val2017", tmp_path / "back")
     original = json.loads((coco / "annotations" / "panoptic_val2017.json").read_text())
     copy = json.loads((back / "annotations" / "panoptic_val2017.json").read_text())
-    assert copy["categories"] == [{k: c[k] for k in ("id", "name", "isthing")} for c in original["categories"]]
-    assert [a["segments_info"] for a in copy["annotations"]] == [a["segments_info"] for a in original["annotations"]]
+    assert copy["categories"] == [
+        {k: c[k] for k in ("id", "name", "isthing")} for c in original["categories"]
+    ]
+    assert [a["segments_info"] for a in copy["annotations"]] == [
+        a["segments_info"] for a in original["annotations"]
+    ]
     for ann in original["annotations"]:
         name = ann["file_name"]
-        assert (back / "annotations" / "panoptic_val2017" / name).read_bytes() == \
-            (coco / "annotations" / "panoptic_val2017" / name).read_bytes()
+        assert (back / "annotations" / "panoptic_val2017" / name).read_bytes() == (
+            coco / "annotations" / "panoptic_val2017" / name
+        ).read_bytes()
 
 
 def test_bad_record_stops_with_the_report_written(ray_session, coco, tmp_path):

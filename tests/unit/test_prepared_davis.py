@@ -1,5 +1,6 @@
 """prepare_data --dataset davis: frame shards with the raw bytes, per-video index, and bad
 frames that stop the job (report written) or drop their video with --skip-bad."""
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,10 @@ def test_frames_land_in_shards_with_their_bytes(ray_session, davis, tmp_path):
     report = prepare_dataset("davis", davis, str(out), rows_per_shard=5, max_instances=16)
     videos = load_davis(davis, "train")
     n_frames = sum(len(v.frames) for v in videos)
-    assert report["splits"]["train"]["n_records"] == n_frames and report["splits"]["train"]["n_bad"] == 0
+    assert (
+        report["splits"]["train"]["n_records"] == n_frames
+        and report["splits"]["train"]["n_bad"] == 0
+    )
     index = _index(out, "train")
     assert [v["name"] for v in index["videos"]] == [v.name for v in videos]
     assert len(list((out / "train").glob("shard-*.parquet"))) == -(-n_frames // 5)
@@ -39,7 +43,10 @@ def test_frames_land_in_shards_with_their_bytes(ray_session, davis, tmp_path):
         last = entry["frames"][-1]
         table = pq.ParquetFile(out / "train" / last["shard"]).read_row_group(last["row"])
         row = table.to_pylist()[0]
-        assert row["image"] == video.frames[-1].read_bytes() and row["mask"] == video.masks[-1].read_bytes()
+        assert (
+            row["image"] == video.frames[-1].read_bytes()
+            and row["mask"] == video.masks[-1].read_bytes()
+        )
         assert row["video"] == video.name and row["frame"] == len(video.frames) - 1
 
 
@@ -72,8 +79,11 @@ def test_clips_from_shards_equal_clips_from_files(ray_session, davis, tmp_path):
     assert [v.name for v in shards] == [v.name for v in raw]
     assert [len(v.frames) for v in shards] == [len(v.frames) for v in raw]
     cfg = davis_preset()
-    cfg = replace(cfg, data=replace(cfg.data, image_size=32, image_width=64),
-                  train=replace(cfg.train, batch_size=4, steps=3, seed=1))
+    cfg = replace(
+        cfg,
+        data=replace(cfg.data, image_size=32, image_width=64),
+        train=replace(cfg.train, batch_size=4, steps=3, seed=1),
+    )
     ids = {"id": np.arange(12)}
     a = ClipDecoder(cfg, raw, clip_index(raw))(ids)
     b = ClipDecoder(cfg, shards, clip_index(shards))(ids)

@@ -1,5 +1,6 @@
-"""Every paper preset builds the official architecture (94.5M parameters, spec §2.6) without a
+"""Every paper preset builds the official architecture (94.5M parameters, paper Table 1) without a
 forward pass; tiny is the same code with smaller sizes."""
+
 from dataclasses import replace
 
 import pytest
@@ -13,7 +14,7 @@ PAPER = ["coco_lowres", "coco_highres", "r50_ablation", "decoder_pretrain", "cit
 PAPER_PARAMS = 94_492_480
 EXPECTED = {name: PAPER_PARAMS for name in PAPER} | {
     "davis": PAPER_PARAMS + 32 * 128,  # conv_in (1x1 to 128) sees the 32 conditioning bits
-    # unconditional: no cross-attention at the bottleneck (spec §2.4); the conditional model
+    # unconditional: no cross-attention at the bottleneck (docs/model.md, "Architecture"); the conditional model
     # adds those layers when it is fine-tuned from this one
     "decoder_pretrain": 88_182_592,
 }
@@ -34,12 +35,19 @@ def test_paper_presets_count_94_5m_parameters(name):
 
 
 def test_preset_sizes():
-    sizes = {name: (get_preset(name).data.image_hw, get_preset(name).model.mask_stride)
-             for name in PRESETS}
-    assert sizes == {"tiny": ((64, 64), 4), "coco_lowres": ((256, 256), 2),
-                     "coco_highres": ((1024, 1024), 2), "r50_ablation": ((512, 512), 2),
-                     "decoder_pretrain": ((256, 256), 2), "cityscapes": ((1024, 1024), 2),
-                     "davis": ((512, 1024), 2)}
+    sizes = {
+        name: (get_preset(name).data.image_hw, get_preset(name).model.mask_stride)
+        for name in PRESETS
+    }
+    assert sizes == {
+        "tiny": ((64, 64), 4),
+        "coco_lowres": ((256, 256), 2),
+        "coco_highres": ((1024, 1024), 2),
+        "r50_ablation": ((512, 512), 2),
+        "decoder_pretrain": ((256, 256), 2),
+        "cityscapes": ((1024, 1024), 2),
+        "davis": ((512, 1024), 2),
+    }
     davis = get_preset("davis")
     assert Pix2SeqD.in_channels(davis.model) == 304 and davis.model.max_instances == 16
     assert (davis.sample.steps, davis.sample.later_steps, davis.sample.td) == (32, 8, 1.0)
@@ -61,14 +69,26 @@ def test_as_video_turns_an_image_preset_into_the_streaming_model():
     assert Pix2SeqD.in_channels(video.model) == Pix2SeqD.in_channels(get_preset("tiny").model) + 32
     assert (video.model.num_classes, video.model.max_instances) == (1, 8)
     assert video.model.mask_stride == 2  # the paper's stride: J&F scores boundaries
-    assert (video.data.dataset.value, video.data.train_split, video.data.val_split) == ("davis", "train", "val")
-    assert (video.sample.steps, video.sample.later_steps, video.sample.td, video.sample.min_pixels) == (32, 8, 1.0, 10)
+    assert (video.data.dataset.value, video.data.train_split, video.data.val_split) == (
+        "davis",
+        "train",
+        "val",
+    )
+    assert (
+        video.sample.steps,
+        video.sample.later_steps,
+        video.sample.td,
+        video.sample.min_pixels,
+    ) == (32, 8, 1.0, 10)
     assert video.train.ema_decay == 0.99 and video.optim.warmup_steps == 0
     # tiny's video stage decays over train.video_steps; paper presets keep a constant lr
     assert (video.train.steps, video.optim.end_lr_factor) == (7000, 0.1)
     assert video.train.decay_to_budget and video.train.time_budget_min == 15.0  # tiny's
     lowres = get_preset("coco_lowres")
-    assert (as_video(lowres).train.steps, as_video(lowres).optim.end_lr_factor) == (lowres.train.steps, 1.0)
+    assert (as_video(lowres).train.steps, as_video(lowres).optim.end_lr_factor) == (
+        lowres.train.steps,
+        1.0,
+    )
     with pytest.raises(ValueError, match=r"train.video_steps=-1 must be >= 0"):
         as_video(replace(lowres, train=replace(lowres.train, video_steps=-1)))
     # the paper's loss weight whatever the image model's (tiny: 0.6); tiny's history noise

@@ -1,4 +1,5 @@
 """`ray_env.sigint_handler_kept`: the caller's Ctrl-C handler survives a Ray Train fit."""
+
 from __future__ import annotations
 
 import signal

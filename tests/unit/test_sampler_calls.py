@@ -1,11 +1,11 @@
 """The sampler runs the encoder (and fuser) once per image whatever the number of steps."""
+
 import pytest
 import torch
+from helpers_model import TINY, tiny, toy_batch
 
 from pix2seqd.models.config import DiffusionConfig, LossConfig
 from pix2seqd.models.pix2seq_d import Pix2SeqD
-
-from helpers_model import TINY, tiny, toy_batch
 
 
 class Counter:

@@ -15,8 +15,8 @@ def test_lr_factor_warmup_then_linear_decay():
 
 def test_lr_factor_decays_with_the_time_budget_when_it_is_ahead_of_the_steps():
     # train.decay_to_budget: the larger of the step fraction and the budget's elapsed fraction
-    assert lr_factor(60, 10, 110, 0.1, time_frac=0.2) == pytest.approx(0.55)   # steps ahead
-    assert lr_factor(60, 10, 110, 0.1, time_frac=0.8) == pytest.approx(0.28)   # time ahead
+    assert lr_factor(60, 10, 110, 0.1, time_frac=0.2) == pytest.approx(0.55)  # steps ahead
+    assert lr_factor(60, 10, 110, 0.1, time_frac=0.8) == pytest.approx(0.28)  # time ahead
     assert lr_factor(20, 10, 10_000, 0.1, time_frac=1.0) == pytest.approx(0.1)
     assert lr_factor(20, 10, 10_000, 0.1, time_frac=3.0) == pytest.approx(0.1)  # never below
     assert lr_factor(5, 10, 110, 0.1, time_frac=0.9) == 0.5  # warm-up counts steps only
@@ -47,7 +47,9 @@ def _clock_rank(rank: int, init_file: str, out) -> None:
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
     try:
-        out[rank] = _shared_budget_fraction(0.25 if rank == 0 else 0.75, torch.device("cpu"), world=2)
+        out[rank] = _shared_budget_fraction(
+            0.25 if rank == 0 else 0.75, torch.device("cpu"), world=2
+        )
     finally:
         dist.destroy_process_group()
 

@@ -1,17 +1,24 @@
 """Still clips (`data.stills`): still panoptic images as video training clips with
 simulated motion; their ids, their motion, the still-or-video draw and the decoder."""
-import re
+
 from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from pix2seqd.platform.config import override
+from pix2seqd.platform.data.coco_panoptic import record_item
 from pix2seqd.platform.data.davis import load_davis
-from pix2seqd.platform.data.pipeline import record_item
 from pix2seqd.platform.data.sources import load_panoptic_split
 from pix2seqd.platform.data.still_clips import (
-    StillSource, is_still, load_stills, moving_clip, object_ids, shift_ids, still_clip)
+    StillSource,
+    is_still,
+    load_stills,
+    moving_clip,
+    object_ids,
+    shift_ids,
+    still_clip,
+)
 from pix2seqd.platform.data.video_pipeline import ClipDecoder, clip_index
 from pix2seqd.platform.presets import davis
 from pix2seqd.platform.synthetic.coco import make_coco
@@ -21,7 +28,9 @@ from pix2seqd.platform.train.run_davis import validate_video_config
 
 @pytest.fixture(scope="module")
 def coco_root(tmp_path_factory):
-    return make_coco(tmp_path_factory.mktemp("coco"), seed=3, n_train=6, n_val=1, min_size=40, max_size=56)
+    return make_coco(
+        tmp_path_factory.mktemp("coco"), seed=3, n_train=6, n_val=1, min_size=40, max_size=56
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,24 +47,22 @@ def videos(tmp_path_factory):
 def video_cfg(**data):
     """The davis preset at canvas 32 x 64 (mask 16 x 32), batch 4, stills on."""
     cfg = davis()
-    return replace(cfg, data=replace(cfg.data, image_size=32, image_width=64, stills="generated",
-                                     still_fraction=1.0, **data),
-                   train=replace(cfg.train, batch_size=4, steps=2, seed=0))
+    return replace(
+        cfg,
+        data=replace(
+            cfg.data, image_size=32, image_width=64, stills="generated", still_fraction=1.0, **data
+        ),
+        train=replace(cfg.train, batch_size=4, steps=2, seed=0),
+    )
 
 
 def test_object_ids_keep_things_only_compact_and_cap_the_smallest():
     # classes: 1 stuff, 2 and 3 things; ids as decode_label_map gives them (compact, all segments)
-    cls = np.array([[1, 1, 2, 2],
-                    [1, 3, 3, 2],
-                    [0, 3, 1, 1]])
-    ids = np.array([[1, 1, 2, 2],
-                    [1, 3, 3, 2],
-                    [0, 3, 4, 4]])
+    cls = np.array([[1, 1, 2, 2], [1, 3, 3, 2], [0, 3, 1, 1]])
+    ids = np.array([[1, 1, 2, 2], [1, 3, 3, 2], [0, 3, 4, 4]])
     label = np.stack([cls, ids], axis=-1)
     isthing = (False, False, True, True)
-    want = np.array([[0, 0, 1, 1],
-                     [0, 2, 2, 1],
-                     [0, 2, 0, 0]])
+    want = np.array([[0, 0, 1, 1], [0, 2, 2, 1], [0, 2, 0, 0]])
     assert np.array_equal(object_ids(label, isthing, 8), want)
     # K = 2 leaves one id: the larger thing (3 pixels each: the tie keeps the lower id)
     assert np.array_equal(object_ids(label, isthing, 2), np.where(want == 1, 1, 0))
@@ -79,7 +86,9 @@ def test_moving_clip_is_straight_line_motion_oldest_first():
     assert clip.shape == (3, 9, 9) and np.array_equal(clip[-1], target)
     assert np.argwhere(clip[1]).tolist() == [[4 + dy, 4 + dx]]
     assert np.argwhere(clip[0]).tolist() == [[4 + 2 * dy, 4 + 2 * dx]]
-    assert all(np.array_equal(f, target) for f in moving_clip(target, 3, 0, np.random.default_rng(1)))
+    assert all(
+        np.array_equal(f, target) for f in moving_clip(target, 3, 0, np.random.default_rng(1))
+    )
 
 
 def test_is_still_draw_is_a_function_of_seed_and_position():
@@ -118,9 +127,12 @@ def test_decoder_mixes_still_and_video_clips_by_position(videos, stills):
     # a still clip's earlier masks are its target moved along one line
     k = int(np.argmax(still))
     cond, target = out["cond_mask"][k][..., 1], out["mask"][k][..., 1]
-    assert any(np.array_equal(shift_ids(target, dy, dx), cond[1])
-               and np.array_equal(shift_ids(target, 2 * dy, 2 * dx), cond[0])
-               for dy in (-1, 0, 1) for dx in (-1, 0, 1))
+    assert any(
+        np.array_equal(shift_ids(target, dy, dx), cond[1])
+        and np.array_equal(shift_ids(target, 2 * dy, 2 * dx), cond[0])
+        for dy in (-1, 0, 1)
+        for dx in (-1, 0, 1)
+    )
 
 
 def test_still_fraction_needs_still_images(videos):
@@ -142,24 +154,3 @@ def test_load_stills_reads_the_split_and_names_a_missing_root(ray_session, coco_
     assert load_stills(override(cfg, {"data.still_fraction": 0.0})) is None
     with pytest.raises(FileNotFoundError, match="missing"):
         load_stills(override(cfg, {"data.stills": str(tmp_path / "missing")}))
-
-
-def test_video_probe_script_prints_both_modes(tmp_path, monkeypatch, capsys):
-    import runpy
-    import sys
-    from pathlib import Path
-
-    from helpers_ckpt import video_config, write_checkpoint
-
-    root = make_davis(tmp_path / "davis", 1, 0, 2, 32, 48)
-    ckpt = write_checkpoint(tmp_path / "ckpt", video_config())
-    script = Path(__file__).resolve().parents[2] / "scripts" / "video_probe.py"
-    monkeypatch.setattr(sys, "argv", ["video_probe.py", "--checkpoint", str(ckpt), "--davis-root",
-                                      str(root), "--steps", "2"])
-    runpy.run_path(str(script), run_name="__main__")
-    lines = capsys.readouterr().out.splitlines()
-    assert [ln.split(":")[0].split(maxsplit=1)[1].strip() for ln in lines] == [
-        "no conditioning", "ground-truth history"]
-    for ln in lines:
-        values = [float(v) for v in re.findall(r"IoU (\d\.\d+)", ln)]
-        assert len(values) == 2 and all(0.0 <= v <= 1.0 for v in values) and "(2 sequences)" in ln

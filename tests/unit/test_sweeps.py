@@ -1,13 +1,15 @@
 """Sweeps as data (the four paper ablations), grid and flag parsing, the summary tables and
 plot, and the inference grid: one encoder pass for the whole grid, the same label maps as
 one-setting-at-a-time prediction."""
+
 import csv
-import json
 import io
+import json
 import pickle
 
 import numpy as np
 import pytest
+from helpers_ckpt import image_config, write_checkpoint
 from PIL import Image
 
 from pix2seqd.platform.config import override
@@ -15,8 +17,6 @@ from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.sweep import report
 from pix2seqd.platform.sweep.cli import parse_values
 from pix2seqd.platform.sweep.spec import Axis, Sweep, SweepKind, check_sweep, trial_label
-
-from helpers_ckpt import image_config, write_checkpoint
 
 
 def test_the_four_sweep_files_hold_the_papers_grids():
@@ -37,10 +37,18 @@ def test_the_four_sweep_files_hold_the_papers_grids():
 
 
 def test_grid_order_values_from_flags_and_labels():
-    sweep = Sweep("s", SweepKind.INFERENCE, (Axis("sample.steps", (1, 2)), Axis("sample.td", (0.0, 1.0))),
-                  "Fig. 6")
-    assert sweep.grid() == [{"sample.steps": 1, "sample.td": 0.0}, {"sample.steps": 1, "sample.td": 1.0},
-                            {"sample.steps": 2, "sample.td": 0.0}, {"sample.steps": 2, "sample.td": 1.0}]
+    sweep = Sweep(
+        "s",
+        SweepKind.INFERENCE,
+        (Axis("sample.steps", (1, 2)), Axis("sample.td", (0.0, 1.0))),
+        "Fig. 6",
+    )
+    assert sweep.grid() == [
+        {"sample.steps": 1, "sample.td": 0.0},
+        {"sample.steps": 1, "sample.td": 1.0},
+        {"sample.steps": 2, "sample.td": 0.0},
+        {"sample.steps": 2, "sample.td": 1.0},
+    ]
     smaller = sweep.with_values({"sample.td": parse_values("sample.td", "2,3")})
     assert smaller.grid()[0] == {"sample.steps": 1, "sample.td": 2.0}
     assert parse_values("loss.kind", "l2, softmax_ce") == ("l2", "softmax_ce")
@@ -59,40 +67,86 @@ def test_an_invalid_grid_value_is_named_before_any_trial():
     unknown = Sweep("unknown", SweepKind.TRAIN, (Axis("loss.q", (1.0,)),), "none")
     with pytest.raises(ValueError, match="loss.q"):
         check_sweep(unknown, tiny())
-    no_plot = Sweep("p", SweepKind.TRAIN, (Axis("loss.p", (0.0,)),), "Table 5", plot_x="diffusion.b_scale")
+    no_plot = Sweep(
+        "p", SweepKind.TRAIN, (Axis("loss.p", (0.0,)),), "Table 5", plot_x="diffusion.b_scale"
+    )
     with pytest.raises(ValueError, match="plot axis"):
         check_sweep(no_plot, tiny())
 
 
 def _rows():
-    return [{"run_id": "r1", "params": {"loss.p": 0.0}, "pq": 0.25, "pq_th": 0.1, "pq_st": 0.4, "status": "FINISHED"},
-            {"run_id": "r2", "params": {"loss.p": 0.2}, "pq": 0.375, "pq_th": 0.25, "pq_st": 0.5, "status": "FINISHED"},
-            {"run_id": "r3", "params": {"loss.p": 0.4}, "pq": None, "pq_th": None, "pq_st": None, "status": "FAILED"}]
+    return [
+        {
+            "run_id": "r1",
+            "params": {"loss.p": 0.0},
+            "pq": 0.25,
+            "pq_th": 0.1,
+            "pq_st": 0.4,
+            "status": "FINISHED",
+        },
+        {
+            "run_id": "r2",
+            "params": {"loss.p": 0.2},
+            "pq": 0.375,
+            "pq_th": 0.25,
+            "pq_st": 0.5,
+            "status": "FINISHED",
+        },
+        {
+            "run_id": "r3",
+            "params": {"loss.p": 0.4},
+            "pq": None,
+            "pq_th": None,
+            "pq_st": None,
+            "status": "FAILED",
+        },
+    ]
 
 
 def test_summary_tables_mark_the_best_trial_and_keep_failed_ones():
-    sweep = Sweep("loss_weight", SweepKind.TRAIN, (Axis("loss.p", (0.0, 0.2, 0.4)),), "Table 5", plot_x="loss.p")
+    sweep = Sweep(
+        "loss_weight",
+        SweepKind.TRAIN,
+        (Axis("loss.p", (0.0, 0.2, 0.4)),),
+        "Table 5",
+        plot_x="loss.p",
+    )
     rows = list(csv.reader(io.StringIO(report.table_csv(sweep, _rows()))))
     assert rows[0] == ["loss.p", "pq", "pq_th", "pq_st", "status", "run_id"]
     assert rows[2] == ["0.2", "0.375000", "0.250000", "0.500000", "FINISHED", "r2"]
     assert rows[3] == ["0.4", "", "", "", "FAILED", "r3"]
     md = report.table_markdown(sweep, _rows()).splitlines()
     assert md[4] == "| 0.0 | 25.0 | 10.0 | 40.0 | FINISHED |"
-    assert md[5] == "| **0.2** | **37.5** | **25.0** | **50.0** | **FINISHED** |"  # best, in percent
+    assert (
+        md[5] == "| **0.2** | **37.5** | **25.0** | **50.0** | **FINISHED** |"
+    )  # best, in percent
     assert md[6] == "| 0.4 | – | – | – | FAILED |"
     assert report.best_row(sweep, _rows())["run_id"] == "r2"
     assert report.best_row(Sweep(**{**sweep.__dict__, "mode": "min"}), _rows())["run_id"] == "r1"
 
 
-@pytest.mark.parametrize("axes,x,series", [
-    ((Axis("loss.p", (0.0, 0.2, 0.4)),), "loss.p", ""),
-    ((Axis("loss.kind", ("l2", "softmax_ce")),), "loss.kind", ""),
-    ((Axis("sample.steps", (1, 10)), Axis("sample.td", (1.0, 2.0)), Axis("sample.min_pixels", (0, 40))),
-     "sample.steps", "sample.td"),
-])
+@pytest.mark.parametrize(
+    "axes,x,series",
+    [
+        ((Axis("loss.p", (0.0, 0.2, 0.4)),), "loss.p", ""),
+        ((Axis("loss.kind", ("l2", "softmax_ce")),), "loss.kind", ""),
+        (
+            (
+                Axis("sample.steps", (1, 10)),
+                Axis("sample.td", (1.0, 2.0)),
+                Axis("sample.min_pixels", (0, 40)),
+            ),
+            "sample.steps",
+            "sample.td",
+        ),
+    ],
+)
 def test_plots_are_written_for_numbers_categories_and_facets(tmp_path, axes, x, series):
     sweep = Sweep("s", SweepKind.TRAIN, axes, "paper", plot_x=x, plot_series=series)
-    rows = [{"run_id": str(k), "params": p, "pq": 0.1 * k, "status": "FINISHED"} for k, p in enumerate(sweep.grid())]
+    rows = [
+        {"run_id": str(k), "params": p, "pq": 0.1 * k, "status": "FINISHED"}
+        for k, p in enumerate(sweep.grid())
+    ]
     path = report.plot(sweep, rows, tmp_path / "plot.png")
     width, height = Image.open(path).size
     facets = 2 if series else 1  # the min_pixels axis becomes one panel per value
@@ -106,7 +160,10 @@ def _checkpoint_and_images(tmp_path):
     ckpt = write_checkpoint(tmp_path / "ckpt", cfg, seed=3)
     model, _ = load_for_inference(str(ckpt))
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (40, 56, 3), dtype=np.uint8), rng.integers(0, 256, (48, 32, 3), dtype=np.uint8)]
+    images = [
+        rng.integers(0, 256, (40, 56, 3), dtype=np.uint8),
+        rng.integers(0, 256, (48, 32, 3), dtype=np.uint8),
+    ]
     return model, cfg, images, ckpt
 
 
@@ -115,8 +172,16 @@ def test_inference_grid_encodes_once_and_matches_one_setting_at_a_time(tmp_path)
     from pix2seqd.platform.sweep.inference_sweep import sample_grid
 
     model, cfg, images, _ = _checkpoint_and_images(tmp_path)
-    grid = Sweep("g", SweepKind.INFERENCE, (Axis("sample.steps", (1, 3)), Axis("sample.td", (0.0, 2.0)),
-                                            Axis("sample.min_pixels", (0, 60))), "Fig. 6").grid()
+    grid = Sweep(
+        "g",
+        SweepKind.INFERENCE,
+        (
+            Axis("sample.steps", (1, 3)),
+            Axis("sample.td", (0.0, 2.0)),
+            Axis("sample.min_pixels", (0, 60)),
+        ),
+        "Fig. 6",
+    ).grid()
     encode, sample = model.encode, model.sample_from_encoded
     calls = {"encode": 0, "sample": 0}
 
@@ -124,6 +189,7 @@ def test_inference_grid_encodes_once_and_matches_one_setting_at_a_time(tmp_path)
         def wrapped(*a, **k):
             calls[name] += 1
             return fn(*a, **k)
+
         return wrapped
 
     model.encode, model.sample_from_encoded = count("encode", encode), count("sample", sample)
@@ -140,23 +206,28 @@ def test_inference_grid_encodes_once_and_matches_one_setting_at_a_time(tmp_path)
 
 
 def test_grid_predictor_returns_the_pngs_eval_coco_writes(tmp_path):
+    from pix2seqd.platform.config import flatten
     from pix2seqd.platform.data.coco_panoptic import CategoryMap
     from pix2seqd.platform.evaluation.predict import Predictor
     from pix2seqd.platform.sweep.inference_sweep import GridPredictor
-    from pix2seqd.platform.config import flatten
 
     _, cfg, images, ckpt = _checkpoint_and_images(tmp_path)
     cats = [{"id": i, "name": f"c{i}", "isthing": int(i % 2)} for i in (1, 2, 3, 4)]
     cmap = CategoryMap.from_coco(cats, "test")
     for k, im in enumerate(images):
         Image.fromarray(im).save(tmp_path / f"{k}.jpg", quality=95)
-    batch = {"image_id": np.array([7, 8]), "image_path": np.array([str(tmp_path / f"{k}.jpg") for k in (0, 1)]),
-             "name": np.array(["a", "b"])}
+    batch = {
+        "image_id": np.array([7, 8]),
+        "image_path": np.array([str(tmp_path / f"{k}.jpg") for k in (0, 1)]),
+        "name": np.array(["a", "b"]),
+    }
     point = {"sample.steps": cfg.sample.steps, "sample.td": cfg.sample.td, "sample.min_pixels": 0}
     grid_out = GridPredictor(str(ckpt), flatten(cfg), [point], cmap)(dict(batch))
-    single = Predictor(str(ckpt), cfg.sample.steps, cfg.sample.td, 0, str(tmp_path / "pred"), cmap)(dict(batch))
+    single = Predictor(str(ckpt), cfg.sample.steps, cfg.sample.td, 0, str(tmp_path / "pred"), cmap)(
+        dict(batch)
+    )
     for name, results, ann in zip(("a", "b"), grid_out["results"], single["annotation"]):
-        (png, info), = pickle.loads(results)
+        ((png, info),) = pickle.loads(results)
         assert png == (tmp_path / "pred" / f"{name}.png").read_bytes()
         assert info == json.loads(ann)["segments_info"]
 

@@ -1,5 +1,6 @@
 """`data.vflip` and `data.rgb_symmetry` (transforms.symmetry_augment): the draws, that image
 and labels move together, and that the image and clip decoders apply them."""
+
 from dataclasses import replace
 from itertools import permutations
 
@@ -7,9 +8,9 @@ import numpy as np
 import pytest
 
 from pix2seqd.platform.config import IdOrder
-from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic
+from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, record_item
 from pix2seqd.platform.data.davis import load_davis
-from pix2seqd.platform.data.pipeline import TrainDecoder, record_item
+from pix2seqd.platform.data.pipeline import TrainDecoder
 from pix2seqd.platform.data.transforms import raster_order_ids, symmetry_augment
 from pix2seqd.platform.data.video_pipeline import ClipDecoder, clip_index
 from pix2seqd.platform.presets import PRESETS, as_video, davis, tiny
@@ -45,8 +46,9 @@ def test_vflip_reverses_rows_of_image_and_every_label_frame_together():
     image.flags.writeable = labels.flags.writeable = False  # cached inputs are never written
     flipped = 0
     for seed in range(40):
-        out_image, out_labels = symmetry_augment(image, labels, True, False,
-                                                 np.random.default_rng(seed))
+        out_image, out_labels = symmetry_augment(
+            image, labels, True, False, np.random.default_rng(seed)
+        )
         assert out_image.flags.c_contiguous and out_labels.flags.c_contiguous
         if np.array_equal(out_labels, labels):
             assert np.array_equal(out_image, image)
@@ -63,8 +65,9 @@ def test_rgb_symmetry_draws_the_48_cube_maps_uniformly_labels_untouched():
     image.flags.writeable = False
     counts = dict.fromkeys(CUBE, 0)
     for seed in range(4800):
-        out_image, out_labels = symmetry_augment(image, labels, False, True,
-                                                 np.random.default_rng(seed))
+        out_image, out_labels = symmetry_augment(
+            image, labels, False, True, np.random.default_rng(seed)
+        )
         assert np.array_equal(out_labels, labels) and out_image.dtype == np.uint8
         (found,) = cube_map_of(image, out_image)
         counts[found] += 1
@@ -87,8 +90,9 @@ def decode(coco, epochs, **data):
     recs, cmap = coco
     cfg = replace(tiny(), data=replace(tiny().data, hflip=False, **data))
     rows = [record_item(r, epoch=e) for r in recs for e in range(epochs)]
-    return TrainDecoder(cfg, cmap)({k: np.array([r[k] for r in rows], dtype=object)
-                                   for k in rows[0]})
+    return TrainDecoder(cfg, cmap)(
+        {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
+    )
 
 
 def test_image_decoder_rgb_symmetry_recolours_the_image_only(coco):
@@ -123,14 +127,24 @@ def test_image_decoder_vflip_flips_image_and_mask_together(coco):
 
 def test_clip_decoder_flips_the_target_and_its_history_together(tmp_path):
     # 32 x 32 frames on a 32 x 32 canvas at mask stride 1: no resampling, so exact
-    videos = load_davis(make_davis(tmp_path, seed=0, n_train=2, n_val=0, min_size=32,
-                                   max_size=32), "train")
+    videos = load_davis(
+        make_davis(tmp_path, seed=0, n_train=2, n_val=0, min_size=32, max_size=32), "train"
+    )
     base = davis()
 
     def frames(vflip, clip, epoch):
-        cfg = replace(base, model=replace(base.model, mask_stride=1),
-                      data=replace(base.data, image_size=32, image_width=0, hflip=False,
-                                   vflip=vflip, id_order=IdOrder.RASTER))
+        cfg = replace(
+            base,
+            model=replace(base.model, mask_stride=1),
+            data=replace(
+                base.data,
+                image_size=32,
+                image_width=0,
+                hflip=False,
+                vflip=vflip,
+                id_order=IdOrder.RASTER,
+            ),
+        )
         ex = ClipDecoder(cfg, videos, clip_index(videos)).example(clip, epoch)
         return np.concatenate([ex.cond_mask, ex.mask[None]])[..., 1], ex.image
 

@@ -1,5 +1,6 @@
 """The synthetic data sets: official layouts, consistent ids, determinism, and the
 property that makes them learnable (class from shape / texture, not from colour)."""
+
 import filecmp
 import json
 import re
@@ -53,6 +54,7 @@ def segments_with_pixels(root, split):
 
 # ---------------------------------------------------------------- COCO panoptic layout
 
+
 def test_coco_layout_files(coco):
     for split, count in (("train", 60), ("val", 6)):
         data = load_split(coco, split)
@@ -89,8 +91,12 @@ def test_coco_png_ids_match_segments_info(coco):
             for sid, s in listed.items():
                 ys, xs = np.nonzero(ids == sid)
                 assert s["area"] == len(ys)
-                assert s["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1,
-                                     ys.max() - ys.min() + 1]
+                assert s["bbox"] == [
+                    xs.min(),
+                    ys.min(),
+                    xs.max() - xs.min() + 1,
+                    ys.max() - ys.min() + 1,
+                ]
 
 
 def test_coco_categories(coco):
@@ -98,8 +104,11 @@ def test_coco_categories(coco):
     ids = sorted(c["id"] for c in categories)
     assert ids != list(range(ids[0], ids[0] + len(ids))), "ids should be non-contiguous"
     assert {c["isthing"] for c in categories} == {0, 1}
-    used = {s["category_id"] for a in load_split(coco, "train")["annotations"]
-            for s in a["segments_info"]}
+    used = {
+        s["category_id"]
+        for a in load_split(coco, "train")["annotations"]
+        for s in a["segments_info"]
+    }
     assert used == set(ids), "every category occurs in 60 images"
 
 
@@ -112,7 +121,8 @@ def test_coco_has_crowd_and_void(coco):
     assert crowd_images < len(data["annotations"]) / 2, "crowds are a minority"
     void_images = sum(
         (read_ids(coco / "annotations" / "panoptic_train2017" / a["file_name"]) == 0).any()
-        for a in data["annotations"])
+        for a in data["annotations"]
+    )
     assert 0 < void_images < len(data["annotations"])
 
 
@@ -127,6 +137,7 @@ def test_coco_image_sizes_vary_within_bounds(coco):
 
 
 # ---------------------------------------------------------------- learnability
+
 
 def test_colour_alone_does_not_identify_the_class(coco):
     """Nearest-class-mean on a segment's mean RGB is no better than chance + 0.15."""
@@ -177,34 +188,60 @@ def test_texture_separates_stuff(coco):
 
 # ---------------------------------------------------------------- determinism and CLI
 
+
 @pytest.mark.parametrize("make", [make_coco, make_cityscapes, make_davis])
 def test_same_arguments_give_identical_bytes(make, tmp_path):
     make(tmp_path / "a", 11, 4, 2, min_size=40, max_size=56)
     make(tmp_path / "b", 11, 4, 2, min_size=40, max_size=56)
     files = tree_files(tmp_path / "a")
     assert files and files == tree_files(tmp_path / "b")
-    _, mismatch, errors = filecmp.cmpfiles(tmp_path / "a", tmp_path / "b",
-                                           [str(f) for f in files], shallow=False)
+    _, mismatch, errors = filecmp.cmpfiles(
+        tmp_path / "a", tmp_path / "b", [str(f) for f in files], shallow=False
+    )
     assert not mismatch and not errors
     make(tmp_path / "c", 12, 4, 2, min_size=40, max_size=56)
-    _, mismatch, _ = filecmp.cmpfiles(tmp_path / "a", tmp_path / "c",
-                                      [str(f) for f in files], shallow=False)
+    _, mismatch, _ = filecmp.cmpfiles(
+        tmp_path / "a", tmp_path / "c", [str(f) for f in files], shallow=False
+    )
     assert mismatch, "another seed gives other data"
 
 
 def test_images_do_not_depend_on_split_size(tmp_path):
     make_coco(tmp_path / "a", 5, 3, 1, min_size=40, max_size=56)
     make_coco(tmp_path / "b", 5, 6, 2, min_size=40, max_size=56)
-    for name in ("train2017/000000000001.jpg", "train2017/000000000003.jpg",
-                 "annotations/panoptic_val2017/000001000001.png"):
+    for name in (
+        "train2017/000000000001.jpg",
+        "train2017/000000000003.jpg",
+        "annotations/panoptic_val2017/000001000001.png",
+    ):
         assert filecmp.cmp(tmp_path / "a" / name, tmp_path / "b" / name, shallow=False)
 
 
 def test_cli_runs_from_any_folder(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "jobs" / "make_synthetic.py"), "--out", "data",
-         "--seed", "1", "--train", "2", "--val", "1", "--min-size", "40", "--max-size", "48",
-         "--layout", "coco"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            str(REPO / "jobs" / "make_synthetic.py"),
+            "--out",
+            "data",
+            "--seed",
+            "1",
+            "--train",
+            "2",
+            "--val",
+            "1",
+            "--min-size",
+            "40",
+            "--max-size",
+            "48",
+            "--layout",
+            "coco",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["train"] == 2
     assert len(list((tmp_path / "data" / "train2017").glob("*.jpg"))) == 2
@@ -212,17 +249,23 @@ def test_cli_runs_from_any_folder(tmp_path):
 
 # ---------------------------------------------------------------- DAVIS
 
+
 def test_davis_layout_and_ids(tmp_path):
     make_davis(tmp_path, seed=3, n_train=4, n_val=3, min_size=MIN_SIZE, max_size=MAX_SIZE)
-    names = {s: (tmp_path / "ImageSets" / "2017" / f"{s}.txt").read_text().split()
-             for s in ("train", "val")}
+    names = {
+        s: (tmp_path / "ImageSets" / "2017" / f"{s}.txt").read_text().split()
+        for s in ("train", "val")
+    }
     assert len(names["train"]) == 4 and len(names["val"]) == 3
     assert not set(names["train"]) & set(names["val"])
     for seq in names["train"] + names["val"]:
         jpgs = sorted((tmp_path / "JPEGImages" / "480p" / seq).glob("*.jpg"))
         pngs = sorted((tmp_path / "Annotations_unsupervised" / "480p" / seq).glob("*.png"))
-        assert [p.stem for p in jpgs] == [p.stem for p in pngs] == [
-            f"{i:05d}" for i in range(len(jpgs))]
+        assert (
+            [p.stem for p in jpgs]
+            == [p.stem for p in pngs]
+            == [f"{i:05d}" for i in range(len(jpgs))]
+        )
         assert 10 <= len(jpgs) <= 16
         check_davis_sequence(jpgs, pngs)
 
@@ -247,6 +290,7 @@ def check_davis_sequence(jpgs, pngs):
 
 # ---------------------------------------------------------------- Cityscapes
 
+
 def test_cityscapes_layout_and_id_convention(tmp_path):
     make_cityscapes(tmp_path, seed=2, n_train=30, n_val=4, min_size=MIN_SIZE, max_size=MAX_SIZE)
     data = json.loads((tmp_path / "gtFine" / "cityscapes_panoptic_train.json").read_text())
@@ -263,8 +307,9 @@ def test_cityscapes_layout_and_id_convention(tmp_path):
         assert (tmp_path / "leftImg8bit" / "train" / city / image["file_name"]).is_file()
         assert ann["file_name"] == f"{stem}_gtFine_panoptic.png"
         ids = read_ids(tmp_path / "gtFine" / "cityscapes_panoptic_train" / ann["file_name"])
-        instance = np.array(Image.open(
-            tmp_path / "gtFine" / "train" / city / f"{stem}_gtFine_instanceIds.png"))
+        instance = np.array(
+            Image.open(tmp_path / "gtFine" / "train" / city / f"{stem}_gtFine_instanceIds.png")
+        )
         assert (instance == ids).all()
         assert set(np.unique(ids)) - {0} == {s["id"] for s in ann["segments_info"]}
         for s in ann["segments_info"]:

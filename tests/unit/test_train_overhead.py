@@ -1,4 +1,5 @@
 """benchmark.py train-overhead: the shared batches, the plain DDP side, the whole run."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,11 @@ import pytest
 import torch
 
 from pix2seqd.platform.benchmarks.train_overhead import (
-    make_batches, micro_batch, run_plain, torch_threads)
+    make_batches,
+    micro_batch,
+    run_plain,
+    torch_threads,
+)
 from pix2seqd.platform.config import override
 from pix2seqd.platform.presets import davis, tiny
 from pix2seqd.platform.train.step import to_model_inputs
@@ -48,8 +53,10 @@ def test_micro_batch_and_threads_follow_the_training_loop():
     with pytest.raises(ValueError, match="smaller than"):
         micro_batch(override(tiny(), {"train.batch_size": 1}))
     assert torch_threads(tiny()) == 1
-    assert torch_threads(override(tiny(), {"train.torch_threads": 0,
-                                           "train.cpus_per_worker": 3.5})) == 3
+    assert (
+        torch_threads(override(tiny(), {"train.torch_threads": 0, "train.cpus_per_worker": 3.5}))
+        == 3
+    )
 
 
 def test_plain_ddp_side_times_each_step():
@@ -62,8 +69,9 @@ def test_quick_benchmark_writes_the_contract_keys(ray_session, tmp_path):
     from pix2seqd.jobs import benchmark
 
     out = tmp_path / "overhead.json"
-    result = benchmark.main(["train-overhead", "--preset", "tiny", "--quick", "--steps", "3",
-                             "--json", str(out)])
+    result = benchmark.main(
+        ["train-overhead", "--preset", "tiny", "--quick", "--steps", "3", "--json", str(out)]
+    )
     assert json.loads(out.read_text()) == result
     for key in ("device", "versions", "ray_train_step_s", "plain_step_s", "ratio"):
         assert key in result

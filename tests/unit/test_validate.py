@@ -1,5 +1,6 @@
 """Validation of raw panoptic records: every bad-input case is caught before training, with
 a message naming the file and the problem; --skip-bad leaves the records out and counts them."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 from helpers_bad_data import CASES, corrupt, crowded, first_image_id
 
-from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic
-from pix2seqd.platform.data.pipeline import TrainDecoder, record_item
+from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, record_item
+from pix2seqd.platform.data.pipeline import TrainDecoder
 from pix2seqd.platform.data.validate import check_row, summarise, validate_records
 from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.synthetic.coco import make_coco

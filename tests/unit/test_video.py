@@ -1,12 +1,13 @@
-"""Streaming video sampling (spec §5.3) and training-time frame dropout (§5.2)."""
+"""Streaming video sampling and training-time frame dropout (paper §3.4; docs/model.md, "Video")."""
+
 import pytest
 import torch
+from helpers_model import tiny, toy_batch
 
 from pix2seqd.models.config import DiffusionConfig, LossConfig
+from pix2seqd.models.frame_dropout import drop_frames
 from pix2seqd.models.pix2seq_d import Pix2SeqD
-from pix2seqd.models.video import drop_frames, sample_video
-
-from helpers_model import tiny, toy_batch
+from pix2seqd.models.video import sample_video
 
 
 def video_model() -> Pix2SeqD:
@@ -28,7 +29,9 @@ def test_frame_dropout_drops_whole_frames_at_the_rate():
 
 def test_history_dropout_drops_all_frames_of_an_example_at_once():
     cond = torch.ones(20000, 2, 2, 3, 3, dtype=torch.long)
-    alone = drop_frames(cond, 0.0, torch.Generator().manual_seed(0), all_rate=0.3).flatten(2).sum(-1)
+    alone = (
+        drop_frames(cond, 0.0, torch.Generator().manual_seed(0), all_rate=0.3).flatten(2).sum(-1)
+    )
     assert ((alone == 0).all(1) | (alone > 0).all(1)).all()  # never one frame without the other
     assert (alone == 0).all(1).float().mean().item() == pytest.approx(0.3, abs=0.01)
     both = drop_frames(cond, 0.2, torch.Generator().manual_seed(0), all_rate=0.3).flatten(2).sum(-1)
@@ -56,14 +59,20 @@ def test_streaming_sampler_steps_per_frame_and_own_predictions_as_condition():
         return original(images, steps, td, cond_masks, generator)
 
     model.sample = spy
-    out = sample_video(model, frames, first_steps=5, later_steps=2, td=1.0,
-                       generator=torch.Generator().manual_seed(0))
+    out = sample_video(
+        model,
+        frames,
+        first_steps=5,
+        later_steps=2,
+        td=1.0,
+        generator=torch.Generator().manual_seed(0),
+    )
     assert out.shape == (2, 4, 2, 16, 16) and out.dtype == torch.int64
     assert [s for s, _ in seen] == [5, 2, 2, 2]
     assert len(calls) == 5 + 3 * 2 and len(encoder_calls) == 4
-    assert seen[0][1].abs().sum() == 0                      # nothing before the first frame
+    assert seen[0][1].abs().sum() == 0  # nothing before the first frame
     assert torch.equal(seen[1][1][:, 1], out[:, 0]) and seen[1][1][:, 0].abs().sum() == 0
-    assert torch.equal(seen[3][1], out[:, 1:3])             # frames t-2, t-1, oldest first
+    assert torch.equal(seen[3][1], out[:, 1:3])  # frames t-2, t-1, oldest first
 
 
 def test_streaming_sampler_needs_a_video_model():

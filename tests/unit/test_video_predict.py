@@ -1,9 +1,12 @@
 """Streaming video inference pieces: batched streaming over videos of different lengths,
 the per-frame small-id filter, the 20-proposal cap, and one VideoPredictor run without Ray."""
+
 import numpy as np
 import pytest
 import torch
+from helpers_ckpt import video_config, write_checkpoint
 from PIL import Image
+from test_video import video_model
 
 from pix2seqd.models.postprocess import drop_small_ids
 from pix2seqd.models.video import stream_videos
@@ -11,9 +14,6 @@ from pix2seqd.platform.data.davis import load_davis
 from pix2seqd.platform.data.video_pipeline import frame_eval_input
 from pix2seqd.platform.evaluation.video_predict import VideoPredictor, cap_proposals
 from pix2seqd.platform.synthetic.davis import make_davis
-
-from helpers_ckpt import video_config, write_checkpoint
-from test_video import video_model
 
 
 def test_videos_of_different_lengths_stream_together_each_on_its_own_history():
@@ -27,13 +27,24 @@ def test_videos_of_different_lengths_stream_together_each_on_its_own_history():
         return original(images, steps, td, cond_masks, generator)
 
     model.sample = spy
-    out = list(stream_videos(model, lambda t, active: frames[active, t], [3, 1], 4, 2, 1.0,
-                             torch.Generator().manual_seed(0)))
+    out = list(
+        stream_videos(
+            model,
+            lambda t, active: frames[active, t],
+            [3, 1],
+            4,
+            2,
+            1.0,
+            torch.Generator().manual_seed(0),
+        )
+    )
     assert [(t, a) for t, a, _ in out] == [(0, [0, 1]), (1, [0]), (2, [0])]
     assert [(n, s) for n, s, _ in seen] == [(2, 4), (1, 2), (1, 2)]
     # video 0's history holds only its own predictions, oldest first
     assert torch.equal(seen[1][2][0, 1], out[0][2][0]) and seen[1][2][0, 0].abs().sum() == 0
-    assert torch.equal(seen[2][2][0, 0], out[0][2][0]) and torch.equal(seen[2][2][0, 1], out[1][2][0])
+    assert torch.equal(seen[2][2][0, 0], out[0][2][0]) and torch.equal(
+        seen[2][2][0, 1], out[1][2][0]
+    )
 
 
 def test_small_ids_become_background():
@@ -45,8 +56,8 @@ def test_small_ids_become_background():
 
 def test_proposal_cap_keeps_the_largest_ids_over_the_sequence():
     a = np.zeros((2, 30), np.uint8)
-    a[0, :22] = np.arange(1, 23)          # ids 1..22, one pixel each
-    a[1, :3] = [5, 5, 9]                   # id 5: 3 px, id 9: 2 px
+    a[0, :22] = np.arange(1, 23)  # ids 1..22, one pixel each
+    a[1, :3] = [5, 5, 9]  # id 5: 3 px, id 9: 2 px
     b = a.copy()
     frames = [a, b]
     assert cap_proposals(frames, 20) == 2

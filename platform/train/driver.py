@@ -1,0 +1,135 @@
+"""The driver of a training job, one for images and videos: Ray, the task's data, the
+MLflow run, Ray Train's fit, the final evaluation, the summary.
+
+The task type (`image_task.ImageTask`, `video_task.VideoTask`) supplies what differs: its config
+checks, loading, the stream and periodic evaluation data the workers read, and the final
+evaluation with its summary metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+from pix2seqd.platform import tracking
+from pix2seqd.platform.config import Config
+from pix2seqd.platform.ray_env import check_cpus_for_training, ray_session
+from pix2seqd.platform.train.fit import (
+    FitInputs,
+    chosen_checkpoint,
+    fit,
+    log_final_model,
+    open_run,
+)
+from pix2seqd.platform.train.options import RunOptions
+
+
+class Task(Protocol):
+    """A training task loaded for one run (made by its type's `load`)."""
+
+    def resolved(self, cfg: Config) -> Config:
+        """`cfg` with what the data decided (the data root found, the class count)."""
+
+    def tags(self, cfg: Config) -> dict[str, str]:
+        """MLflow tags of the run besides the preset: `dataset`, `data_source`."""
+
+    def log_inputs(self, mlc, run_id: str) -> None:
+        """What the data checks found, logged before training."""
+
+    def fit_inputs(self, cfg: Config) -> FitInputs:
+        """What the workers read besides the config."""
+
+    def evaluate(
+        self, cfg: Config, checkpoint: str, step: int, mlc, run_id: str
+    ) -> dict[str, float]:
+        """Score `checkpoint` on the val split, log the scores at `step`; the summary's
+        metrics."""
+
+
+class TaskType(Protocol):
+    @staticmethod
+    def validate(cfg: Config) -> None:
+        """Reject a config this task cannot train."""
+
+    @classmethod
+    def load(cls, cfg: Config, tmp: Path) -> Task:
+        """Read and check the data (Ray is up); `tmp` lives as long as the run."""
+
+
+def train(task_type: TaskType, cfg: Config, opts: RunOptions) -> dict[str, Any]:
+    """Check the config, load the data, train, evaluate, log everything; the summary
+    (docs/cli.md, "Training summary"), also written to `opts.summary_json` when set."""
+    task_type.validate(cfg)
+    train_cpus = cfg.train.num_workers * cfg.train.cpus_per_worker
+    with (
+        ray_session(train_cpus, cfg.data.executor_nap),
+        tempfile.TemporaryDirectory(prefix="pix2seqd-train-") as tmp,
+    ):
+        check_cpus_for_training(train_cpus)
+        task = task_type.load(cfg, Path(tmp))
+        summary = _tracked_run(task, task.resolved(cfg), opts)
+    if opts.summary_json:
+        Path(opts.summary_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(opts.summary_json).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _tracked_run(task: Task, cfg: Config, opts: RunOptions) -> dict[str, Any]:
+    """The MLflow run around fit + evaluation; marked FAILED if anything raises."""
+    mlc = tracking.client()
+    run_id = open_run(mlc, cfg, opts, {"preset": opts.preset, **task.tags(cfg)})
+    try:
+        task.log_inputs(mlc, run_id)
+        result = fit(cfg, opts, task.fit_inputs(cfg), run_id, mlc.tracking_uri)
+        checkpoint, step = chosen_checkpoint(mlc, run_id, result, opts)
+        metrics = task.evaluate(cfg, checkpoint, step, mlc, run_id)
+        log_final_model(mlc, run_id, checkpoint)
+        mlc.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        mlc.set_terminated(run_id, "FAILED")
+        raise
+    return {
+        "mlflow_run_id": run_id,
+        "tracking_uri": mlc.tracking_uri,
+        "checkpoint": checkpoint,
+        "metrics": metrics,
+    }
+
+
+def validate_common(cfg: Config) -> None:
+    """Checks every training job shares: batch split, positive counters, canvas sizes,
+    evaluation cadence."""
+    t = cfg.train
+    per_step = t.num_workers * t.accum
+    if t.batch_size % per_step or t.batch_size < per_step:
+        raise ValueError(
+            f"train.batch_size={t.batch_size} must be a positive multiple of "
+            f"train.num_workers * train.accum = {per_step}"
+        )
+    for key in ("steps", "log_every", "checkpoint_every", "keep_checkpoints", "num_workers"):
+        if getattr(t, key) <= 0:
+            raise ValueError(f"train.{key} must be > 0, got {getattr(t, key)}")
+    if t.progress_every < 0:
+        raise ValueError(
+            f"train.progress_every must be >= 0 (0: no progress line), got {t.progress_every}"
+        )
+    # the encoder has stride 16; the decoder halves the mask len(ch_mult) - 1 times
+    unit = math.lcm(16, cfg.model.mask_stride * 2 ** (len(cfg.model.decoder.ch_mult) - 1))
+    for key, size in (
+        ("data.image_size", cfg.data.image_size),
+        ("data.image_width", cfg.data.image_width),
+    ):
+        if size % unit:
+            raise ValueError(
+                f"{key}={size} must be a multiple of {unit} (encoder stride 16, "
+                f"mask stride {cfg.model.mask_stride}, decoder levels)"
+            )
+    e = cfg.eval
+    if e.every_steps < 0 or (e.every_steps and e.every_steps % t.checkpoint_every):
+        raise ValueError(
+            f"eval.every_steps={e.every_steps} must be 0 or a multiple of "
+            f"train.checkpoint_every={t.checkpoint_every} (evaluations go with checkpoints)"
+        )

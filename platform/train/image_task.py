@@ -1,0 +1,118 @@
+"""The image task of the training driver: panoptic segmentation of COCO or Cityscapes
+images (or their prepared shards), scored by PQ; its config checks, loading, the workers'
+inputs, and the final evaluation with the summary's metrics (docs/cli.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pix2seqd.platform import tracking
+from pix2seqd.platform.config import Config, DatasetKind, override
+from pix2seqd.platform.evaluation.coco_eval import evaluate_checkpoint
+from pix2seqd.platform.evaluation.tracked import (
+    log_pq_artifacts,
+    pq_metrics,
+    timing_metrics,
+)
+from pix2seqd.platform.train.driver import validate_common
+from pix2seqd.platform.train.fit import FitInputs
+from pix2seqd.platform.train.inputs import TrainInputs, load_train_inputs
+from pix2seqd.platform.train.periodic_eval import build_val_subset
+from pix2seqd.platform.train.streams import ImageStream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """Panoptic segmentation of images; the final score is PQ on the val split."""
+
+    inputs: TrainInputs
+
+    @staticmethod
+    def validate(cfg: Config) -> None:
+        validate_training_config(cfg)
+
+    @classmethod
+    def load(cls, cfg: Config, tmp: Path) -> ImageTask:
+        return cls(load_train_inputs(cfg, tmp))
+
+    def resolved(self, cfg: Config) -> Config:
+        found = {} if cfg.data.prepared else {"data.root": self.inputs.source}
+        return override(cfg, {**found, "model.num_classes": self.inputs.cmap.num_classes})
+
+    def tags(self, cfg: Config) -> dict[str, str]:
+        return {"dataset": cfg.data.dataset.value, "data_source": self.inputs.source}
+
+    def log_inputs(self, mlc, run_id: str) -> None:
+        """Skipped bad records and segments made void (K-1 limit) as metrics, and the report."""
+        tracking.log_metrics(mlc, run_id, self.inputs.metrics, 0)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "validation_report.json"
+            path.write_text(json.dumps(self.inputs.report, indent=2))
+            mlc.log_artifact(run_id, str(path), "data")
+        if self.inputs.metrics.get("data/bad_records"):
+            log.warning(
+                "skipped %g bad training records (--skip-bad); see the run's "
+                "data/validation_report.json",
+                self.inputs.metrics["data/bad_records"],
+            )
+
+    def fit_inputs(self, cfg: Config) -> FitInputs:
+        subset = None
+        if cfg.eval.every_steps > 0:
+            subset = build_val_subset(
+                self.inputs.val_records, self.inputs.eval_gt[0], cfg.eval.periodic_images
+            )
+        rows = self.inputs.train_rows
+        return FitInputs(
+            ImageStream(rows, self.inputs.cmap),
+            len(rows),
+            self.inputs.cmap.to_coco(),
+            subset,
+            "val/pq",
+        )
+
+    def evaluate(
+        self, cfg: Config, checkpoint: str, step: int, mlc, run_id: str
+    ) -> dict[str, float]:
+        """PQ of `checkpoint` on the val split; logs the scores, tables and overlays."""
+        gt_json, gt_dir = self.inputs.eval_gt
+        with tempfile.TemporaryDirectory() as tmp:
+            pred_dir = Path(tmp) / "predictions"
+            res = evaluate_checkpoint(
+                checkpoint,
+                self.inputs.val_records,
+                self.inputs.cmap,
+                gt_json,
+                gt_dir,
+                pred_dir,
+                cfg.sample,
+                cfg.eval,
+                cfg.train.use_gpu,
+            )
+            final = {**pq_metrics(res, "final/"), **timing_metrics(res)}
+            if cfg.eval.every_steps <= 0:  # no periodic val/pq: the final scores are the run's
+                final.update(pq_metrics(res))
+            tracking.log_metrics(mlc, run_id, final, step)
+            log_pq_artifacts(mlc, run_id, res, self.inputs.val_records, pred_dir, cfg.eval.overlays)
+        return {"pq": res["All"]["pq"], "pq_th": res["Things"]["pq"], "pq_st": res["Stuff"]["pq"]}
+
+
+def validate_training_config(cfg: Config) -> None:
+    """Reject settings that would silently change an image run or crash mid-way."""
+    validate_common(cfg)
+    if cfg.data.dataset not in (DatasetKind.COCO, DatasetKind.CITYSCAPES):
+        raise ValueError(
+            f"data.dataset={cfg.data.dataset.value!r}: this job trains panoptic "
+            "image data sets (coco, cityscapes)"
+        )
+    if cfg.data.image_width not in (0, cfg.data.image_size):
+        raise ValueError(
+            f"data.image_width={cfg.data.image_width}: the COCO-panoptic pipeline "
+            "trains on square canvases; leave it 0"
+        )

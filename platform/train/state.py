@@ -1,0 +1,146 @@
+"""A training worker's state (model, EMA, optimizer, step, where it came from) and its
+checkpoint snapshot.
+
+A snapshot is everything exact resume needs: model, EMA, optimizer (the learning rate is a
+function of the step), step, epoch and data position, every rank's RNG state, the resolved
+config, plus where it came from (MLflow run, categories). Its keys are the `checkpoint.pt`
+contents listed in docs/cli.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from pix2seqd.platform.config import Config, flatten
+from pix2seqd.platform.train import checkpoints
+from pix2seqd.platform.train.step import (
+    LossModule,
+    build_model,
+    compile_loss,
+    make_ema,
+    make_optimizer,
+    sync_batch_norm,
+    to_device,
+)
+
+# (LossModule, DDP kwargs) -> the module the loop trains: Ray's `prepare_model`, or plain DDP
+DdpWrap = Callable[[torch.nn.Module, dict[str, Any]], torch.nn.Module]
+
+
+@dataclass(frozen=True)
+class CheckpointMeta:
+    """What a checkpoint records about where it came from: its MLflow run (so evaluations
+    nest under it) and the data set's categories (so prediction needs no data set)."""
+
+    mlflow_run_id: str = ""
+    tracking_uri: str = ""
+    categories: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class TrainState:
+    """model: the online weights; ddp: the loss module that is trained (the model inside
+    `LossModule`, DDP-wrapped, maybe compiled); step: optimizer steps done; restored: the
+    state came from a checkpoint (a worker-group restart or --resume)."""
+
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    ddp: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+    restored: bool = False
+    meta: CheckpointMeta = field(default_factory=CheckpointMeta)
+
+    def data_position(self, batch_size: int) -> int:
+        """Examples of the training stream consumed so far (all ranks)."""
+        return self.step * batch_size
+
+
+def ddp_kwargs(cfg: Config) -> dict[str, Any]:
+    """DistributedDataParallel kwargs (unconditional decoders leave the cross-attention
+    unused)."""
+    return {"find_unused_parameters": cfg.model.decoder.conditional.value == "none"}
+
+
+def build_state(
+    cfg: Config, device: torch.device, world: int, wrap: DdpWrap, init_from: str = ""
+) -> TrainState:
+    """A fresh state at step 0: the model (with `init_from`'s EMA weights when given) on
+    `device`, its EMA copy, the wrapped loss module and the optimizer."""
+    model = build_model(cfg)
+    if init_from:
+        initialise(model, cfg, init_from)
+    model = to_device(sync_batch_norm(model, cfg, world, device), cfg, device)
+    ema = make_ema(model)
+    ddp = compile_loss(wrap(LossModule(model), ddp_kwargs(cfg)), cfg)
+    return TrainState(model, ema, ddp, make_optimizer(model, cfg, device))
+
+
+def initialise(model: torch.nn.Module, cfg: Config, init_from: str) -> None:
+    """--init-from (a checkpoint reference): the EMA weights of another run (the previous
+    stage, or an image model for a video model: the new conditioning input channels then
+    start at zero)."""
+    with checkpoints.inference_state(init_from) as snap:
+        source_video = int(snap.get("config", {}).get("model.decoder.cond_frames", 0)) > 0
+        if cfg.model.decoder.cond_frames > 0 and not source_video:
+            model.load_video_from_image(snap["ema"])
+        else:
+            model.load_state_dict(snap["ema"])
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    # map_location may have moved the byte tensors to the GPU; RNG states live on the CPU.
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].cpu())
+
+
+def gather_rng(world: int) -> list[dict[str, Any]]:
+    """Every rank's RNG state, in rank order (a collective: all ranks must call it)."""
+    if world == 1 or not dist.is_initialized():
+        return [rng_state()]
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, rng_state())
+    return out
+
+
+def snapshot(
+    state: TrainState, cfg: Config, rngs: list[dict[str, Any]], num_train: int
+) -> dict[str, Any]:
+    """The `checkpoint.pt` contents of `state`; `num_train`: examples per epoch."""
+    position = state.data_position(cfg.train.batch_size)
+    return {
+        "model": state.model.state_dict(),
+        "ema": state.ema.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "step": state.step,
+        "data_position": position,
+        "epoch": position // max(1, num_train),
+        "rng": rngs,
+        "config": checkpoints.config_to_storable(flatten(cfg)),
+        **asdict(state.meta),
+    }
+
+
+def restore(state: TrainState, snap: dict[str, Any], rank: int) -> None:
+    """Load a snapshot into `state`; rank `rank` gets its own RNG state back."""
+    state.model.load_state_dict(snap["model"])
+    state.ema.load_state_dict(snap["ema"])
+    state.optimizer.load_state_dict(snap["optimizer"])
+    state.step = int(snap["step"])
+    state.restored = True
+    rngs = snap["rng"]
+    # one state per rank since checkpoints store them all; older ones hold rank 0's only
+    set_rng_state(rngs[rank % len(rngs)] if isinstance(rngs, list) else rngs)
