@@ -22,7 +22,7 @@ HOME_DIR = Path.home() / ".pix2seqd"
 EXPERIMENT = "pix2seqd"
 EXPERIMENT_ENV = "MLFLOW_EXPERIMENT_NAME"  # set by --experiment (platform/cli.py)
 # The MLflow UI reads an experiment's kind from this tag; "custom_model_development" is
-# its "Machine learning" kind (runs, metrics, models), the other main one being GenAI.
+# its "Model training" kind (runs, metrics, models), the other main one being GenAI.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # a run's description in the MLflow UI (markdown)
@@ -51,7 +51,7 @@ def ui_command(uri: str) -> str:
 
 
 def run_page(uri: str, run_id: str) -> str:
-    """The address of a run's page in the MLflow UI's "Machine learning" view (the UI of
+    """The address of a run's page in the MLflow UI's "Model training" view (the UI of
     MLflow 3.17 opens an experiment in its GenAI view unless the address asks otherwise)."""
     base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else "http://127.0.0.1:5000"
     experiment = client(uri).get_run(run_id).info.experiment_id
