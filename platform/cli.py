@@ -81,13 +81,8 @@ def add_common_flags(parser: argparse.ArgumentParser, default_preset: str = "tin
         choices=sorted(PRESETS),
         help=f"configuration preset (default: {default_preset})",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field by dotted path, e.g. optim.lr=1e-5 (repeatable)",
+    add_overrides_flag(
+        parser, "override a config field by dotted path, e.g. optim.lr=1e-5 (repeatable)"
     )
     parser.add_argument(
         "--storage-path",
@@ -217,13 +212,9 @@ def add_checkpoint_flags(parser: argparse.ArgumentParser, video: bool = False) -
         type=int,
         help="segments smaller than this (original resolution) are dropped [80; video 10]",
     )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the checkpoint's config by dotted path, "
+    add_overrides_flag(
+        parser,
+        "override a field of the checkpoint's config by dotted path, "
         "e.g. eval.num_actors=4 (repeatable)",
     )
 
@@ -239,3 +230,10 @@ def checkpoint_overrides(args: argparse.Namespace) -> dict[str, object]:
     updates: dict[str, object] = {k: v for k, v in flags.items() if v is not None}
     updates.update(parse_overrides(args.overrides))
     return updates
+
+
+def add_overrides_flag(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """`--set KEY=VALUE` (repeatable) into `args.overrides`: config fields by dotted path."""
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=help_text
+    )

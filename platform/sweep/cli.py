@@ -9,6 +9,7 @@ from typing import Any
 from pix2seqd.platform.cli import (
     add_common_flags,
     add_data_root_flag,
+    add_overrides_flag,
     build_config,
     job_parser,
     parse_job_args,
@@ -140,11 +141,6 @@ def _inference_flags(parser: argparse.ArgumentParser) -> None:
             metavar="V1,V2",
             help=f"values of {path} (default: the sweep's)",
         )
-    parser.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a field of the checkpoint's config, e.g. eval.max_images=100",
+    add_overrides_flag(
+        parser, "override a field of the checkpoint's config, e.g. eval.max_images=100"
     )
