@@ -6,6 +6,7 @@ python jobs/benchmark.py data --preset coco_lowres --json /tmp/data.json
 python jobs/benchmark.py gpu --preset r50_ablation --quick --json /tmp/gpu.json
 python jobs/benchmark.py gpu --preset tiny --device cpu --quick --no-compile
 python jobs/benchmark.py train-overhead --preset tiny --json /tmp/train_overhead.json
+python jobs/benchmark.py scale --records 118287 --json /tmp/scale.json
 """
 
 from __future__ import annotations
@@ -60,7 +61,24 @@ def train_overhead(args: argparse.Namespace) -> dict:
     )
 
 
-SUBCOMMANDS = {"model": model, "data": data, "gpu": gpu, "train-overhead": train_overhead}
+def scale(args: argparse.Namespace) -> dict:
+    from pix2seqd.platform.benchmarks.scale_bench import ScaleSettings, benchmark_scale
+
+    head = {**environment(args.device), "preset": args.preset}
+    return benchmark_scale(
+        build_config(args),
+        ScaleSettings(records=args.records),
+        save=lambda part: write_json(args.json, {**head, **part}),
+    )
+
+
+SUBCOMMANDS = {
+    "model": model,
+    "data": data,
+    "gpu": gpu,
+    "train-overhead": train_overhead,
+    "scale": scale,
+}
 DEFAULT_DEVICE = {"gpu": "cuda"}
 
 
@@ -83,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
         "per-GPU batch)",
     )
     parser.add_argument("--quick", action="store_true", help="fewer repetitions")
-    parser.add_argument("--json", default="", help="write the results here (gpu: after each part)")
+    parser.add_argument(
+        "--json", default="", help="write the results here (gpu, scale: after each part)"
+    )
     parser.add_argument(
         "--peak-tflops",
         type=float,
@@ -107,6 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="train-overhead: plain/Ray rounds (default 2; quick 1)",
+    )
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=118_287,
+        help="scale: train records of the linked set (default 118,287, COCO train's count)",
     )
     return parser
 

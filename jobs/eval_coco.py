@@ -1,5 +1,5 @@
 """Panoptic quality of COCO-panoptic predictions (panopticapi's rules), from files or from a
-checkpoint.
+checkpoint; mIoU and AP^Th_pan beside it (docs/pq.md).
 
     # score result files (a JSON + a folder of PNGs, panopticapi's format)
     python jobs/eval_coco.py --gt-json GT.json --gt-dir GT/ --pred-json P.json --pred-dir P/ --out R.json
@@ -72,8 +72,16 @@ def print_table(result: dict) -> None:
     for split in ("All", "Things", "Stuff"):
         r = result[split]
         print(f"{split:8}{100 * r['pq']:7.1f}{100 * r['sq']:7.1f}{100 * r['rq']:7.1f}{r['n']:5d}")
+    for label, key in (("mIoU", "miou"), ("AP^Th_pan", "ap_th_pan")):
+        print(label + _percent(result.get(key)).rjust(15 - len(label)))
     t = result["timing"]
     print(f"predict {t['predict_s']:.1f} s, score {t['score_s']:.1f} s")
+
+
+def _percent(value: float | None) -> str:
+    """A fraction as a percent under the PQ column; '-' when R.json has null (no segment
+    scores for AP^Th_pan, or no category to average)."""
+    return "-" if value is None else f"{100 * value:.1f}"
 
 
 if __name__ == "__main__":

@@ -6,6 +6,9 @@ DAVIS 2017), byte-identical for equal arguments.
 
 Things are told apart by shape, stuff by texture; colours are random for every class.
 For --layout davis, --train/--val count sequences of 10-16 frames.
+--realistic (coco only) uses COCO's 133 categories and adds to each split with images the
+quirks of real COCO: grayscale and CMYK JPEGs, an image with 121 segments, crowd regions
+and images without segments (platform/synthetic/realistic.py); the JSON printed lists them.
 """
 
 import argparse
@@ -16,6 +19,7 @@ from pix2seqd.platform.cli import job_parser, parse_job_args
 from pix2seqd.platform.synthetic.cityscapes import make_cityscapes
 from pix2seqd.platform.synthetic.coco import make_coco
 from pix2seqd.platform.synthetic.davis import make_davis
+from pix2seqd.platform.synthetic.realistic import make_realistic_coco
 
 WRITERS = {"coco": make_coco, "cityscapes": make_cityscapes, "davis": make_davis}
 # Split sizes when --train/--val are not given: images (coco, cityscapes) or sequences.
@@ -48,6 +52,12 @@ def build_parser():
     )
     parser.add_argument("--min-size", type=int, default=64, help="smallest image side, px")
     parser.add_argument("--max-size", type=int, default=96, help="largest image side, px")
+    parser.add_argument(
+        "--realistic",
+        action="store_true",
+        help="coco: COCO's 133 categories (ids 1-200) and, after each split's images, "
+        "grayscale and CMYK JPEGs, a 121-segment image, crowd regions and unannotated images",
+    )
     return parser
 
 
@@ -56,6 +66,8 @@ def parse_args(argv=None):
     args = parse_job_args(parser, argv)
     if not 8 <= args.min_size <= args.max_size:
         parser.error("need 8 <= --min-size <= --max-size")
+    if args.realistic and args.layout != "coco":
+        parser.error("--realistic is for --layout coco")
     return args
 
 
@@ -65,9 +77,13 @@ def main(argv=None):
     n_train = n_train if args.train is None else args.train
     n_val = n_val if args.val is None else args.val
     start = time.perf_counter()
-    out = WRITERS[args.layout](
-        args.out, args.seed, n_train, n_val, min_size=args.min_size, max_size=args.max_size
-    )
+    sizes = {"min_size": args.min_size, "max_size": args.max_size}
+    extra = {}
+    if args.realistic:
+        out, quirks = make_realistic_coco(args.out, args.seed, n_train, n_val, **sizes)
+        extra = {"realistic": True, "quirks": quirks}
+    else:
+        out = WRITERS[args.layout](args.out, args.seed, n_train, n_val, **sizes)
     print(
         json.dumps(
             {
@@ -75,6 +91,7 @@ def main(argv=None):
                 "out": str(out),
                 "train": n_train,
                 "val": n_val,
+                **extra,
                 "seconds": round(time.perf_counter() - start, 2),
             }
         )

@@ -3,8 +3,9 @@
     python jobs/predict.py --checkpoint runs:/<run id> --input photo.jpg --out preds/
     python jobs/predict.py --checkpoint CKPT --input frames/ --out preds/   # a video model
 
-Writes panoptic PNGs, predictions.json and overlays/<name>.png (image | prediction); a video
-model writes DAVIS palette PNGs <folder>/<frame>.png instead (see platform/evaluation/predict_job.py).
+Writes panoptic PNGs, predictions.json (each segment with its confidence `score`, docs/pq.md)
+and overlays/<name>.png (image | prediction); a video model writes DAVIS palette PNGs
+<folder>/<frame>.png instead (see platform/evaluation/predict_job.py).
 """
 
 from __future__ import annotations

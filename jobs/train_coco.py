@@ -1,7 +1,7 @@
 """Train Pix2Seq-D on a COCO-panoptic layout with Ray Train, evaluate PQ, log to MLflow.
 
 python jobs/train_coco.py                       # tiny preset on the generated data set
-python jobs/train_coco.py --data-root /data/coco --preset coco_lowres --set train.use_gpu=true
+python jobs/train_coco.py --data-root /data/coco --preset coco_lowres
 python jobs/train_coco.py --prepared s3://bucket/coco-prepared --preset coco_lowres
 """
 

@@ -3,7 +3,7 @@ score J&F (DAVIS unsupervised), log to MLflow. Image presets become their video 
 (`presets.as_video`); start from an image checkpoint with --init-from.
 
     python jobs/train_davis.py --preset tiny --init-from runs:/<train_coco run id>
-    python jobs/train_davis.py --preset davis --data-root /data/DAVIS --init-from CKPT --set train.use_gpu=true
+    python jobs/train_davis.py --preset davis --data-root /data/DAVIS --init-from CKPT
 """
 
 from __future__ import annotations

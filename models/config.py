@@ -34,6 +34,26 @@ class Conditioning(str, enum.Enum):
     NONE = "none"  # unconditional decoder pre-training; zero features keep shapes
 
 
+class InputNorm(str, enum.Enum):
+    """What the encoder does to its input images (in [0, 1]) before the ResNet."""
+
+    NONE = "none"  # used as they are (the official code's inputs)
+    IMAGENET = "imagenet"  # (x - mean) / std with ImageNet's statistics (models/pretrained.py)
+    # decided when a training run starts (platform/train/auto.py): imagenet with `init`, else
+    # the --init-from checkpoint's, else none; an unresolved AUTO is treated as NONE
+    AUTO = "auto"
+
+
+class StemPool(str, enum.Enum):
+    """Padding of the ResNet stem's 3x3 stride-2 max-pool; the output size is the same."""
+
+    TORCH = "torch"  # one pixel on every side (torchvision's ResNet)
+    TF_SAME = "tf_same"  # TensorFlow's SAME: the odd pixel after (the official code's ResNet)
+    # decided when a training run starts (platform/train/auto.py): the --init-from
+    # checkpoint's when its encoder carries over, else torch; unresolved = torch
+    AUTO = "auto"
+
+
 class LossKind(str, enum.Enum):
     SOFTMAX_CE = "softmax_ce"  # 2 x 256-way softmax cross-entropy on x0 (paper default)
     L2 = "l2"  # l2 regression of the analog bits x0 (paper Table 4)
@@ -45,8 +65,13 @@ class EncoderConfig:
     """ResNet-50 cut after stage 3 ("C4", stride 16) + pre-LN transformer + top-down fuser.
 
     `width` is the bottleneck width of the first stage (64 for ResNet-50); stage s has
-    bottleneck width width*2**s and output 4*width*2**s channels. `init` is an optional path
-    to a torchvision-format ResNet-50 state dict (nothing is ever downloaded).
+    bottleneck width width*2**s and output 4*width*2**s channels.
+
+    `init`: a ResNet-50 weight file the user downloaded (torchvision's `.pth` or timm's
+    `.safetensors`, the same key layout), loaded into the backbone when a training run starts
+    from scratch (platform/train/state.py; the model itself never reads it, so inference
+    needs no such file). `input_norm`: see InputNorm; pretrained weights expect ImageNet's.
+    `stem_pool`: see StemPool; weights converted from the official code expect TF_SAME.
     """
 
     depths: tuple[int, ...] = (3, 4, 6)
@@ -60,6 +85,8 @@ class EncoderConfig:
     drop_units: float = 0.1
     fuse_dim: int = 256
     init: str = ""
+    input_norm: InputNorm = InputNorm.AUTO
+    stem_pool: StemPool = StemPool.AUTO
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 # DenoiseFn(x_t (B, C, H, W), gamma (B,), x0_prev (B, C, H, W)) -> x0_hat (B, C, H, W).
 # x0_prev is the previous x̂_0 (zeros at the first step) for self-conditioning; others ignore it.
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+# FinalFn: the same arguments -> (x0_hat, anything else the last step wants to hand back).
+FinalFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]]
 
 
 def gamma_cosine(t: torch.Tensor | float) -> torch.Tensor | float:
@@ -88,12 +91,38 @@ def ddim_sample(
     t = 1/N), clipped to [−b, b] — not the final DDIM state. With a generator the noise is
     drawn on the generator's device, so a CPU generator gives the same start on any device.
     """
+    x0_hat, _ = ddim_sample_final(denoise_fn, None, shape, steps, td, b_scale, generator, device)
+    return x0_hat
+
+
+def ddim_sample_final(
+    denoise_fn: DenoiseFn,
+    final_fn: FinalFn | None,
+    shape: tuple[int, ...],
+    steps: int,
+    td: float,
+    b_scale: float,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, Any]:
+    """`ddim_sample` whose last step (t = 1/N) calls `final_fn` instead of `denoise_fn`.
+
+    final_fn(x_t, gamma, x0_prev) -> (x̂_0, extra) lets a caller keep what the network said
+    at that step besides x̂_0 (the class probabilities of `Pix2SeqD.sample`) without a second
+    network call. Returns (the last x̂_0 clipped to [−b, b], extra); extra is None when
+    `final_fn` is None or steps = 0 (then x̂_0 is all zeros, as in `ddim_sample`).
+    """
     noise_device = generator.device if generator is not None else device
     x = torch.randn(shape, generator=generator, device=noise_device).to(device)
-    x0_hat = torch.zeros_like(x)
-    for t_now, t_next in time_pairs(steps, td):
+    x0_hat, extra = torch.zeros_like(x), None
+    pairs = time_pairs(steps, td)
+    for i, (t_now, t_next) in enumerate(pairs):
         g_now, g_next = gamma_cosine(t_now), gamma_cosine(t_next)
         gamma = torch.full((shape[0],), g_now, device=device)
-        x0_hat = denoise_fn(x, gamma, x0_hat).float().clamp(-b_scale, b_scale)
+        if final_fn is not None and i == len(pairs) - 1:
+            x0_hat, extra = final_fn(x, gamma, x0_hat)
+        else:
+            x0_hat = denoise_fn(x, gamma, x0_hat)
+        x0_hat = x0_hat.float().clamp(-b_scale, b_scale)
         x = ddim_step(x, x0_hat, g_now, g_next)
-    return x0_hat
+    return x0_hat, extra

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import EncoderConfig
+from .config import EncoderConfig, InputNorm
+from .pretrained import IMAGENET_MEAN, IMAGENET_STD
 from .remat import run_block
-from .resnet import ResNetC4, load_torchvision_resnet
+from .resnet import ResNetC4
 from .transformer import LN_EPS, EncoderLayer, glorot_linear, position_codes_2d
 
 
@@ -125,14 +126,16 @@ class FeaturePyramidMerge(nn.Module):
 
 
 class Encoder(nn.Module):
-    """images (B, 3, H, W) in [0, 1], H and W divisible by 16 -> Encoded(tokens, fused)."""
+    """images (B, 3, H, W) in [0, 1], H and W divisible by 16 -> Encoded(tokens, fused).
+
+    With `input_norm` IMAGENET the images are normalised with ImageNet's mean and std first,
+    in training and sampling alike (the padding too: it is part of the input)."""
 
     def __init__(self, cfg: EncoderConfig, mask_stride: int):
         super().__init__()
         self.mask_stride = mask_stride
-        self.backbone = ResNetC4(cfg.depths, cfg.width, cfg.norm)
-        if cfg.init:
-            load_torchvision_resnet(self.backbone, cfg.init)
+        self.imagenet_norm = cfg.input_norm == InputNorm.IMAGENET
+        self.backbone = ResNetC4(cfg.depths, cfg.width, cfg.norm, cfg.stem_pool)
         c2, c3, c4 = self.backbone.out_channels
         self.tokenizer = Tokenizer(c4, cfg.tf_dim, cfg.drop_units)
         self.transformer = TransformerEncoder(
@@ -144,6 +147,8 @@ class Encoder(nn.Module):
 
     def encode_tokens(self, images: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """-> ([C2, C3, tokens as a map (B, tf_dim, H/16, W/16)], tokens (B, N, tf_dim))."""
+        if self.imagenet_norm:
+            images = imagenet_normalise(images)
         c2, c3, c4 = self.backbone(images)
         tokens = self.transformer(self.tokenizer(c4))
         token_map = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *c4.shape[-2:])
@@ -156,3 +161,10 @@ class Encoder(nn.Module):
             return Encoded(tokens, None)
         out_hw = (images.shape[-2] // self.mask_stride, images.shape[-1] // self.mask_stride)
         return Encoded(tokens, self.fuser(features, out_hw))
+
+
+def imagenet_normalise(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB in [0, 1] -> (x - mean) / std with ImageNet's statistics."""
+    mean = images.new_tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    std = images.new_tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return (images - mean) / std

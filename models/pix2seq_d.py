@@ -14,15 +14,24 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .bits import N_BITS, analog_bits_to_int, expected_analog_bits, group_bits, int_to_analog_bits
+from .bits import (
+    N_BITS,
+    analog_bits_to_int,
+    expected_analog_bits,
+    group_bits,
+    group_values,
+    int_to_analog_bits,
+)
 from .config import Conditioning, DiffusionConfig, LossConfig, LossKind, ModelConfig
 from .decoder import TransUNet
-from .diffusion import corrupt, ddim_sample, gamma_cosine
+from .diffusion import corrupt, ddim_sample_final, gamma_cosine
 from .encoder import Encoded, Encoder
 from .frame_dropout import drop_frames
 from .losses import instance_weights, mask_loss
+from .weight_transfer import ConvInLayout, video_conv_in
 
 MASK_BITS = 2 * N_BITS  # class bits + id bits
 SELF_COND_RATE = 0.5  # official self_cond_rate
@@ -198,9 +207,15 @@ class Pix2SeqD(nn.Module):
         td: float,
         cond_masks: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Algorithm 2: images (B, 3, H, W) -> int64 (B, 2, Hm, Wm). The encoder runs once."""
-        return self.sample_from_encoded(self.encode(images), steps, td, cond_masks, generator)
+        return_probs: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Algorithm 2: images (B, 3, H, W) -> int64 (B, 2, Hm, Wm). The encoder runs once.
+
+        return_probs: also return float (B, Hm, Wm), the probability of each pixel's returned
+        class at the last step (`class_prob`)."""
+        return self.sample_from_encoded(
+            self.encode(images), steps, td, cond_masks, generator, return_probs
+        )
 
     @torch.no_grad()
     def sample_from_encoded(
@@ -210,10 +225,13 @@ class Pix2SeqD(nn.Module):
         td: float,
         cond_masks: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
+        return_probs: bool = False,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """DDIM over `steps` with time difference td on cached encoder features.
 
         Returns int64 (B, 2, Hm, Wm); reuse one `encoded` for many (steps, td) settings.
+        With return_probs, returns (that, class probabilities (B, Hm, Wm)); the last step then
+        runs uncompiled (`compile_sampler` compiles x0_step, which returns x̂_0 only).
         """
         b, _, h, w = encoded.fused.shape
         like = encoded.fused.new_zeros(b, MASK_BITS, h, w, dtype=torch.float32)
@@ -226,28 +244,72 @@ class Pix2SeqD(nn.Module):
         ) -> torch.Tensor:
             return step(x_t, gamma, encoded.tokens, encoded.fused, cond, x0_prev)
 
-        x0_hat = ddim_sample(
-            denoise_fn, tuple(like.shape), steps, td, self.b_scale, generator, like.device
+        def final_fn(
+            x_t: torch.Tensor, gamma: torch.Tensor, x0_prev: torch.Tensor
+        ) -> tuple[torch.Tensor, torch.Tensor]:
+            out = self.denoise(x_t, gamma, encoded, cond, x0_prev)
+            # clipped as ddim_sample_final clips it, so the class read here is the one returned
+            x0 = self.x0_estimate(out).float().clamp(-self.b_scale, self.b_scale)
+            return x0, self.class_prob(out, x0)
+
+        x0_hat, probs = ddim_sample_final(
+            denoise_fn,
+            final_fn if return_probs else None,
+            tuple(like.shape),
+            steps,
+            td,
+            self.b_scale,
+            generator,
+            like.device,
         )
-        return analog_bits_to_int(x0_hat, self.cfg.num_classes, self.cfg.max_instances)
+        masks = analog_bits_to_int(x0_hat, self.cfg.num_classes, self.cfg.max_instances)
+        if not return_probs:
+            return masks
+        if probs is None:  # steps = 0: nothing was estimated
+            probs = torch.zeros(b, h, w, device=like.device)
+        return masks, probs
+
+    def class_prob(self, out: torch.Tensor, x0_hat: torch.Tensor) -> torch.Tensor:
+        """Probability of the class `analog_bits_to_int` reads from x̂_0, per pixel.
+
+        out: channels-last decoder output (B, Hm, Wm, C) of a step; x0_hat (B, 16, Hm, Wm) its
+        clipped x̂_0 estimate. Returns float (B, Hm, Wm) in [0, 1] for the returned class c:
+        - softmax_ce: the softmax probability of c's bits in each class-channel group,
+          multiplied over those groups (one group of 256 values for the paper's G = 2);
+        - sigmoid_ce: Π_k σ(±out_k) over the 8 class bits, the sign that of c's bit k;
+        - l2: Π_k (1 ± x̂_0,k / b) / 2, the bit probabilities x̂_0 would stand for if it
+          were an expectation, as it is under the two cross-entropy losses.
+        Only the returned class's value is kept: the full distribution would be G·256 floats
+        per pixel.
+        """
+        cls = analog_bits_to_int(x0_hat, self.cfg.num_classes, self.cfg.max_instances)[:, 0]
+        kind = self.loss_cfg.kind
+        if kind == LossKind.SOFTMAX_CE:
+            groups = self.cfg.decoder.softmax_groups
+            logits = out.unflatten(-1, (groups, -1))[..., : groups // 2, :].float()
+            values = group_values(torch.stack([cls, torch.zeros_like(cls)], 1), groups)
+            picked = logits.gather(-1, values[..., : groups // 2, None]).squeeze(-1)
+            return (picked - logits.logsumexp(-1)).sum(-1).exp()
+        shifts = torch.arange(N_BITS, device=cls.device).view(1, N_BITS, 1, 1)
+        sign = 2.0 * ((cls[:, None] >> shifts) & 1).float() - 1.0  # (B, 8, Hm, Wm)
+        if kind == LossKind.SIGMOID_CE:
+            logp = F.logsigmoid(sign * out.float().permute(0, 3, 1, 2)[:, :N_BITS])
+            return logp.sum(1).exp()
+        return ((1.0 + sign * x0_hat[:, :N_BITS].float() / self.b_scale) / 2).prod(1)
 
     def load_video_from_image(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Initialise this (video) model from an image-model state dict (docs/model.md, "Video").
 
-        All weights are copied; in `decoder.conv_in.weight` the channels both models share
-        ([x_t | fused], and the self-cond bits when both have them) are copied and the new
-        video conditioning channels start at zero, so the video model initially ignores them.
+        All weights are copied; `decoder.conv_in.weight` is adapted by
+        `weight_transfer.video_conv_in`: the channels both models share copied, the new video
+        conditioning channels zero, so the video model initially ignores them.
         """
         check_head(state_dict, self.cfg, self.loss_cfg)
         key = "decoder.conv_in.weight"
-        own = self.state_dict()[key]
-        src = state_dict[key]
-        shared = MASK_BITS + self.cfg.encoder.fuse_dim
-        weight = torch.zeros_like(own)
-        weight[:, :shared] = src[:, :shared]
-        source_self_cond = src.shape[1] - shared == MASK_BITS  # an image model has no video bits
-        if source_self_cond and self.cfg.decoder.self_cond:
-            weight[:, -MASK_BITS:] = src[:, -MASK_BITS:]
+        layout = ConvInLayout(
+            MASK_BITS + self.cfg.encoder.fuse_dim, MASK_BITS if self.cfg.decoder.self_cond else 0
+        )
+        weight = video_conv_in(self.state_dict()[key], state_dict[key], layout)
         self.load_state_dict({**state_dict, key: weight})
 
 

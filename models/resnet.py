@@ -1,19 +1,22 @@
 """ResNet-50 v1.5 cut after stage 3 ("C4", stride 16), the image backbone of paper §3.1.
 
 Parameter names equal torchvision's `resnet50` state dict (conv1, bn1, layer1.0.conv1, ...,
-layer1.0.downsample.0/1), so a local torchvision checkpoint loads with
-`load_torchvision_resnet`; its layer4.* and fc.* entries are ignored.
+layer1.0.downsample.0/1), so a local torchvision (or timm) ResNet-50 file loads with
+`load_torchvision_resnet`; its layer4.* and fc.* entries are left unused.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .config import NormMode
+from .config import NormMode, StemPool
+from .pretrained import read_state_file
 
 BN_MOMENTUM, BN_EPS = 0.1, 1e-5  # Keras momentum 0.9 == PyTorch momentum 0.1
 
@@ -77,11 +80,16 @@ class ResNetC4(nn.Module):
     C3 (B, 8w, H/8, W/8), C4 (B, 16w, H/16, W/16)] with w = `width` (64 for ResNet-50)."""
 
     def __init__(
-        self, depths: tuple[int, ...] = (3, 4, 6), width: int = 64, norm: NormMode = NormMode.BATCH
+        self,
+        depths: tuple[int, ...] = (3, 4, 6),
+        width: int = 64,
+        norm: NormMode = NormMode.BATCH,
+        stem_pool: StemPool = StemPool.TORCH,
     ):
         super().__init__()
         self.conv1, self.bn1 = _conv(3, width, 7, stride=2), batch_norm(width, norm)
         self.relu = nn.ReLU(inplace=True)
+        self.tf_same_pool = stem_pool == StemPool.TF_SAME
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         c_in = width
         for s, depth in enumerate(depths):
@@ -94,7 +102,8 @@ class ResNetC4(nn.Module):
         self.out_channels = [4 * width * 2**s for s in range(len(depths))]
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(images))))
+        x = self.relu(self.bn1(self.conv1(images)))
+        x = tf_same_max_pool(x) if self.tf_same_pool else self.maxpool(x)
         features = []
         for s in range(len(self.out_channels)):
             x = getattr(self, f"layer{s + 1}")(x)
@@ -102,14 +111,38 @@ class ResNetC4(nn.Module):
         return features
 
 
-def load_torchvision_resnet(module: ResNetC4, path: str | Path) -> None:
-    """Load a local torchvision ResNet state dict file into `module` (layer4.*, fc.* ignored).
+@dataclass(frozen=True)
+class BackboneLoad:
+    """What `load_torchvision_resnet` did: the backbone's weights it loaded, and the file's
+    entries beyond stage 3 it left unused (layer4.*, fc.*: the ResNet-50 stages this model
+    cuts off)."""
 
-    Every other key must match in name and shape; `num_batches_tracked` may be absent (old
-    torchvision files). Raises ValueError naming the file and the offending keys.
-    """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith(("layer4.", "fc."))}
+    path: str
+    loaded: tuple[str, ...]
+    unused: tuple[str, ...]
+
+
+def tf_same_max_pool(x: torch.Tensor) -> torch.Tensor:
+    """3x3 stride-2 max-pool with TensorFlow's SAME padding: of the padding the window needs,
+    the smaller half before and the larger after (an even side pads 0 before, 1 after)."""
+    pads = []
+    for n in (x.shape[-1], x.shape[-2]):  # F.pad's order: last dimension first
+        total = max((-(-n // 2) - 1) * 2 + 3 - n, 0)
+        pads += [total // 2, total - total // 2]
+    return F.max_pool2d(F.pad(x, pads, value=float("-inf")), kernel_size=3, stride=2)
+
+
+def load_torchvision_resnet(module: ResNetC4, path: str | Path) -> BackboneLoad:
+    """Load a local ResNet state dict file into `module`: torchvision's key layout (`conv1`,
+    `bn1`, `layer1.0.conv1`, ..., `layer1.0.downsample.0/1`), which timm's ResNet-50 shares,
+    from a `.pth` or a `.safetensors` file (`models.pretrained.read_state_file`).
+
+    layer4.* and fc.* are left unused; every other key must match in name and shape, and
+    `num_batches_tracked` may be absent (timm and old torchvision files). Raises ValueError
+    naming the file and every missing, unexpected or misshapen key."""
+    state = read_state_file(path)
+    unused = tuple(sorted(k for k in state if k.startswith(("layer4.", "fc."))))
+    state = {k: v for k, v in state.items() if k not in set(unused)}
     own = module.state_dict()
     missing = [k for k in own if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
@@ -120,7 +153,9 @@ def load_torchvision_resnet(module: ResNetC4, path: str | Path) -> None:
     ]
     if missing or unexpected or shapes:
         raise ValueError(
-            f"{path} does not match the ResNet backbone: missing {missing[:10]}, "
-            f"unexpected {unexpected[:10]}, shape mismatches {shapes[:10]}"
+            f"{path} does not match the ResNet backbone (torchvision / timm ResNet key "
+            f"layout expected): missing {missing}, unexpected {unexpected}, shape "
+            f"mismatches {shapes}"
         )
     module.load_state_dict(state, strict=False)
+    return BackboneLoad(str(path), tuple(sorted(state)), unused)

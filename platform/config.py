@@ -39,6 +39,26 @@ class Placement(str, enum.Enum):
     STRICT_SPREAD = "STRICT_SPREAD"  # one node per worker, or wait
 
 
+class GpuChoice(str, enum.Enum):
+    """Whether a run's training workers use GPUs (`train.use_gpu`). AUTO is decided when the
+    job starts (platform/train/auto.py): GPU workers when the Ray cluster has GPUs for them
+    or its autoscaler can start GPU nodes, CPU workers otherwise."""
+
+    AUTO = "auto"
+    TRUE = "true"
+    FALSE = "false"
+
+    @classmethod
+    def _missing_(cls, value: object) -> GpuChoice | None:
+        # booleans and their spellings, as `--set` and older configs write them
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return cls.TRUE
+        if text in ("0", "false", "no", "off"):
+            return cls.FALSE
+        return cls.AUTO if text == "auto" else None
+
+
 class CrowdMode(str, enum.Enum):
     """What training does with `iscrowd` segments (`data.crowd`): keep each as one segment
     of its class (as the official Cityscapes reader does; docs/model.md, "Masks and instance
@@ -162,6 +182,7 @@ class TrainConfig:
     `log_every`: steps between the `train/*` MLflow metrics; `progress_every`: steps between
     rank 0's progress lines on the job's terminal (0: none; 200 is about 30 s of the tiny
     preset on 2 CPU cores).
+    `use_gpu`: true / false / auto (GpuChoice); `uses_gpu` is the decided value.
     `max_failures`: worker-group failures Ray Train recovers from (restarting from the
     latest checkpoint) before the run fails. `placement_strategy`: Ray's placement of the
     workers on nodes; each run records the node of every rank (MLflow tag `worker_nodes`).
@@ -180,7 +201,7 @@ class TrainConfig:
     accum: int = 1
     ema_decay: float = 0.999
     num_workers: int = 2
-    use_gpu: bool = False
+    use_gpu: GpuChoice = GpuChoice.AUTO
     cpus_per_worker: float = 1.0
     torch_threads: int = 0
     bf16: bool = True
@@ -197,6 +218,16 @@ class TrainConfig:
     compile: bool = False
     compile_backend: str = "inductor"
     video_steps: int = 0
+
+    @property
+    def uses_gpu(self) -> bool:
+        """`use_gpu` as a bool; AUTO must have been decided first (train/auto.py)."""
+        if self.use_gpu is GpuChoice.AUTO:
+            raise RuntimeError(
+                "train.use_gpu=auto is decided when a job starts (after Ray is up); "
+                "this config was not resolved"
+            )
+        return self.use_gpu is GpuChoice.TRUE
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,10 @@ print("available", torch.cuda.is_available(), torch.cuda.get_device_name(0) if t
 PY
 cat "$OUT/torch.txt"
 
-# build/ and *.egg-info are gitignored, so they are not part of the copied tree; if the
+# The package claims only the Python CI tests (3.11); this script runs pure torch code on
+# whatever Python the GPU machine has. build/ and *.egg-info are gitignored, so they are not part of the copied tree; if the
 # editable install still fails, a folder of links makes `pix2seqd.*` importable instead.
-if ! timeout 120 python -m pip install -q --no-deps --no-build-isolation -e . > "$OUT/pip_install.log" 2>&1; then
+if ! timeout 120 python -m pip install -q --no-deps --no-build-isolation --ignore-requires-python -e . > "$OUT/pip_install.log" 2>&1; then
     echo "pip install failed (see pip_install.log); using a pix2seqd link folder on PYTHONPATH"
     links="$(mktemp -d)/pix2seqd"
     mkdir -p "$links"

@@ -2,7 +2,7 @@
 
     python sweeps/input_scale.py --time-budget 4              # tiny preset, generated data
     python sweeps/input_scale.py --preset r50_ablation --data-root /data/coco \\
-        --set train.use_gpu=true --max-concurrent 2           # the paper's ablation setting
+        --max-concurrent 2                                    # the paper's ablation setting
 
 Paper (R50, 512 px, 100 epochs): b = 0.03 / 0.1 / 0.3 / 1.0 -> PQ 40.8 / 43.9 / 38.7 / 21.3.
 """

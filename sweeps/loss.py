@@ -1,7 +1,7 @@
 """Paper Table 4: the loss on x0, l2 regression of the analog bits vs softmax cross-entropy.
 
     python sweeps/loss.py --time-budget 4                     # tiny preset, generated data
-    python sweeps/loss.py --preset r50_ablation --data-root /data/coco --set train.use_gpu=true
+    python sweeps/loss.py --preset r50_ablation --data-root /data/coco
 
 Paper (R50, 512 px, 100 epochs): l2 41.9, cross-entropy 43.9 PQ.
 """

@@ -2,7 +2,7 @@
 segment size; p = 0 is uniform weighting).
 
     python sweeps/loss_weight.py --time-budget 4              # tiny preset, generated data
-    python sweeps/loss_weight.py --preset r50_ablation --data-root /data/coco --set train.use_gpu=true
+    python sweeps/loss_weight.py --preset r50_ablation --data-root /data/coco
 
 Paper (R50, 512 px, 100 epochs): p = 0 / 0.2 / 0.4 / 0.6 -> PQ 40.4 / 43.9 / 43.7 / 41.3.
 """

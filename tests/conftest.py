@@ -1,4 +1,5 @@
-"""Shared fixtures: one local Ray per test session, one real MLflow server per session.
+"""Shared fixtures: one local Ray per test session, one real MLflow server per session, a
+local S3-compatible server (moto) per test that asks for it.
 
 Environment settings that keep Ray from hanging or nagging on 2-core machines.
 """
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 
 for _k, _v in {
@@ -30,6 +32,7 @@ for _k, _v in {
     os.environ.setdefault(_k, _v)
 
 ROOT = Path(__file__).resolve().parents[1]
+S3_BUCKET = "pix2seqd-test"
 
 
 @pytest.fixture(autouse=True)
@@ -89,7 +92,7 @@ def mlflow_server():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _wait_http(url: str, proc, log: Path, timeout: float = 90.0) -> None:
+def _wait_http(url: str, proc, log: Path, timeout: float = 240.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -101,3 +104,27 @@ def _wait_http(url: str, proc, log: Path, timeout: float = 90.0) -> None:
         except OSError:
             time.sleep(0.5)
     raise RuntimeError(f"mlflow server not ready after {timeout} s: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture()
+def s3_server(monkeypatch):
+    """A local S3-compatible server (moto, in this process) on a free port with one bucket;
+    AWS_* variables point every client at it, Ray workers and job processes started after
+    this included."""
+    from moto.server import ThreadedMotoServer
+
+    port = _free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    for key, value in {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    fs, _ = pafs.FileSystem.from_uri(f"s3://{S3_BUCKET}?allow_bucket_creation=true")
+    fs.create_dir(S3_BUCKET)
+    yield f"s3://{S3_BUCKET}"
+    server.stop()

@@ -2,7 +2,7 @@
 the top kernels of a preset on one accelerator.
 
 Pure torch (no ray / mlflow import, checked by tests/unit/test_gpu_bench.py), so it runs on a
-bare GPU machine after `pip install --no-deps -e .`. The training step is the training loop's
+bare GPU machine after `pip install --no-deps --ignore-requires-python -e .`. The training step is the training loop's
 (loss, backward, grad clipping, AdamW — fused on CUDA) without data loading and EMA; on CUDA
 it runs under bf16 autocast with channels_last images and weights, and every timed region is
 synchronised at its ends only. On CPU the same code runs in fp32 and the CUDA-only figures

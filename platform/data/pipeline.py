@@ -81,8 +81,7 @@ def decode_example(
         image_src, png_src = row["image_path"], row["png_path"]
         segs, names = row["segments"], (str(row["image_path"]), str(row["png_path"]))
     try:
-        with Image.open(image_src) as im:
-            image = np.asarray(im.convert("RGB"))
+        image = read_rgb(image_src)
     except FileNotFoundError:
         raise
     except (OSError, SyntaxError) as err:
@@ -151,20 +150,20 @@ class TrainDecoder:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cfg, d = self.cfg, self.cfg.data
-        mask_size = d.image_size // cfg.model.mask_stride
+        mask_hw = mask_shape(cfg)
         out = {"image": [], "hw": [], "mask": []}
         for row in self._rows(batch):
             try:
-                ex = self.example(row, mask_size)
+                ex = self.example(row, mask_hw)
             except (ValueError, OSError) as err:
                 if not d.skip_bad:
                     raise
                 log.warning("skipping bad example: %s", err)
                 continue
             out["image"].append(ex.image), out["hw"].append(ex.hw), out["mask"].append(ex.mask)
-        return _stack(out, d.image_size, mask_size)
+        return _stack(out, d.image_hw, mask_hw)
 
-    def example(self, row: dict[str, Any], mask_size: int):
+    def example(self, row: dict[str, Any], mask_hw: tuple[int, int]):
         cfg, d = self.cfg, self.cfg.data
         image, label = cached(process_cache(d.cache_mb), self._key(row), lambda: self._decode(row))
         rng = np.random.default_rng(
@@ -175,7 +174,7 @@ class TrainDecoder:
         label[..., 1] = relabel_random(label[..., 1], cfg.model.max_instances, rng)
         image, label = symmetry_augment(image, label, d.vflip, d.rgb_symmetry, rng)
         ex = train_transform(
-            image, label, d.image_size, mask_size, d.scale_jitter, d.color_jitter, d.hflip, rng
+            image, label, d.image_hw, mask_hw, d.scale_jitter, d.color_jitter, d.hflip, rng
         )
         if d.id_order is IdOrder.RASTER:  # after the flip and crop: the order the model sees
             ex.mask[..., 1] = raster_order_ids(ex.mask[..., 1])
@@ -203,14 +202,26 @@ class TrainDecoder:
 
 
 def read_rgb(path) -> np.ndarray:
-    """An image file (or file-like) -> (h, w, 3) uint8."""
+    """An image file (or file-like) -> (h, w, 3) uint8, converted by PIL's `convert('RGB')`
+    as COCO users' loaders (detectron2, panopticapi's scripts) do: a grayscale ('L') JPEG
+    gets its value in all three channels, a CMYK JPEG (stored inverted, with an Adobe
+    marker, which PIL undoes on reading) R = (255 - C)(255 - K) / 255 and likewise G, B.
+    Every image the project trains on, predicts or draws is read here."""
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
 
-def image_inputs(image: np.ndarray, size: int, mask_size: int) -> dict[str, np.ndarray]:
+def mask_shape(cfg: Config) -> tuple[int, int]:
+    """(Hm, Wm): the model's mask size on the canvas `data.image_hw`."""
+    (h, w), s = cfg.data.image_hw, cfg.model.mask_stride
+    return h // s, w // s
+
+
+def image_inputs(
+    image: np.ndarray, canvas: tuple[int, int], mask_hw: tuple[int, int]
+) -> dict[str, np.ndarray]:
     """An RGB image (h, w, 3) uint8 -> padded canvas, valid size and original size."""
-    ex = eval_transform(image, size, mask_size)
+    ex = eval_transform(image, canvas, mask_hw)
     return {"image": ex.image, "hw": ex.hw, "orig_hw": np.array(image.shape[:2], np.int32)}
 
 
@@ -255,11 +266,11 @@ def _rows(batch: dict[str, np.ndarray]):
         yield {k: batch[k][i] for k in keys}
 
 
-def _stack(out, size, mask_size):
+def _stack(out, canvas, mask_hw):
     if not out["image"]:
         return {
-            "image": np.zeros((0, size, size, 3), np.uint8),
+            "image": np.zeros((0, *canvas, 3), np.uint8),
             "hw": np.zeros((0, 2), np.int32),
-            "mask": np.zeros((0, mask_size, mask_size, 2), np.uint8),
+            "mask": np.zeros((0, *mask_hw, 2), np.uint8),
         }
     return {k: np.stack(v) for k, v in out.items()}

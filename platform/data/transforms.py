@@ -4,7 +4,7 @@
 Train: scale jitter -> random crop -> horizontal flip -> colour jitter (image only) ->
 pad bottom/right -> nearest resize of the label map to mask size. Before them, when on,
 the symmetries of the generated data (`symmetry_augment`; not in the paper). Eval: resize
-so the long side is the target, pad. Images stay uint8 and padding is applied on the training device
+to the largest size that fits the canvas, pad. Images stay uint8 and padding is applied on the training device
 (value 0.3 there), so only the unpadded size `hw` travels with the example.
 """
 
@@ -20,8 +20,8 @@ from PIL import Image
 class Example:
     """One transformed example.
 
-    image: (T, T, 3) uint8, zeros outside the valid region; hw: (2,) valid height, width;
-    mask: (Tm, Tm, 2) uint8 [class, instance id], 0 outside the valid region.
+    image: (H, W, 3) uint8 on the canvas, zeros outside the valid region; hw: (2,) valid
+    height, width; mask: (Hm, Wm, 2) uint8 [class, instance id], 0 outside the valid region.
     """
 
     image: np.ndarray
@@ -29,21 +29,22 @@ class Example:
     mask: np.ndarray
 
 
-def train_transform(image, label, size, mask_size, scale_range, color_strength, hflip, rng):
-    """image (H, W, 3) uint8, label (H, W, 2) int -> Example, randomness from `rng`."""
-    h, w = image.shape[:2]
+def train_transform(image, label, canvas, mask_hw, scale_range, color_strength, hflip, rng):
+    """image (h, w, 3) uint8, label (h, w, 2) int -> Example on a `canvas` (H, W) with masks
+    of `mask_hw` (Hm, Wm); randomness from `rng`. At scale 1 the image fits the canvas."""
+    (h, w), (H, W) = image.shape[:2], canvas
     s = rng.uniform(*scale_range)
-    r = min(s * size / h, s * size / w)
+    r = min(s * H / h, s * W / w)
     nh, nw = max(1, round(h * r)), max(1, round(w * r))
     image, label = _resize(image, nh, nw, Image.BILINEAR), _resize_label(label, nh, nw)
-    y0 = int(rng.integers(0, max(0, nh - size) + 1))
-    x0 = int(rng.integers(0, max(0, nw - size) + 1))
-    image, label = image[y0 : y0 + size, x0 : x0 + size], label[y0 : y0 + size, x0 : x0 + size]
+    y0 = int(rng.integers(0, max(0, nh - H) + 1))
+    x0 = int(rng.integers(0, max(0, nw - W) + 1))
+    image, label = image[y0 : y0 + H, x0 : x0 + W], label[y0 : y0 + H, x0 : x0 + W]
     if hflip and rng.random() < 0.5:
         image, label = image[:, ::-1], label[:, ::-1]
     if color_strength > 0:
         image = color_jitter(image, color_strength, rng)
-    return _pad(image, label, size, mask_size)
+    return _pad(image, label, canvas, mask_hw)
 
 
 def clip_transform(
@@ -123,14 +124,15 @@ def symmetry_augment(image, labels, vflip, rgb_symmetry, rng):
     return np.ascontiguousarray(image), np.ascontiguousarray(labels)
 
 
-def eval_transform(image, size, mask_size, label=None):
-    """Aspect-preserving resize to long side `size`, then pad. label may be None."""
-    h, w = image.shape[:2]
-    r = size / max(h, w)
+def eval_transform(image, canvas, mask_hw, label=None):
+    """Aspect-preserving resize to the largest size that fits the `canvas` (H, W) (on a
+    square canvas: the long side), then pad; masks at `mask_hw`. label may be None."""
+    (h, w), (H, W) = image.shape[:2], canvas
+    r = min(H / h, W / w)
     nh, nw = max(1, round(h * r)), max(1, round(w * r))
     image = _resize(image, nh, nw, Image.BILINEAR)
     label = _resize_label(label, nh, nw) if label is not None else np.zeros((nh, nw, 2), np.int32)
-    return _pad(image, label, size, mask_size)
+    return _pad(image, label, canvas, mask_hw)
 
 
 def color_jitter(image, strength, rng):
@@ -199,15 +201,15 @@ def raster_order_ids(ids):
     return table[ids]
 
 
-def _pad(image, label, size, mask_size):
+def _pad(image, label, canvas, mask_hw):
     h, w = image.shape[:2]
-    canvas = np.zeros((size, size, 3), np.uint8)
-    canvas[:h, :w] = image
-    lab = np.zeros((size, size, 2), np.int64)
+    padded = np.zeros((*canvas, 3), np.uint8)
+    padded[:h, :w] = image
+    lab = np.zeros((*canvas, 2), np.int64)
     lab[:h, :w] = label
-    if mask_size != size:
-        lab = _resize_label(lab, mask_size, mask_size)
-    return Example(canvas, np.array([h, w], np.int32), lab.astype(np.uint8))
+    if tuple(mask_hw) != tuple(canvas):
+        lab = _resize_label(lab, *mask_hw)
+    return Example(padded, np.array([h, w], np.int32), lab.astype(np.uint8))
 
 
 def _resize(image, h, w, method):

@@ -1,5 +1,6 @@
 """COCO-panoptic evaluation of a checkpoint: predict with Ray Data actors, write the
-results-format files, score PQ against the GT files (restricted to the predicted images)."""
+results-format files (each segment with its `score`), score PQ, mIoU and AP^Th_pan against
+the GT files (restricted to the predicted images)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from pix2seqd.models.config import SampleConfig
 from pix2seqd.platform.config import EvalConfig
 from pix2seqd.platform.data.coco_panoptic import CategoryMap, PanopticRecord
+from pix2seqd.platform.evaluation.beside_pq import beside_pq
 from pix2seqd.platform.evaluation.panoptic_io import write_predictions_json
 from pix2seqd.platform.evaluation.pq import pq_compute
 from pix2seqd.platform.evaluation.predict import predict_dataset
@@ -58,6 +60,7 @@ def evaluate_checkpoint(
     write_predictions_json(pred_json, sorted(anns, key=lambda a: a["image_id"]), cmap)
     subset = subset_gt(gt_json, numeric, pred_dir / "groundtruth.json")
     result = pq_compute(subset, pred_json, gt_dir, pred_dir)
+    result.update(beside_pq(subset, pred_json, gt_dir, pred_dir))
     result["timing"] = {"predict_s": t1 - t0, "score_s": time.perf_counter() - t1}
     return result
 

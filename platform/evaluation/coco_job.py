@@ -19,6 +19,7 @@ from pix2seqd.platform.data.coco_panoptic import CategoryMap
 from pix2seqd.platform.data.default_data import resolve_data_root
 from pix2seqd.platform.data.sources import gt_location, load_panoptic_split
 from pix2seqd.platform.evaluation import tracked
+from pix2seqd.platform.evaluation.beside_pq import beside_pq
 from pix2seqd.platform.evaluation.coco_eval import evaluate_checkpoint
 from pix2seqd.platform.evaluation.pq import pq_compute
 from pix2seqd.platform.evaluation.predict import checkpoint_info
@@ -29,9 +30,11 @@ from pix2seqd.platform.train.checkpoints import checkpoint_location
 def score_files(
     gt_json: str, gt_dir: str, pred_json: str, pred_dir: str, out: str
 ) -> dict[str, Any]:
-    """PQ of existing COCO-panoptic result files -> R.json (prediction time 0)."""
+    """PQ, mIoU and AP^Th_pan of existing COCO-panoptic result files -> R.json (prediction
+    time 0); `ap_th_pan` is null unless every thing segment of `pred_json` has a `score`."""
     t0 = time.perf_counter()
     result = pq_compute(gt_json, pred_json, gt_dir, pred_dir)
+    result.update(beside_pq(gt_json, pred_json, gt_dir, pred_dir))
     result["timing"] = {"predict_s": 0.0, "score_s": time.perf_counter() - t0}
     tracked.write_result(out, result)
     mlc = tracking.client()

@@ -7,6 +7,8 @@ categories go into one JSON (the `predictions.json` of eval_coco; docs/pq.md, "F
 Segments of a prediction: every distinct (class, id) pair with class > 0 and id > 0;
 all segments of one STUFF category are merged into one, as COCO panoptic allows at most
 one segment per stuff category and image. Segment ids are 1..n in (class, id) order.
+Given a score map, each segment also gets a `score` (`segment_scores`; docs/pq.md, "Beside
+PQ: mIoU and AP^Th_pan"), which AP^Th_pan ranks by.
 PNGs are written with fast zlib settings: prediction sets are large and short-lived.
 """
 
@@ -22,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from pix2seqd.platform.data.coco_panoptic import CategoryMap, id_to_rgb
+from pix2seqd.platform.evaluation.segment_scores import segment_scores
 
 Layout = Literal["hw2", "2hw"]
 
@@ -132,13 +135,16 @@ def write_prediction(
     name: str,
     *,
     layout: Layout | None = None,
+    score_map: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Write `<pred_dir>/<name>.png` for one image; return its results-format annotation.
 
     `label_map` is (H, W, 2) or (2, H, W) (contiguous class, instance id) at the original
     image size. Pixels with class 0 or id 0 are void; stuff segments are merged.
+    `score_map` (H, W): each segment's `score` in segments_info is its mean over the
+    segment's pixels (`segment_scores.agreement_map`); without it no segment has a score.
     """
-    png, info = encode_prediction(label_map, category_map, name, layout=layout)
+    png, info = encode_prediction(label_map, category_map, name, layout=layout, score_map=score_map)
     path = Path(pred_dir) / f"{name}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(png)
@@ -146,10 +152,18 @@ def write_prediction(
 
 
 def encode_prediction(
-    label_map: np.ndarray, category_map: CategoryMap, name: str, *, layout: Layout | None = None
+    label_map: np.ndarray,
+    category_map: CategoryMap,
+    name: str,
+    *,
+    layout: Layout | None = None,
+    score_map: np.ndarray | None = None,
 ) -> tuple[bytes, list[dict[str, Any]]]:
     """`write_prediction` in memory: (the result PNG's bytes, segments_info)."""
     seg_ids, info = encode_segments(label_map, category_map, layout=layout, name=name)
+    if score_map is not None:
+        scores = segment_scores(seg_ids, np.asarray(score_map), len(info))
+        info = [{**seg, "score": float(v)} for seg, v in zip(info, scores)]
     buf = io.BytesIO()
     Image.fromarray(id_to_rgb(seg_ids)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue(), info

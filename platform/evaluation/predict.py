@@ -1,6 +1,7 @@
 """Distributed prediction with Ray Data: the model is loaded once per actor, the encoder runs
 once per image, the DDIM sampler then the post-processing (majority vote, min_pixels) run,
-and each actor writes COCO-panoptic result PNGs; rows carry the annotations back."""
+and each actor writes COCO-panoptic result PNGs; rows carry the annotations back, each
+segment with its confidence `score` (`segment_scores`)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import torch
 from pix2seqd.models.postprocess import majority_vote, to_original
 from pix2seqd.platform.config import Config, from_flat
 from pix2seqd.platform.data.coco_panoptic import CategoryMap
-from pix2seqd.platform.data.pipeline import image_inputs, image_seed, read_rgb
+from pix2seqd.platform.data.pipeline import image_inputs, image_seed, mask_shape, read_rgb
 from pix2seqd.platform.evaluation.panoptic_io import write_prediction
+from pix2seqd.platform.evaluation.segment_scores import agreement_map
 from pix2seqd.platform.ray_env import inference_actors
 from pix2seqd.platform.train import checkpoints
 from pix2seqd.platform.train.step import build_model, to_model_inputs
@@ -83,7 +85,7 @@ class Predictor:
         rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["image_id"]))]
         images = [read_rgb(r["image_path"]) for r in rows]
         seed = self.seed * 1_000_003 + image_seed(rows[0]["image_id"])
-        labels = predict_label_maps(
+        scored = predict_scored_label_maps(
             self.model, self.cfg, images, self.steps, self.td, self.min_pixels, seed
         )
         anns = [
@@ -95,9 +97,10 @@ class Predictor:
                     self.pred_dir,
                     str(row["name"]),
                     layout="2hw",
+                    score_map=score_map,
                 )
             )
-            for row, label in zip(rows, labels)
+            for row, (label, score_map) in zip(rows, scored)
         ]
         return {"image_id": batch["image_id"], "annotation": np.array(anns, dtype=object)}
 
@@ -114,25 +117,55 @@ def predict_label_maps(
 ) -> list[np.ndarray]:
     """RGB images (h, w, 3) uint8 -> (2, h, w) int64 (class, id) maps at each image's size.
 
-    The images are fitted to the square canvas and padded as in training, sampled as one
-    batch (the encoder once, then `steps` DDIM steps), then resized back, majority vote and
-    `min_pixels` applied. The noise comes from a generator seeded with `seed`."""
-    x, inputs = canvas_batch(model, cfg, images)
-    gen = torch.Generator(device=x.device).manual_seed(seed)
-    pred = model.sample(x, steps, td, generator=gen).cpu()
+    The images are fitted to the canvas (`data.image_hw`) and padded as in training, sampled
+    as one batch (the encoder once, then `steps` DDIM steps), then resized back, majority
+    vote and `min_pixels` applied. The noise comes from a generator seeded with `seed`."""
+    pred, inputs = _sampled(model, cfg, images, steps, td, seed, return_probs=False)
     return [
         majority_vote(full, cfg.model.num_classes, cfg.model.max_instances, min_pixels).numpy()
         for full in at_original_size(pred, inputs, cfg)
     ]
 
 
+@torch.no_grad()
+def predict_scored_label_maps(
+    model: torch.nn.Module,
+    cfg: Config,
+    images: list[np.ndarray],
+    steps: int,
+    td: float,
+    min_pixels: int,
+    seed: int,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`predict_label_maps` with each image's score map: [((2, h, w) int64 label map,
+    (h, w) float32 p_i · [c_i = final class])] (`segment_scores`, whose mean over a segment
+    is the segment's score). The probabilities go through the same nearest resize as the
+    classes, so each original pixel takes its mask pixel's p_i and c_i."""
+    (pred, prob), inputs = _sampled(model, cfg, images, steps, td, seed, return_probs=True)
+    out = []
+    for full, p in zip(at_original_size(pred, inputs, cfg), at_original_size(prob, inputs, cfg)):
+        label = majority_vote(full, cfg.model.num_classes, cfg.model.max_instances, min_pixels)
+        label = label.numpy()
+        out.append((label, agreement_map(full[0].numpy(), label[0], p.float().numpy())))
+    return out
+
+
+def _sampled(model, cfg: Config, images: list[np.ndarray], steps, td, seed, return_probs):
+    """(model.sample of the images on their canvas, with a generator seeded with `seed`,
+    on the CPU; the per-image geometry)."""
+    x, inputs = canvas_batch(model, cfg, images)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    out = model.sample(x, steps, td, generator=gen, return_probs=return_probs)
+    return (tuple(t.cpu() for t in out) if return_probs else out.cpu()), inputs
+
+
 def canvas_batch(
     model: torch.nn.Module, cfg: Config, images: list[np.ndarray]
 ) -> tuple[torch.Tensor, list[dict[str, np.ndarray]]]:
-    """RGB images -> (model input (B, 3, S, S) on the model's device, per-image geometry)."""
+    """RGB images -> (model input (B, 3, H, W) on the model's device, per-image geometry),
+    the canvas (H, W) being `data.image_hw`."""
     device = next(model.parameters()).device
-    size = cfg.data.image_size
-    inputs = [image_inputs(im, size, size // cfg.model.mask_stride) for im in images]
+    inputs = [image_inputs(im, cfg.data.image_hw, mask_shape(cfg)) for im in images]
     batch = {
         "image": torch.from_numpy(np.stack([i["image"] for i in inputs])),
         "hw": torch.from_numpy(np.stack([i["hw"] for i in inputs])),
@@ -146,10 +179,12 @@ def at_original_size(
     pred: torch.Tensor, inputs: list[dict[str, np.ndarray]], cfg: Config
 ) -> list[torch.Tensor]:
     """Sampled masks (B, 2, Hm, Wm) -> each image's (2, h, w) at its original size."""
-    size = cfg.data.image_size
     return [
         to_original(
-            p, (size, size), tuple(int(v) for v in inp["hw"]), tuple(int(v) for v in inp["orig_hw"])
+            p,
+            cfg.data.image_hw,
+            tuple(int(v) for v in inp["hw"]),
+            tuple(int(v) for v in inp["orig_hw"]),
         )
         for p, inp in zip(pred, inputs)
     ]

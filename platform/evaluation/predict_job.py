@@ -3,8 +3,8 @@ folder of video frames, with results people can look at.
 
 Image model (model.decoder.cond_frames = 0), input an image or a folder of images:
 `OUT/<stem>.png` (COCO-panoptic result PNG, id = R + 256 G + 256² B), `OUT/predictions.json`
-(annotations with `segments_info` and the checkpoint's categories) and
-`OUT/overlays/<stem>.png` (image | prediction).
+(annotations with `segments_info`, each segment with its `score`, and the checkpoint's
+categories) and `OUT/overlays/<stem>.png` (image | prediction).
 Video model, input a folder of frames (one video, frames in name order): streaming inference,
 `OUT/<folder name>/<frame>.png` (DAVIS palette PNGs), `OUT/predictions.json` (ids per frame)
 and `OUT/overlays/<frame>.png`.

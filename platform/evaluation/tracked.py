@@ -33,7 +33,9 @@ DAVIS_METRICS = {
 
 
 def pq_metrics(result: Mapping[str, Any], prefix: str = "val/") -> dict[str, float]:
-    """R.json -> val/pq, val/pq_th, val/pq_st, val/sq, val/rq and eval/pq_class/<id>."""
+    """R.json -> val/pq, val/pq_th, val/pq_st, val/sq, val/rq, val/miou, val/ap_th_pan and
+    eval/pq_class/<id>; val/miou and val/ap_th_pan only where R.json has a number for them
+    (an older R.json, or ap_th_pan null when the prediction had no scores, leaves them out)."""
     m = {
         f"{prefix}pq": result["All"]["pq"],
         f"{prefix}pq_th": result["Things"]["pq"],
@@ -41,8 +43,12 @@ def pq_metrics(result: Mapping[str, Any], prefix: str = "val/") -> dict[str, flo
         f"{prefix}sq": result["All"]["sq"],
         f"{prefix}rq": result["All"]["rq"],
     }
+    m.update({f"{prefix}{k}": result[k] for k in BESIDE_PQ if result.get(k) is not None})
     m.update({f"eval/pq_class/{cid}": v["pq"] for cid, v in result["per_class"].items()})
     return m
+
+
+BESIDE_PQ = ("miou", "ap_th_pan")  # R.json keys logged as val/<key> (docs/pq.md)
 
 
 def davis_metrics(result: Mapping[str, Any]) -> dict[str, float]:
@@ -55,13 +61,23 @@ def timing_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 
 
 def pq_table(result: Mapping[str, Any]) -> str:
-    """The per-class PQ / SQ / RQ table as markdown (fractions)."""
-    lines = ["| category | PQ | SQ | RQ |", "|---|---|---|---|"]
-    lines += [
-        f"| {cid} | {v['pq']:.4f} | {v['sq']:.4f} | {v['rq']:.4f} |"
-        for cid, v in sorted(result["per_class"].items(), key=lambda kv: int(kv[0]))
-    ]
+    """The per-class PQ / SQ / RQ table as markdown (fractions), with an IoU column when
+    R.json has `iou_per_class` ('-': the category was left out of mIoU)."""
+    iou = result.get("iou_per_class")
+    if iou is None:
+        lines = ["| category | PQ | SQ | RQ |", "|---|---|---|---|"]
+    else:
+        lines = ["| category | PQ | SQ | RQ | IoU |", "|---|---|---|---|---|"]
+    for cid, v in sorted(result["per_class"].items(), key=lambda kv: int(kv[0])):
+        row = f"| {cid} | {v['pq']:.4f} | {v['sq']:.4f} | {v['rq']:.4f} |"
+        if iou is not None:
+            row += f" {_fraction(iou.get(cid))} |"
+        lines.append(row)
     return "\n".join(lines) + "\n"
+
+
+def _fraction(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 def log_pq_artifacts(

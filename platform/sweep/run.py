@@ -30,6 +30,7 @@ from pix2seqd.platform.sweep.train_sweep import (
     trial_config,
     trial_rows,
 )
+from pix2seqd.platform.train.auto import resolve_auto
 from pix2seqd.platform.train.run import validate_training_config
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ def run_train_sweep(
             cfg.data.executor_nap,
         ),
     ):
+        cfg = resolve_auto(cfg, opts.run.init_from)  # once, for every trial alike
         grid = run_trials(sweep, cfg, opts, parent, mlc.tracking_uri)
         rows = trial_rows(mlc, sweep, parent, stopped_trials(grid))
         for err in grid.errors:

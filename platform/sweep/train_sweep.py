@@ -56,7 +56,7 @@ def default_concurrency(cfg: Config, trial_cpus: float) -> int:
     res = ray.cluster_resources()
     per_trial = cfg.train.num_workers * cfg.train.cpus_per_worker + trial_cpus + 1
     fit = math.floor(res.get("CPU", 0) / per_trial)
-    if cfg.train.use_gpu:
+    if cfg.train.uses_gpu:
         fit = min(fit, math.floor(res.get("GPU", 0) / cfg.train.num_workers))
     return max(1, fit)
 

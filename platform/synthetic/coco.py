@@ -78,22 +78,31 @@ def make_coco(out, seed, n_train, n_val, min_size=64, max_size=96):
     categories = default_coco_categories()
     spec = coco_scene_spec(categories)
     for split, count in (("train", n_train), ("val", n_val)):
-        images, annotations = [], []
-        for index in range(count):
-            image, annotation = write_coco_image(out, split, index, seed, min_size, max_size, spec)
-            images.append(image)
-            annotations.append(annotation)
-        write_json(
-            out / "annotations" / f"panoptic_{split}2017.json",
-            {
-                "info": _info(seed, split, min_size, max_size),
-                "licenses": [{"id": 1, "name": "CC0 1.0", "url": ""}],
-                "images": images,
-                "annotations": annotations,
-                "categories": categories,
-            },
+        entries = [
+            write_coco_image(out, split, index, seed, min_size, max_size, spec)
+            for index in range(count)
+        ]
+        write_coco_split(
+            out, split, entries, categories, coco_info(seed, split, min_size, max_size)
         )
     return out
+
+
+def write_coco_split(out, split, entries, categories, info):
+    """Write `annotations/panoptic_{split}2017.json`.
+
+    entries: (images entry, annotations entry) pairs, as write_coco_scene returns them.
+    """
+    write_json(
+        out / "annotations" / f"panoptic_{split}2017.json",
+        {
+            "info": info,
+            "licenses": [{"id": 1, "name": "CC0 1.0", "url": ""}],
+            "images": [image for image, _ in entries],
+            "annotations": [annotation for _, annotation in entries],
+            "categories": categories,
+        },
+    )
 
 
 def write_coco_image(out, split, index, seed, min_size, max_size, spec):
@@ -104,6 +113,16 @@ def write_coco_image(out, split, index, seed, min_size, max_size, spec):
     rng = rng_for(seed, "coco", split, index)
     h, w = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
     scene = make_scene(rng, h, w, spec)
+    return write_coco_scene(out, split, index, scene, rng)
+
+
+def write_coco_scene(out, split, index, scene, rng, jpeg_mode="RGB"):
+    """Write a drawn scene as image `index` of `split`: its JPEG (stored in PIL mode
+    `jpeg_mode`), its panoptic PNG, and random segment ids drawn from `rng`.
+
+    Returns: (images entry, annotations entry) of the JSON.
+    """
+    h, w = scene.index.shape
     # random 24-bit ids, like panopticapi's colour-derived ones: readers must decode all
     # three channels
     ids = _distinct_ids(rng, len(scene.segments))
@@ -122,7 +141,7 @@ def write_coco_image(out, split, index, seed, min_size, max_size, spec):
     ]
     image_id = IMAGE_ID_BASE[split] + index + 1
     stem = f"{image_id:012d}"
-    save_jpeg(out / f"{split}2017" / f"{stem}.jpg", scene.image)
+    save_jpeg(out / f"{split}2017" / f"{stem}.jpg", scene.image, jpeg_mode)
     save_png(out / "annotations" / f"panoptic_{split}2017" / f"{stem}.png", ids_to_rgb(id_map))
     image = {"id": image_id, "file_name": f"{stem}.jpg", "width": w, "height": h, "license": 1}
     annotation = {"image_id": image_id, "file_name": f"{stem}.png", "segments_info": segments_info}
@@ -137,7 +156,8 @@ def _distinct_ids(rng, n):
     return ids
 
 
-def _info(seed, split, min_size, max_size):
+def coco_info(seed, split, min_size, max_size):
+    """The JSON's `info` entry; `generator` records the arguments."""
     return {
         "description": f"pix2seqd synthetic COCO-panoptic ({split}): shapes are things, "
         "textures are stuff, colours are random",

@@ -50,10 +50,36 @@ def segment_stats(ids):
     return stats
 
 
-def save_jpeg(path, image):
-    """uint8 (H, W, 3) -> JPEG; no chroma subsampling so thin coloured stripes survive."""
+def save_jpeg(path, image, mode="RGB"):
+    """uint8 (H, W, 3) RGB -> JPEG; no chroma subsampling so thin coloured stripes survive.
+
+    mode: how the file stores the pixels, as PIL names it: 'RGB', 'L' (grayscale, PIL's
+    ITU-R 601-2 luma) or 'CMYK' (rgb_to_cmyk; PIL writes an Adobe marker with inverted
+    values, as Photoshop does, and reads such files back the same way).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(image).save(path, quality=JPEG_QUALITY, subsampling=0)
+    if mode == "CMYK":
+        picture = Image.fromarray(rgb_to_cmyk(image), "CMYK")
+    elif mode in ("RGB", "L"):
+        picture = Image.fromarray(image).convert(mode)
+    else:
+        raise ValueError(f"save_jpeg: mode must be 'RGB', 'L' or 'CMYK', got {mode!r}")
+    picture.save(path, quality=JPEG_QUALITY, subsampling=0)
+
+
+def rgb_to_cmyk(image):
+    """uint8 (H, W, 3) RGB -> uint8 (H, W, 4) CMYK with full black generation.
+
+    K = 255 - max(R, G, B), C = 255 (255 - K - R) / (255 - K) (M, Y likewise), so that
+    the product rule R = (255 - C)(255 - K) / 255, which PIL's convert('RGB') applies,
+    gives the colour back. PIL's own convert('CMYK') writes K = 0, which no real CMYK
+    file does.
+    """
+    rgb = image.astype(np.float64)
+    k = 255.0 - rgb.max(axis=-1, keepdims=True)
+    white = np.maximum(255.0 - k, 1.0)  # K = 255 is black: C, M, Y are then irrelevant
+    cmy = 255.0 * (white - rgb) / white
+    return np.rint(np.concatenate([cmy, k], axis=-1)).astype(np.uint8)
 
 
 def save_png(path, array, palette=None):

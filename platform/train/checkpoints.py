@@ -34,11 +34,14 @@ from typing import Any
 
 import pyarrow.fs as pafs
 import torch
+from mlflow.exceptions import MlflowException
 
 from pix2seqd.platform import tracking
 
 FILE = "checkpoint.pt"
-META_KEYS = ("config", "step", "mlflow_run_id", "tracking_uri", "categories")
+# trained_scope: the state-dict key prefixes whose weights were trained or pretrained ("" =
+# all; absent in older checkpoints, which were all trained): models/weight_transfer.py
+META_KEYS = ("config", "step", "mlflow_run_id", "tracking_uri", "categories", "trained_scope")
 INFERENCE_KEYS = ("ema", *META_KEYS)
 TEMP_PREFIX = "pix2seqd-ckpt-"
 
@@ -118,7 +121,14 @@ def checkpoint_location(ref: str) -> str:
     if not ref.startswith("runs:/"):
         return ref
     run_id = ref[len("runs:/") :].strip("/")
-    chosen = CheckpointTags.of_run(tracking.client(), run_id).chosen()
+    mlc = tracking.client()
+    try:
+        chosen = CheckpointTags.of_run(mlc, run_id).chosen()
+    except MlflowException as err:  # unknown run, unreachable server: name what was asked
+        raise ValueError(
+            f"checkpoint reference {ref}: cannot read MLflow run {run_id} at "
+            f"{mlc.tracking_uri}: {err.message}"
+        ) from err
     if not chosen:
         raise ValueError(f"MLflow run {run_id} recorded no checkpoint")
     return chosen

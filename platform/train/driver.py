@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from pix2seqd.platform import tracking
 from pix2seqd.platform.config import Config
 from pix2seqd.platform.ray_env import check_cpus_for_training, ray_session
+from pix2seqd.platform.train.auto import resolve_auto
 from pix2seqd.platform.train.fit import (
     FitInputs,
     chosen_checkpoint,
@@ -68,6 +69,7 @@ def train(task_type: TaskType, cfg: Config, opts: RunOptions) -> dict[str, Any]:
         ray_session(train_cpus, cfg.data.executor_nap),
         tempfile.TemporaryDirectory(prefix="pix2seqd-train-") as tmp,
     ):
+        cfg = resolve_auto(cfg, opts.init_from)
         check_cpus_for_training(train_cpus)
         task = task_type.load(cfg, Path(tmp))
         summary = _tracked_run(task, task.resolved(cfg), opts)

@@ -16,18 +16,13 @@ import torch
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from pix2seqd.models.pix2seq_d import check_head
 from pix2seqd.platform import tracking
 from pix2seqd.platform.config import Config, flatten
 from pix2seqd.platform.evaluation.predict import load_for_inference
 from pix2seqd.platform.log import package_level
 from pix2seqd.platform.ray_env import sigint_handler_kept
-from pix2seqd.platform.train import checkpoints
-from pix2seqd.platform.train.checkpoints import (
-    CheckpointTags,
-    checkpoint_location,
-    checkpoint_uri,
-)
+from pix2seqd.platform.train.checkpoints import CheckpointTags, checkpoint_uri
+from pix2seqd.platform.train.init_weights import start_weights
 from pix2seqd.platform.train.loop import WorkerJob, train_loop_per_worker
 from pix2seqd.platform.train.options import RunOptions, storage_path
 from pix2seqd.platform.train.state import CheckpointMeta
@@ -95,13 +90,16 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
 
     t = cfg.train
     per_rank = cfg.data.exact_order
+    start = start_weights(cfg, opts.init_from)
+    if cfg.model.encoder.init or opts.init_from:
+        tracking.set_tags(tracking.client(uri), run_id, start.tags())
     job = WorkerJob(
         cfg,
-        CheckpointMeta(run_id, uri, list(inputs.categories)),
+        CheckpointMeta(run_id, uri, list(inputs.categories), list(start.trained_scope)),
         storage_path(opts),
         ray_run_name(run_id),
         inputs.num_train,
-        init_from=init_checkpoint(cfg, opts.init_from) if opts.init_from else "",
+        start=ray.put(start.state) if start.state else None,
         stream=ray.put(inputs.stream) if per_rank else None,
         val_subset=inputs.val_subset,
         val_metric=inputs.val_metric,
@@ -112,9 +110,9 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
         train_loop_config={"job": job},
         scaling_config=ray.train.ScalingConfig(
             num_workers=t.num_workers,
-            use_gpu=t.use_gpu,
+            use_gpu=t.uses_gpu,
             placement_strategy=t.placement_strategy.value,
-            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.use_gpu else {})},
+            resources_per_worker={"CPU": t.cpus_per_worker, **({"GPU": 1} if t.uses_gpu else {})},
         ),
         run_config=ray.train.RunConfig(
             name=ray_run_name(run_id),
@@ -130,17 +128,6 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
         result = trainer.fit()
     log.info("training finished in %.0f s", time.perf_counter() - t0)
     return result
-
-
-def init_checkpoint(cfg: Config, ref: str) -> str:
-    """--init-from resolved to a folder or storage URI every worker can read (`runs:/`
-    looked up here); refused here, on the driver, when its output head does not fit cfg's
-    model (the workers would fail before their first step)."""
-
-    location = checkpoint_location(ref)
-    with checkpoints.inference_state(location) as snap:
-        check_head(snap.get("ema", {}), cfg.model, cfg.loss, f"--init-from {ref}")
-    return location
 
 
 def _tune_callbacks(opts: RunOptions) -> list:

@@ -93,7 +93,7 @@ class ImageTask:
                 pred_dir,
                 cfg.sample,
                 cfg.eval,
-                cfg.train.use_gpu,
+                cfg.train.uses_gpu,
             )
             final = {**pq_metrics(res, "final/"), **timing_metrics(res)}
             if cfg.eval.every_steps <= 0:  # no periodic val/pq: the final scores are the run's
@@ -110,9 +110,4 @@ def validate_training_config(cfg: Config) -> None:
         raise ValueError(
             f"data.dataset={cfg.data.dataset.value!r}: this job trains panoptic "
             "image data sets (coco, cityscapes)"
-        )
-    if cfg.data.image_width not in (0, cfg.data.image_size):
-        raise ValueError(
-            f"data.image_width={cfg.data.image_width}: the COCO-panoptic pipeline "
-            "trains on square canvases; leave it 0"
         )

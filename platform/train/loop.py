@@ -42,7 +42,8 @@ class WorkerJob:
     """What every worker reads besides its data (built by `fit.fit`).
 
     storage / run_name: Ray Train's storage path and run name (checkpoint references);
-    num_train: examples (or clips) per epoch; stream: a Ray object ref of the run's
+    num_train: examples (or clips) per epoch; start: a Ray object ref of the weights the run
+    starts from (`init_weights.start_weights`), or None; stream: a Ray object ref of the run's
     `streams.TrainStream` when each rank builds its own dataset (`data.exact_order`), else
     None (the driver's stream is split by Ray Train); val_subset: periodic evaluation data;
     val_metric: the periodic score the progress line shows; log_level: the driver's level of
@@ -53,7 +54,7 @@ class WorkerJob:
     storage: str
     run_name: str
     num_train: int
-    init_from: str = ""
+    start: Any = None
     stream: Any = None
     val_subset: ValSubset | None = None
     val_metric: str = "val/pq"
@@ -144,7 +145,8 @@ def ray_ddp(module: torch.nn.Module, kwargs: dict[str, Any]) -> torch.nn.Module:
 def _initial_state(job: WorkerJob, device, world: int, rank: int) -> TrainState:
     """A new state, restored from Ray Train's latest checkpoint when the worker group was
     restarted or the run resumed."""
-    state = build_state(job.cfg, device, world, ray_ddp, job.init_from)
+    start = ray.get(job.start) if job.start is not None else None
+    state = build_state(job.cfg, device, world, ray_ddp, start)
     state.meta = job.meta
     restored = ray.train.get_checkpoint()
     if restored:

@@ -22,12 +22,13 @@ from pix2seqd.platform import tracking
 from pix2seqd.platform.config import Config
 from pix2seqd.platform.data.coco_panoptic import CategoryMap, PanopticRecord
 from pix2seqd.platform.data.pipeline import read_rgb
+from pix2seqd.platform.evaluation.beside_pq import beside_pq
 from pix2seqd.platform.evaluation.panoptic_io import (
     write_prediction,
     write_predictions_json,
 )
 from pix2seqd.platform.evaluation.pq import pq_compute
-from pix2seqd.platform.evaluation.predict import predict_label_maps
+from pix2seqd.platform.evaluation.predict import predict_scored_label_maps
 from pix2seqd.platform.evaluation.tracked import pq_metrics
 
 
@@ -63,7 +64,8 @@ def build_val_subset(records: Sequence[PanopticRecord], gt_json: Path, n: int) -
 def score_subset(
     model: torch.nn.Module, cfg: Config, subset: ValSubset, cmap: CategoryMap, seed: int = 0
 ) -> dict[str, float]:
-    """val/pq, val/pq_th, val/pq_st (+ sq, rq, per class) of `model` on the subset."""
+    """val/pq, val/pq_th, val/pq_st (+ sq, rq, per class), val/miou and val/ap_th_pan
+    (when defined) of `model` on the subset."""
 
     was_training = model.training
     model.eval()
@@ -82,15 +84,18 @@ def score_subset(
         preds = []
         for i in range(0, len(subset.images), bs):
             images = [read_rgb(io.BytesIO(b)) for b in subset.images[i : i + bs]]
-            labels = predict_label_maps(
+            scored = predict_scored_label_maps(
                 model, cfg, images, s.steps, s.td, s.min_pixels, seed * 1_000_003 + i
             )
             preds += [
-                write_prediction(label, cmap, i + k, pred_dir, f"{i + k:06d}", layout="2hw")
-                for k, label in enumerate(labels)
+                write_prediction(
+                    label, cmap, i + k, pred_dir, f"{i + k:06d}", layout="2hw", score_map=score
+                )
+                for k, (label, score) in enumerate(scored)
             ]
         write_predictions_json(Path(tmp) / "pred.json", preds, cmap)
         result = pq_compute(gt_json, Path(tmp) / "pred.json", gt_dir, pred_dir)
+        result.update(beside_pq(gt_json, Path(tmp) / "pred.json", gt_dir, pred_dir))
     model.train(was_training)
     return pq_metrics(result)
 

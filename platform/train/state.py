@@ -18,6 +18,7 @@ import torch.distributed as dist
 
 from pix2seqd.platform.config import Config, flatten
 from pix2seqd.platform.train import checkpoints
+from pix2seqd.platform.train.init_weights import load_start
 from pix2seqd.platform.train.step import (
     LossModule,
     build_model,
@@ -35,11 +36,14 @@ DdpWrap = Callable[[torch.nn.Module, dict[str, Any]], torch.nn.Module]
 @dataclass(frozen=True)
 class CheckpointMeta:
     """What a checkpoint records about where it came from: its MLflow run (so evaluations
-    nest under it) and the data set's categories (so prediction needs no data set)."""
+    nest under it), the data set's categories (so prediction needs no data set), and which
+    of its weights are trained (`trained_scope`: key prefixes, "" = all; a later stage's
+    --init-from copies only those, models/weight_transfer.py)."""
 
     mlflow_run_id: str = ""
     tracking_uri: str = ""
     categories: list[dict[str, Any]] = field(default_factory=list)
+    trained_scope: list[str] = field(default_factory=lambda: [""])
 
 
 @dataclass(eq=False)
@@ -68,29 +72,22 @@ def ddp_kwargs(cfg: Config) -> dict[str, Any]:
 
 
 def build_state(
-    cfg: Config, device: torch.device, world: int, wrap: DdpWrap, init_from: str = ""
+    cfg: Config,
+    device: torch.device,
+    world: int,
+    wrap: DdpWrap,
+    start: dict[str, torch.Tensor] | None = None,
 ) -> TrainState:
-    """A fresh state at step 0: the model (with `init_from`'s EMA weights when given) on
-    `device`, its EMA copy, the wrapped loss module and the optimizer."""
+    """A fresh state at step 0: the model (with the `start` weights the driver chose,
+    `init_weights.start_weights`) on `device`, its EMA copy, the wrapped loss module and the
+    optimizer."""
     model = build_model(cfg)
-    if init_from:
-        initialise(model, cfg, init_from)
+    if start:
+        load_start(model, start)
     model = to_device(sync_batch_norm(model, cfg, world, device), cfg, device)
     ema = make_ema(model)
     ddp = compile_loss(wrap(LossModule(model), ddp_kwargs(cfg)), cfg)
     return TrainState(model, ema, ddp, make_optimizer(model, cfg, device))
-
-
-def initialise(model: torch.nn.Module, cfg: Config, init_from: str) -> None:
-    """--init-from (a checkpoint reference): the EMA weights of another run (the previous
-    stage, or an image model for a video model: the new conditioning input channels then
-    start at zero)."""
-    with checkpoints.inference_state(init_from) as snap:
-        source_video = int(snap.get("config", {}).get("model.decoder.cond_frames", 0)) > 0
-        if cfg.model.decoder.cond_frames > 0 and not source_video:
-            model.load_video_from_image(snap["ema"])
-        else:
-            model.load_state_dict(snap["ema"])
 
 
 def rng_state() -> dict[str, Any]:

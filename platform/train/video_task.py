@@ -69,7 +69,7 @@ class VideoTask:
                 cfg.data.val_split,
                 tmp,
                 cfg,
-                cfg.train.use_gpu,
+                cfg.train.uses_gpu,
             )
         tracking.log_metrics(mlc, run_id, {**davis_metrics(res), **timing_metrics(res)}, step)
         log_result_json(mlc, run_id, res, "davis.json")

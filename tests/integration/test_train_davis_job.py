@@ -53,6 +53,8 @@ def test_train_davis_from_an_image_checkpoint(ray_session, mlflow_server, tmp_pa
 
     assert json.loads((tmp_path / "s.json").read_text()) == summary
     assert set(summary["metrics"]) == {"J&F-Mean", "J-Mean", "F-Mean"}
+    # plumbing only: 4 steps score J&F 0.02 (observed 2026-12-07); the score floors of a
+    # model that has learnt: tests/integration/test_score_floors.py
     assert all(0.0 <= v <= 1.0 for v in summary["metrics"].values())
     mlc = mlflow.tracking.MlflowClient(mlflow_server)
     run = mlc.get_run(summary["mlflow_run_id"])

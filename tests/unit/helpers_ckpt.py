@@ -64,6 +64,7 @@ def write_checkpoint(
         "mlflow_run_id": run_id,
         "tracking_uri": "",
         "categories": [dict(c) for c in categories],
+        "trained_scope": [""],
     }
     checkpoints.save(directory, snap)
     return directory

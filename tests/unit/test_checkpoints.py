@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from pathlib import Path
 
 import pyarrow.fs as pafs
@@ -17,8 +16,6 @@ from helpers_ckpt import image_config, write_checkpoint
 
 from pix2seqd.platform.train import checkpoints
 from pix2seqd.platform.train.checkpoints import CheckpointLog, CheckpointTags, checkpoint_ref
-
-BUCKET = "ckpt-test"
 
 
 @pytest.fixture
@@ -77,18 +74,18 @@ def test_init_from_a_checkpoint_with_another_head_is_refused_on_the_driver(tmp_p
     from pix2seqd.models.pix2seq_d import Pix2SeqD
     from pix2seqd.platform.config import override
     from pix2seqd.platform.presets import tiny
-    from pix2seqd.platform.train.fit import init_checkpoint
+    from pix2seqd.platform.train.init_weights import start_weights
 
     paper_head = override(tiny(), {"model.decoder.softmax_groups": 2})
     model = Pix2SeqD(paper_head.model, paper_head.diffusion, paper_head.loss)
     checkpoints.save(tmp_path, {"ema": model.state_dict(), "config": {}})
-    assert init_checkpoint(paper_head, str(tmp_path)) == str(tmp_path)
+    assert len(start_weights(paper_head, str(tmp_path)).fresh) == 0
     with pytest.raises(
         ValueError,
         match=f"--init-from {tmp_path}: its output head has 512 "
         "channels per mask pixel, this model's 64",
     ):
-        init_checkpoint(tiny(), str(tmp_path))
+        start_weights(tiny(), str(tmp_path))
 
 
 def test_checkpoint_tags_round_trip_through_mlflow(mlc):
@@ -122,37 +119,14 @@ def test_checkpoint_tags_without_a_score_choose_the_newest():
     assert CheckpointTags.read({}).chosen() == "" and CheckpointTags.read({}).latest_step == 0
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    """A moto S3 server in this process; AWS_* variables point pyarrow's S3 client at it."""
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    for key, value in {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_EC2_METADATA_DISABLED": "true",
-    }.items():
-        monkeypatch.setenv(key, value)
-    fs, _ = pafs.FileSystem.from_uri(f"s3://{BUCKET}?allow_bucket_creation=true")
-    fs.create_dir(BUCKET)
-    yield f"s3://{BUCKET}"
-    server.stop()
-
-
 def _temp_folders(tmp: Path) -> list[str]:
     return sorted(p.name for p in tmp.iterdir() if p.name.startswith(checkpoints.TEMP_PREFIX))
 
 
 def test_runs_reference_to_s3_is_fetched_weights_only_and_leaves_no_temp_folder(
-    s3, mlc, tmp_path, monkeypatch
+    s3_server, mlc, tmp_path, monkeypatch
 ):
+    s3 = s3_server
     from pix2seqd.platform import tracking
     from pix2seqd.platform.evaluation.predict import checkpoint_info, load_for_inference
 

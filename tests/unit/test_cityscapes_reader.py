@@ -78,8 +78,8 @@ def test_string_image_ids_train_deterministically(cityscapes):
     )
     assert image_seed(7) == 7
     decoder = TrainDecoder(tiny(), cmap)
-    one = decoder.example(record_item(recs[0], epoch=1), 16)
-    two = decoder.example(record_item(recs[0], epoch=1), 16)
+    one = decoder.example(record_item(recs[0], epoch=1), (16, 16))
+    two = decoder.example(record_item(recs[0], epoch=1), (16, 16))
     assert np.array_equal(one.mask, two.mask) and np.array_equal(one.image, two.image)
 
 

@@ -20,6 +20,7 @@ SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.py"))
 # The flags each parser requires, so that a parse gets as far as the flag under test.
 REQUIRED = {
     "benchmark": ["model"],
+    "convert_official": ["--tf-checkpoint", "T", "--out", "O"],
     "eval_coco": ["--pred-dir", "P", "--out", "R.json"],
     "eval_davis": ["--results-dir", "P", "--out", "J.json", "--data-root", "D"],
     "make_synthetic": ["--out", "O"],

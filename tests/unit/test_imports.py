@@ -20,14 +20,17 @@ LAZY_PACKAGE_IMPORTS = {
     ("jobs/benchmark.py", "model"): "each subcommand pulls in its own heavy stack (torch)",
     ("jobs/benchmark.py", "gpu"): "each subcommand pulls in its own heavy stack (torch)",
     ("jobs/benchmark.py", "data"): "each subcommand pulls in its own heavy stack (torch, Ray)",
+    ("jobs/benchmark.py", "scale"): "each subcommand pulls in its own heavy stack (torch, Ray)",
     (
         "jobs/benchmark.py",
         "train_overhead",
     ): "each subcommand pulls in its own heavy stack (torch, Ray)",
+    ("jobs/convert_official.py", "main"): _HELP.format("conversion", "torch"),
     ("jobs/eval_coco.py", "main"): _HELP.format("evaluation", "torch/ray"),
     ("jobs/eval_davis.py", "main"): _HELP.format("evaluation", "torch/ray"),
     ("jobs/predict.py", "main"): _HELP.format("prediction", "torch/ray"),
     ("jobs/prepare_data.py", "main"): _HELP.format("data preparation", "ray"),
+    ("jobs/rehearse.py", "main"): _HELP.format("rehearsal", "torch/mlflow"),
     ("jobs/train_coco.py", "main"): _HELP.format("training", "torch/ray/mlflow"),
     ("jobs/train_davis.py", "main"): _HELP.format("training", "torch/ray/mlflow"),
     ("platform/sweep/cli.py", "main"): _HELP.format("sweep runner", "torch/ray/mlflow")

@@ -1,12 +1,13 @@
-"""A tiny model with mask size = image size overfits one image to RQ 1.0 and PQ >= 0.9,
-scored through the project's files and PQ code."""
+"""A tiny model with mask size = image size overfits one image to RQ 1.0 and PQ >= 0.9
+within a bounded number of training steps, scored through the project's files and PQ code."""
 
 import dataclasses
-import time
 
 import numpy as np
+import pytest
 import torch
 from helpers_model import TINY
+from helpers_threads import one_thread
 
 from pix2seqd.models.config import DiffusionConfig, LossConfig
 from pix2seqd.models.pix2seq_d import Pix2SeqD
@@ -26,7 +27,10 @@ CATEGORIES = [
     {"id": 41, "name": "flat", "isthing": 0},
 ]
 SIZE = 32
-STEPS = 150
+# Bound: RQ 1.0 and PQ >= 0.9 within STEPS steps, checked every CHECK_EVERY (step 0 too:
+# the untrained model must not pass). Observed (seed 0, 2026-12-07): PQ 0.0 at step 0, 0.40
+# at 50, 0.49 at 75, 0.999 at 100.
+STEPS, CHECK_EVERY = 150, 25
 
 
 def scene() -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,8 +65,13 @@ def score(pred: torch.Tensor, mask: torch.Tensor, tmp_path) -> dict:
     )
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with one_thread():
+        yield
+
+
 def test_tiny_model_overfits_one_image_to_pq_09(tmp_path):
-    start = time.perf_counter()
     torch.manual_seed(0)
     cfg = dataclasses.replace(
         TINY,
@@ -74,15 +83,25 @@ def test_tiny_model_overfits_one_image_to_pq_09(tmp_path):
     image, mask = scene()
     images, masks = image.expand(2, -1, -1, -1), mask.expand(2, -1, -1, -1)
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    for _ in range(STEPS):
-        loss = model.loss(images, masks)
+    scores = {}
+    for step in range(STEPS + 1):
+        if step % CHECK_EVERY == 0:
+            scores[step] = pq_of(model, image, mask, tmp_path / f"step{step}")
+            if scores[step]["rq"] == 1.0 and scores[step]["pq"] >= 0.9:
+                break
+        loss = model.train().loss(images, masks)
         opt.zero_grad()
         loss.backward()
         opt.step()
-    model.eval()
-    sampled = model.sample(image, 20, 2.0, generator=torch.Generator().manual_seed(0))[0]
+    reached = max(scores)
+    assert scores[0]["pq"] < 0.9, scores  # training does the work
+    assert scores[reached]["rq"] == 1.0 and scores[reached]["pq"] >= 0.9, scores
+
+
+def pq_of(model: Pix2SeqD, image: torch.Tensor, mask: torch.Tensor, tmp_path) -> dict:
+    """PQ's 'All' row for the model's 20-step prediction of `image`."""
+    cfg = model.cfg
+    sampled = model.eval().sample(image, 20, 2.0, generator=torch.Generator().manual_seed(0))[0]
     pred = majority_vote(sampled, cfg.num_classes, cfg.max_instances, min_pixels=4)
-    result = score(pred, mask, tmp_path)
-    assert result["All"]["rq"] == 1.0, result
-    assert result["All"]["pq"] >= 0.9, result
-    assert time.perf_counter() - start < 60
+    tmp_path.mkdir()
+    return score(pred, mask, tmp_path)["All"]

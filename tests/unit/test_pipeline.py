@@ -86,7 +86,7 @@ def test_train_transform_pads_and_resizes_masks():
     image = np.full((30, 50, 3), 200, np.uint8)
     label = np.zeros((30, 50, 2), np.int64)
     label[:, 25:] = (3, 7)
-    ex = train_transform(image, label, 64, 32, (1.0, 1.0), 0.0, False, rng)
+    ex = train_transform(image, label, (64, 64), (32, 32), (1.0, 1.0), 0.0, False, rng)
     assert ex.image.shape == (64, 64, 3) and ex.mask.shape == (32, 32, 2)
     assert tuple(ex.hw) == (38, 64)  # scale 64/50 on the long side
     assert (ex.image[38:] == 0).all() and (ex.mask[19:] == 0).all()
@@ -94,8 +94,24 @@ def test_train_transform_pads_and_resizes_masks():
 
 
 def test_eval_transform_keeps_aspect():
-    ex = eval_transform(np.zeros((80, 40, 3), np.uint8), 64, 32)
+    ex = eval_transform(np.zeros((80, 40, 3), np.uint8), (64, 64), (32, 32))
     assert tuple(ex.hw) == (64, 32)
+
+
+def test_non_square_canvases_fit_the_frame_and_keep_its_aspect():
+    rng = np.random.default_rng(0)
+    label = np.zeros((100, 100, 2), np.int64)
+    label[:, 50:] = (2, 1)
+    ex = train_transform(
+        np.ones((100, 100, 3), np.uint8), label, (32, 64), (8, 16), (1.0, 1.0), 0.0, False, rng
+    )
+    # scale min(32/100, 64/100): 32 x 32 valid, on a 32 x 64 canvas, masks at stride 4
+    assert ex.image.shape == (32, 64, 3) and ex.mask.shape == (8, 16, 2)
+    assert tuple(ex.hw) == (32, 32) and (ex.image[:, 32:] == 0).all()
+    assert (ex.mask[:, 4:8] == (2, 1)).all() and (ex.mask[:, :4] == 0).all()
+    assert (ex.mask[:, 8:] == 0).all()
+    frame = eval_transform(np.zeros((1024, 2048, 3), np.uint8), (32, 64), (8, 16))
+    assert tuple(frame.hw) == (32, 64)  # a Cityscapes frame fills its 1:2 canvas
 
 
 def _stream(recs, cmap, n, seed, start=0):
@@ -160,7 +176,7 @@ def test_too_many_segments_keep_the_largest_k_minus_1(coco):
     )
     rec = max(recs, key=lambda r: len(r.segments))
     assert len(rec.segments) > 2
-    ex = TrainDecoder(cfg, cmap).example(record_item(rec), 16)
+    ex = TrainDecoder(cfg, cmap).example(record_item(rec), (16, 16))
     ids = ex.mask[..., 1]
     assert set(np.unique(ids)) - {0} <= {1, 2} and len(set(np.unique(ids)) - {0}) == 2
     assert ((ex.mask[..., 0] == 0) == (ids == 0)).all()  # dropped segments are void, not relabelled

@@ -14,8 +14,8 @@ PAPER = ["coco_lowres", "coco_highres", "r50_ablation", "decoder_pretrain", "cit
 PAPER_PARAMS = 94_492_480
 EXPECTED = {name: PAPER_PARAMS for name in PAPER} | {
     "davis": PAPER_PARAMS + 32 * 128,  # conv_in (1x1 to 128) sees the 32 conditioning bits
-    # unconditional: no cross-attention at the bottleneck (docs/model.md, "Architecture"); the conditional model
-    # adds those layers when it is fine-tuned from this one
+    # unconditional: no cross-attention at the bottleneck (docs/model.md, "Architecture"); the
+    # conditional model started from it starts those layers fresh (test_start_weights.py)
     "decoder_pretrain": 88_182_592,
 }
 
@@ -45,7 +45,7 @@ def test_preset_sizes():
         "coco_highres": ((1024, 1024), 2),
         "r50_ablation": ((512, 512), 2),
         "decoder_pretrain": ((256, 256), 2),
-        "cityscapes": ((1024, 1024), 2),
+        "cityscapes": ((1024, 2048), 2),
         "davis": ((512, 1024), 2),
     }
     davis = get_preset("davis")
