@@ -3,6 +3,7 @@
 python jobs/train_coco.py                       # tiny preset on the generated data set
 python jobs/train_coco.py --data-root /data/coco --preset coco_lowres
 python jobs/train_coco.py --prepared s3://bucket/coco-prepared --preset coco_lowres
+python jobs/train_coco.py --data-root /data/coco --preset coco_lowres --resume auto  # again after a lost driver
 """
 
 from __future__ import annotations

@@ -4,6 +4,7 @@ score J&F (DAVIS unsupervised), log to MLflow. Image presets become their video 
 
     python jobs/train_davis.py --preset tiny --init-from runs:/<train_coco run id>
     python jobs/train_davis.py --preset davis --data-root /data/DAVIS --init-from CKPT
+    python jobs/train_davis.py --preset davis --data-root /data/DAVIS --init-from CKPT --resume auto
 """
 
 from __future__ import annotations

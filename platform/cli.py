@@ -10,7 +10,7 @@ from pix2seqd.platform import tracking
 from pix2seqd.platform.config import Config, flatten, override, parse_overrides
 from pix2seqd.platform.log import configure_logging, level_for
 from pix2seqd.platform.presets import PRESETS, get_preset
-from pix2seqd.platform.train.options import RunOptions, resume_run
+from pix2seqd.platform.train.options import RESUME_AUTO, RunOptions, resume_auto, resume_run
 
 
 def job_parser(description: str) -> argparse.ArgumentParser:
@@ -116,7 +116,9 @@ def add_training_flags(parser: argparse.ArgumentParser) -> None:
         metavar="RUN",
         help="continue a stopped run (runs:/<id> or the MLflow run id) from its "
         "latest checkpoint: same config, storage path and MLflow run; "
-        "--set may change fields, e.g. train.steps",
+        "--set may change fields, e.g. train.steps. 'auto': the unfinished run of this "
+        "command's run name in the experiment, else a new run (submit the same command "
+        "again after a lost driver). Refused while another driver trains the run",
     )
     parser.add_argument(
         "--summary-json",
@@ -146,7 +148,9 @@ def training_setup(
     transform: Callable[[Config], Config] | None = None,
 ):
     """(Config, RunOptions) of a training job: preset (through `transform`), data source
-    flags, --set; with --resume, the stopped run's own config and storage, then --set."""
+    flags, --set; with --resume, the stopped run's own config and storage, then --set;
+    with --resume auto, the same for the unfinished run of the job's run name when there
+    is one."""
 
     if root and args.prepared:
         parser.error("give a data root or --prepared, not both")
@@ -166,7 +170,9 @@ def training_setup(
         run_name=args.run_name or name,
         tags=((tracking.NOTE_TAG, about),),
     )
-    if args.resume:
+    if args.resume == RESUME_AUTO:
+        cfg, opts = resume_auto(cfg, opts, parse_overrides(args.overrides))
+    elif args.resume:
         cfg, opts = resume_run(args.resume, opts, parse_overrides(args.overrides))
     return cfg, opts
 

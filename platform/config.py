@@ -177,15 +177,23 @@ class TrainConfig:
     `time_budget_min` > 0 stops training cleanly after that many minutes, then evaluates.
     `decay_to_budget` (with a time budget): the learning-rate decay follows the larger of
     the fraction of `steps` done and the elapsed fraction of the budget, so it ends when the
-    budget does however fast the machine is; `steps` is then an upper bound. A run resumed
-    from a checkpoint starts a new budget, and its decay goes on from the step fraction.
+    budget does however fast the machine is; `steps` is then an upper bound. The budget
+    counts the training time of all the run's attempts (checkpoints record it): a worker
+    group restarted or a run resumed from a checkpoint ends when the budget is spent over
+    all attempts, its decay going on where it was.
     `log_every`: steps between the `train/*` MLflow metrics; `progress_every`: steps between
     rank 0's progress lines on the job's terminal (0: none; 200 is about 30 s of the tiny
     preset on 2 CPU cores).
     `use_gpu`: true / false / auto (GpuChoice); `uses_gpu` is the decided value.
     `max_failures`: worker-group failures Ray Train recovers from (restarting from the
-    latest checkpoint) before the run fails. `placement_strategy`: Ray's placement of the
-    workers on nodes; each run records the node of every rank (MLflow tag `worker_nodes`).
+    latest checkpoint) before the run fails; -1: unlimited (spot runs). `crash_loop_limit`:
+    failures in a row with no new checkpoint between them that end the run whatever
+    `max_failures` says (0: no limit; preemptions are not counted; train/crash_loop.py).
+    `preemption_watcher`: Ray Train's watch for nodes drained for preemption; on a notice
+    the loop writes a checkpoint at once (docs/resilience.md; RAY_TRAIN_ENABLE_PREEMPTION_WATCHER
+    in the job's environment, when set, wins).
+    `placement_strategy`: Ray's placement of the workers on nodes; each run records the
+    node of every rank (MLflow tag `worker_nodes`).
     GPU step speed: `channels_last` weights on CUDA only (off by default: slower than NCHW in
     eager mode on an H100, docs/results.md; on CPU the tiny model is 3-5 % faster in NCHW); `compile`: torch.compile of the
     loss (forward and backward) with `compile_backend`, minutes of compilation first;
@@ -213,6 +221,11 @@ class TrainConfig:
     time_budget_min: float = 0.0
     decay_to_budget: bool = False
     max_failures: int = 3
+    crash_loop_limit: int = 3
+    # On: a preemption notice (a node drained for preemption) makes every rank write a
+    # checkpoint within 16 steps, so a spot loss costs the steps since the notice, not up
+    # to checkpoint_every; off, the loop learns of a preemption only when its node is gone.
+    preemption_watcher: bool = True
     placement_strategy: Placement = Placement.PACK
     channels_last: bool = False
     compile: bool = False

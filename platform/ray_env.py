@@ -13,10 +13,11 @@ import ray
 
 from pix2seqd.platform.data import executor_nap as nap
 
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+
 # Quiet, private defaults; any value the user set wins.
 _ENV_DEFAULTS = {
     "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "RAY_DEDUP_LOGS": "1",
 }
@@ -50,19 +51,6 @@ def init_ray(train_cpus: float = 0.0, executor_nap: bool = True) -> bool:
     return True
 
 
-def check_cpus_for_training(train_cpus: float) -> None:
-    """Fail early, with the numbers, when the cluster cannot run the workers and the data
-    pipeline at once (instead of hanging)."""
-
-    total = ray.cluster_resources().get("CPU", 0.0)
-    if total < train_cpus + 0.5:
-        raise RuntimeError(
-            f"the Ray cluster has {total:g} CPUs but training needs {train_cpus:g} for its workers "
-            "plus at least 0.5 for the Ray Data pipeline; lower train.cpus_per_worker or "
-            "train.num_workers, or add nodes"
-        )
-
-
 def cluster_gpus() -> int:
     """GPUs of the Ray cluster this process is connected to."""
 
@@ -89,6 +77,26 @@ def ray_session(train_cpus: float = 0.0, executor_nap: bool = True) -> Iterator[
     finally:
         if started:
             ray.shutdown()
+
+
+@contextlib.contextmanager
+def preemption_watcher(enabled: bool) -> Iterator[None]:
+    """Ray Train's preemption watcher on or off for the fits started in the block
+    (`train.preemption_watcher`; docs/resilience.md).
+
+    Ray Train reads its switch, RAY_TRAIN_ENABLE_PREEMPTION_WATCHER, from the driver's
+    environment when `fit()` starts its controller and passes it on to the controller and
+    the workers. A value the user set wins, as with the other Ray variables here (the test
+    suite sets 0: one actor less per run); otherwise the block sets it and removes it
+    after."""
+    if PREEMPTION_WATCHER_ENV in os.environ:
+        yield
+        return
+    os.environ[PREEMPTION_WATCHER_ENV] = "1" if enabled else "0"
+    try:
+        yield
+    finally:
+        os.environ.pop(PREEMPTION_WATCHER_ENV, None)
 
 
 @contextlib.contextmanager

@@ -87,7 +87,11 @@ def mlflow_server():
         yield uri
     finally:
         os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # a loaded machine: the server's workers linger
+            os.killpg(proc.pid, 9)
+            proc.wait(timeout=30)
         log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}" RAY_USAGE_STATS_ENABLED=0 \
        MLFLOW_DISABLE_TELEMETRY=true PYTHONDONTWRITEBYTECODE=1
-# A hang ends the suite (exit 124) instead of the CI's time: the suites take 6-16 and
-# 3-6 minutes on 2 cores; pytest-timeout cannot always interrupt a test blocked inside Ray.
+# A hang ends the suite (exit 124) instead of the CI's time: the limits are about twice
+# what each suite takes on 2 cores; pytest-timeout cannot always interrupt a test blocked inside Ray.
 suite() {
   local limit=$1; shift
   timeout -k 30 "$limit" python -m pytest "$@" || {
@@ -16,6 +16,6 @@ suite() {
     return $rc
   }
 }
-suite 2400 -m "not cluster" --timeout=600 -q "$@"
+suite 2700 -m "not cluster" --timeout=600 -q "$@"
 # Exit code 5 = nothing collected: there may be no cluster tests in a filtered run.
-suite 1200 -m cluster --timeout=600 -q "$@" || [ $? -eq 5 ]
+suite 1800 -m cluster --timeout=600 -q "$@" || [ $? -eq 5 ]

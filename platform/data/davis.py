@@ -9,10 +9,16 @@ For the model a frame's mask is (class, id) with the class channel all zero and 
 DAVIS object id (docs/model.md, "Video"); void (255) pixels are id 0 and left out of the loss weights'
 object counts like background. Every frame must have its annotation (the evaluator
 requires it too); a missing or extra file is an error naming the sequence and frame.
+
+A video whose object ids go beyond K-1 (`model.max_instances` = K) keeps the K-1 objects
+with the most pixels over all its frames and makes the others void (`kept_objects`): the
+choice is per video, so an object has the same id in every frame of a clip. The pre-flight
+check (`validate_davis`) and prepare_data both choose this way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,11 +30,16 @@ VOID = 255
 
 @dataclass(frozen=True)
 class VideoRecord:
-    """One sequence: its frames (JPEG) and their annotations (palette PNG), in time order."""
+    """One sequence: its frames (JPEG) and their annotations (palette PNG), in time order.
+
+    kept_ids: when not empty, the DAVIS object ids training keeps, ascending; the i-th of
+    them is training id i + 1 and every other id is void (`kept_objects`). Empty: the ids
+    as the annotations have them."""
 
     name: str
     frames: tuple[Path, ...]
     masks: tuple[Path, ...]
+    kept_ids: tuple[int, ...] = ()
 
 
 def read_split(root: Path, split: str) -> list[str]:
@@ -91,3 +102,24 @@ def davis_label_map(ids: np.ndarray, max_instances: int, name: str = "") -> np.n
             f"allows ids up to {max_instances - 1}"
         )
     return np.stack([np.zeros_like(ids), ids], axis=-1)
+
+
+def kept_objects(areas: Mapping[int, int], max_instances: int) -> tuple[int, ...]:
+    """The object ids a video keeps given each id's pixels over all its frames: () when every
+    id is at most K-1 (ids as they are); else the K-1 largest objects (ties: the lower id),
+    ascending, which `id_table` renumbers 1.. in that order."""
+    if max(areas, default=0) <= max_instances - 1:
+        return ()
+    largest = sorted(areas, key=lambda i: (-areas[i], i))[: max_instances - 1]
+    return tuple(sorted(largest))
+
+
+def id_table(kept_ids: tuple[int, ...]) -> np.ndarray:
+    """(256,) uint8: DAVIS id -> the id training reads. Empty `kept_ids`: the identity;
+    otherwise kept ids -> 1..n in order, background stays 0, every other id -> VOID."""
+    if not kept_ids:
+        return np.arange(256, dtype=np.uint8)
+    table = np.full(256, VOID, np.uint8)
+    table[0] = 0
+    table[list(kept_ids)] = np.arange(1, len(kept_ids) + 1)
+    return table

@@ -14,7 +14,7 @@ import io
 import json
 import logging
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from pix2seqd.platform.data.coco_panoptic import (
 )
 from pix2seqd.platform.data.frame_cache import cached, file_key, process_cache
 from pix2seqd.platform.data.prepared import read_row
+from pix2seqd.platform.data.skip_count import skip_recorder
 from pix2seqd.platform.data.transforms import (
     eval_transform,
     raster_order_ids,
@@ -134,6 +135,9 @@ class TrainDecoder:
     Rows are either record rows (`coco_panoptic.record_item`, or prepared rows) or the rank's local
     example numbers {'id': int}, which are turned into (epoch, record) here through
     `rank_positions`, so the driver never materialises the whole stream.
+
+    With `data.skip_bad` an example that fails to decode is left out of the batch, logged,
+    and its key `<epoch>/<image_id>` passed to `on_skip` (`skip_count.SkipRecorder`).
     """
 
     def __init__(
@@ -144,14 +148,15 @@ class TrainDecoder:
         start: int = 0,
         rank: int = 0,
         world: int = 1,
+        on_skip: Callable[[list[str]], None] | None = None,
     ):
         self.cfg, self.cmap, self.records, self.start = cfg, cmap, list(records), start
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.on_skip = rank, world, on_skip
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         cfg, d = self.cfg, self.cfg.data
         mask_hw = mask_shape(cfg)
-        out = {"image": [], "hw": [], "mask": []}
+        out, skipped = {"image": [], "hw": [], "mask": []}, []
         for row in self._rows(batch):
             try:
                 ex = self.example(row, mask_hw)
@@ -159,8 +164,11 @@ class TrainDecoder:
                 if not d.skip_bad:
                     raise
                 log.warning("skipping bad example: %s", err)
+                skipped.append(f"{row['epoch']}/{row['image_id']}")
                 continue
             out["image"].append(ex.image), out["hw"].append(ex.hw), out["mask"].append(ex.mask)
+        if skipped and self.on_skip is not None:
+            self.on_skip(skipped)
         return _stack(out, d.image_hw, mask_hw)
 
     def example(self, row: dict[str, Any], mask_hw: tuple[int, int]):
@@ -253,7 +261,7 @@ def build_rank_dataset(rows, cmap: CategoryMap, cfg: Config, rank: int, world: i
     ds = ds.repartition(target_num_rows_per_block=rows_per_task(cfg.data.image_hw))
     ds.context.execution_options.preserve_order = True
     return ds.map_batches(
-        TrainDecoder(cfg, cmap, rows, start, rank, world),
+        TrainDecoder(cfg, cmap, rows, start, rank, world, skip_recorder(cfg)),
         batch_size=32,
         batch_format="numpy",
         num_cpus=0.5,

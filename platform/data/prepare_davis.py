@@ -8,32 +8,30 @@ Layout (same conventions as prepared.py)::
                                             "frames": [{"shard", "row", "file_name"}]}]}
 
 Frames are written in video order, each row its own row group (random access for clips).
-A bad frame makes its whole video unusable (training clips are consecutive frames), so
-`--skip-bad` leaves such videos out and the report names the frame and the video.
+Frames are checked as training checks raw DAVIS (`validate_davis`): a bad frame makes its
+whole video unusable (training clips are consecutive frames), so `--skip-bad` leaves such
+videos out and the report names the frame and the video. The index keeps each frame's
+pixels per object id, from which training chooses the objects a video keeps for its
+`model.max_instances` (`davis.kept_objects`), as the report's voided counts do for the
+`--max-instances` of prepare_data.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from pix2seqd.platform.data import prepared
-from pix2seqd.platform.data.davis import VOID, VideoRecord, load_davis
-from pix2seqd.platform.data.validate import (
-    Check,
-    ValidationReport,
-    decoded_size,
-    read_bytes,
-    summarise,
-)
+from pix2seqd.platform.data.davis import VideoRecord, load_davis
+from pix2seqd.platform.data.validate import read_bytes
+from pix2seqd.platform.data.validate_davis import DavisReport, FrameCheck, check_frame, review
 
 log = logging.getLogger(__name__)
 
@@ -49,36 +47,6 @@ SCHEMA = pa.schema(
         ("mask", pa.binary()),
     ]
 )
-
-
-def check_frame(
-    image: bytes, mask: bytes, names: tuple[str, str]
-) -> tuple[str, int, tuple[int, int]]:
-    """(problem or '', number of objects, (height, width)) of one DAVIS frame given its
-    encoded bytes."""
-    try:
-        hw = decoded_size(image, names[0])
-    except ValueError as err:
-        return str(err), 0, (0, 0)
-    try:
-        with Image.open(io.BytesIO(mask)) as m:
-            if m.mode not in ("P", "L"):
-                return (
-                    f"{names[1]}: DAVIS annotation must be a palette PNG, got mode {m.mode}",
-                    0,
-                    hw,
-                )
-            ids = np.asarray(m, dtype=np.uint8)
-    except (OSError, SyntaxError) as err:
-        return f"{names[1]}: cannot read annotation PNG ({err})", 0, hw
-    if ids.shape != hw:
-        return (
-            f"{names[1]}: annotation size {ids.shape} differs from image {names[0]} size {hw}",
-            0,
-            hw,
-        )
-    objects = np.unique(ids[(ids != 0) & (ids != VOID)])
-    return "", len(objects), hw
 
 
 def frame_items(videos: Sequence[VideoRecord], rows_per_shard: int) -> list[dict[str, Any]]:
@@ -107,15 +75,13 @@ class FrameShardWriter:
     def write_shard(self, shard: int, frames: list[dict[str, Any]]) -> list[dict[str, Any]]:
         rows, outcomes, name = [], [], f"shard-{shard:05d}.parquet"
         for fr in frames:
-            row, problem, objects = self.read_and_check(fr)
+            row, check = self.read_and_check(fr)
             if row is not None:
                 rows.append(row)
             outcomes.append(
                 {
-                    "video": fr["video"],
+                    **check.row(),
                     "frame": fr["frame"],
-                    "problem": problem,
-                    "objects": objects,
                     "shard": name if row is not None else "",
                     "row": len(rows) - 1 if row is not None else -1,
                     "file_name": fr["image_path"].rsplit("/", 1)[-1],
@@ -131,26 +97,27 @@ class FrameShardWriter:
         return outcomes
 
     @staticmethod
-    def read_and_check(fr: dict[str, Any]) -> tuple[dict[str, Any] | None, str, int]:
+    def read_and_check(fr: dict[str, Any]) -> tuple[dict[str, Any] | None, FrameCheck]:
         try:
             image, mask = read_bytes(fr["image_path"]), read_bytes(fr["mask_path"])
         except OSError as err:
-            return None, str(err), 0
+            return None, FrameCheck(fr["video"], fr["image_path"], str(err))
         names = (fr["image_path"], fr["mask_path"])
-        problem, objects, (height, width) = check_frame(image, mask, names)
+        problem, hw, areas = check_frame(image, mask, names)
+        check = FrameCheck(fr["video"], fr["image_path"], problem, hw, areas)
         if problem:
-            return None, problem, 0
+            return None, check
         row = {
             "video": fr["video"],
             "frame": fr["frame"],
             "file_name": fr["image_path"].rsplit("/", 1)[-1],
             "mask_name": fr["mask_path"].rsplit("/", 1)[-1],
-            "height": height,
-            "width": width,
+            "height": hw[0],
+            "width": hw[1],
             "image": image,
             "mask": mask,
         }
-        return row, "", objects
+        return row, check
 
 
 def prepare_davis_split(
@@ -161,7 +128,7 @@ def prepare_davis_split(
     rows_per_shard: int,
     skip_bad: bool,
     resolution: str = "480p",
-) -> ValidationReport:
+) -> DavisReport:
     """Write one DAVIS split's frame shards and, if usable, its index (videos with a bad
     frame are left out when `skip_bad`)."""
     # lazy: Ray Data loads in seconds; the rest of this module is used without Ray (unit tests)
@@ -176,21 +143,17 @@ def prepare_davis_split(
     ).take_all()
     order = {v.name: k for k, v in enumerate(videos)}
     outcomes.sort(key=lambda o: (order[str(o["video"])], int(o["frame"])))
-    checks = [
-        Check(f"{o['video']}/{o['file_name']}", str(o["problem"]), int(o["objects"]))
-        for o in outcomes
-    ]
-    report = summarise(split, checks, max_instances)
+    good, report = review(split, videos, [FrameCheck.from_row(o) for o in outcomes], max_instances)
     if not report.bad or skip_bad:
         prepared.write_text(
             prepared.join(split_uri, prepared.INDEX),
-            json.dumps(_index(split, resolution, videos, outcomes)),
+            json.dumps(_index(split, resolution, good, report, outcomes)),
         )
     log.info(
         "%s: %d videos, %d frames, %d bad, %d shards -> %s",
         split,
         len(videos),
-        report.n_records,
+        report.n_frames,
         len(report.bad),
         len(items),
         split_uri,
@@ -198,35 +161,70 @@ def prepare_davis_split(
     return report
 
 
-def _index(split: str, resolution: str, videos: Sequence[VideoRecord], outcomes) -> dict[str, Any]:
-    bad_videos = {str(o["video"]) for o in outcomes if o["problem"]}
+def _index(
+    split: str,
+    resolution: str,
+    good: Sequence[VideoRecord],
+    report: DavisReport,
+    outcomes: Sequence[dict[str, Any]],
+) -> dict[str, Any]:
     by_video: dict[str, list[dict[str, Any]]] = {}
     for o in outcomes:
+        areas = json.loads(str(o["areas"]))
         by_video.setdefault(str(o["video"]), []).append(
             {
                 "shard": o["shard"],
                 "row": int(o["row"]),
                 "file_name": str(o["file_name"]),
                 "mask_name": str(o["mask_name"]),
-                "objects": int(o["objects"]),
+                "height": int(o["height"]),
+                "width": int(o["width"]),
+                "objects": len(areas),
+                "areas": areas,
             }
         )
-    kept = [
-        {"name": v.name, "frames": by_video[v.name]} for v in videos if v.name not in bad_videos
-    ]
     return {
         "format": prepared.FORMAT,
         "dataset": "davis",
         "split": split,
         "resolution": resolution,
-        "videos": kept,
-        "skipped_videos": sorted(bad_videos),
+        "videos": [{"name": v.name, "frames": by_video[v.name]} for v in good],
+        "skipped_videos": sorted(report.bad_videos),
     }
 
 
 def load_prepared_davis(uri: str, split: str) -> list[VideoRecord]:
     """The videos of a prepared DAVIS split, their frames and masks as shard references
-    (prepared.RowRef), in split order: what video_pipeline.ClipDecoder reads."""
+    (prepared.RowRef), in split order: what video_pipeline.ClipDecoder reads. Their ids are
+    as the annotations have them (see `load_prepared_davis_train`)."""
+    split_uri, index = _read_index(uri, split)
+    return [_video(split_uri, v) for v in index["videos"]]
+
+
+def load_prepared_davis_train(
+    uri: str, split: str, max_instances: int
+) -> tuple[list[VideoRecord], DavisReport]:
+    """The videos of a prepared split as training reads them, each with the objects it keeps
+    for K = max_instances (`davis.kept_objects`, from the pixels per object id the index
+    holds), and their report: the voided counts for this K and the videos prepare_data left
+    out. An index without pixel counts keeps the ids as they are."""
+    split_uri, index = _read_index(uri, split)
+    videos = [_video(split_uri, v) for v in index["videos"]]
+    checks = [
+        FrameCheck(
+            v["name"],
+            f["file_name"],
+            hw=(int(f.get("height", 0)), int(f.get("width", 0))),
+            areas=tuple((int(i), int(n)) for i, n in f.get("areas", ())),
+        )
+        for v in index["videos"]
+        for f in v["frames"]
+    ]
+    good, report = review(split, videos, checks, max_instances)
+    return good, replace(report, bad_videos=tuple(index.get("skipped_videos", ())))
+
+
+def _read_index(uri: str, split: str) -> tuple[str, dict[str, Any]]:
     split_uri = prepared.join(uri, split)
     try:
         index = json.loads(prepared.read_text(prepared.join(split_uri, prepared.INDEX)))
@@ -237,20 +235,13 @@ def load_prepared_davis(uri: str, split: str) -> list[VideoRecord]:
         ) from None
     if index.get("dataset") != "davis":
         raise ValueError(f"{split_uri}: prepared from {index.get('dataset')!r}, not DAVIS")
-    videos = []
-    for v in index["videos"]:
-        refs = [(prepared.join(split_uri, f["shard"]), f["row"], f) for f in v["frames"]]
-        videos.append(
-            VideoRecord(
-                v["name"],
-                tuple(
-                    prepared.RowRef(s, r, "image", f"{v['name']}/{f['file_name']}")
-                    for s, r, f in refs
-                ),
-                tuple(
-                    prepared.RowRef(s, r, "mask", f"{v['name']}/{f['mask_name']}")
-                    for s, r, f in refs
-                ),
-            )
-        )
-    return videos
+    return split_uri, index
+
+
+def _video(split_uri: str, v: dict[str, Any]) -> VideoRecord:
+    refs = [(prepared.join(split_uri, f["shard"]), f["row"], f) for f in v["frames"]]
+    return VideoRecord(
+        v["name"],
+        tuple(prepared.RowRef(s, r, "image", f"{v['name']}/{f['file_name']}") for s, r, f in refs),
+        tuple(prepared.RowRef(s, r, "mask", f"{v['name']}/{f['mask_name']}") for s, r, f in refs),
+    )

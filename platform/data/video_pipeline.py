@@ -21,17 +21,24 @@ model's own predictions (`history_noise`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pix2seqd.platform.config import Config, IdOrder
-from pix2seqd.platform.data.davis import VOID, VideoRecord, davis_label_map, read_davis_mask
+from pix2seqd.platform.data.davis import (
+    VOID,
+    VideoRecord,
+    davis_label_map,
+    id_table,
+    read_davis_mask,
+)
 from pix2seqd.platform.data.frame_cache import ByteLRU, cached_file, process_cache
 from pix2seqd.platform.data.history_noise import history_noise
 from pix2seqd.platform.data.pipeline import image_seed, rank_positions, read_rgb, stream_positions
+from pix2seqd.platform.data.skip_count import skip_recorder
 from pix2seqd.platform.data.still_clips import StillSource, is_still, still_clip
 from pix2seqd.platform.data.transforms import clip_transform, raster_order_ids, symmetry_augment
 
@@ -68,8 +75,9 @@ def read_clip(
     video: VideoRecord, first: int, clip_len: int, max_instances: int, cache: ByteLRU | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Frames first..first+clip_len-1 -> image (h, w, 3) uint8 of the last frame and ids
-    (h, w, clip_len) uint8 of every frame: DAVIS object ids by `davis_label_map`'s rules
-    (void -> 0; an id >= max_instances is an error).
+    (h, w, clip_len) uint8 of every frame: DAVIS object ids through the video's
+    `kept_ids` (`davis.id_table`: objects beyond K-1 void), then by `davis_label_map`'s
+    rules (void -> 0; an id >= max_instances is an error).
 
     Only the last frame's JPEG is decoded: the earlier frames condition the model through
     their masks alone (paper §3.4). Unreadable files, sizes that differ from the last frame
@@ -78,6 +86,7 @@ def read_clip(
     """
     last = first + clip_len - 1
     image = cached_file(cache, video.frames[last], read_frame)
+    table = id_table(video.kept_ids)
     frames = []
     for path in video.masks[first : last + 1]:
         raw = cached_file(
@@ -88,13 +97,13 @@ def read_clip(
                 f"{path}: annotation size {raw.shape} differs from frame "
                 f"{video.frames[last]} size {image.shape[:2]}"
             )
-        # davis_label_map's rules (void -> 0, id check) applied to the values that can
-        # occur (0..max, void) and then looked up per pixel: a 256-entry table, not a pass
-        # over the int64 (H, W, 2) map
+        # the kept ids and davis_label_map's rules (void -> 0, id check) applied to the
+        # values that can occur (0..max, void) and then looked up per pixel: a 256-entry
+        # table, not a pass over the int64 (H, W, 2) map
         top = int(raw.max(where=raw != VOID, initial=0))
         values = np.append(np.arange(top + 1), VOID).astype(np.uint8)
         lut = np.zeros(256, np.uint8)
-        lut[values] = davis_label_map(values[None], max_instances, str(path))[0, :, 1]
+        lut[values] = davis_label_map(table[values][None], max_instances, str(path))[0, :, 1]
         frames.append(np.take(lut, raw))
     return image, np.stack(frames, axis=-1)
 
@@ -119,7 +128,10 @@ class ClipDecoder:
 
     videos: the split's VideoRecords; clips: `clip_index(videos, cond_frames + 1)`;
     start: the global stream position the run resumes from (step · batch_size);
-    stills: the still images (`still_clips.load_stills`), needed when data.still_fraction > 0.
+    stills: the still images (`still_clips.load_stills`), needed when data.still_fraction > 0;
+    on_skip: with `data.skip_bad`, called with the keys of the clips a batch left out
+    because they failed to decode (`<epoch>/<video>/<first frame>`, still clips
+    `<epoch>/still/<image_id>`; `skip_count.SkipRecorder`).
     """
 
     def __init__(
@@ -131,6 +143,7 @@ class ClipDecoder:
         rank: int = 0,
         world: int = 1,
         stills: StillSource | None = None,
+        on_skip: Callable[[list[str]], None] | None = None,
     ):
         if cfg.model.decoder.cond_frames < 1:
             raise ValueError("video clips need a video model (model.decoder.cond_frames >= 1)")
@@ -147,7 +160,7 @@ class ClipDecoder:
         self.cfg, self.videos, self.clips = cfg, list(videos), list(clips)
         self.start, self.rank, self.world = start, rank, world
         self.clip_len = cfg.model.decoder.cond_frames + 1
-        self.stills = stills
+        self.stills, self.on_skip = stills, on_skip
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         seed, positions = self.cfg.train.seed, self.positions(batch["id"])
@@ -155,7 +168,7 @@ class ClipDecoder:
         still = is_still(positions, seed, self.cfg.data.still_fraction)
         if still.any():  # still positions walk their own epochs over the still images
             s_epochs, s_index = stream_positions(positions, len(self.stills.rows), seed)
-        out = []
+        out, skipped = [], []
         for k, (e, i) in enumerate(zip(epochs, index)):
             try:
                 out.append(
@@ -167,6 +180,13 @@ class ClipDecoder:
                 if not self.cfg.data.skip_bad:
                     raise
                 log.warning("skipping bad clip: %s", err)
+                skipped.append(
+                    f"{s_epochs[k]}/still/{self.stills.rows[s_index[k]]['image_id']}"
+                    if still[k]
+                    else f"{e}/{self.videos[self.clips[i][0]].name}/{self.clips[i][1]}"
+                )
+        if skipped and self.on_skip is not None:
+            self.on_skip(skipped)
         return self._stack(out)
 
     def positions(self, ids: np.ndarray) -> np.ndarray:
@@ -251,7 +271,7 @@ def build_video_train_dataset(
     import ray.data
 
     clips = clip_index(videos, cfg.model.decoder.cond_frames + 1)
-    decoder = ClipDecoder(cfg, videos, clips, start, rank, world, stills)
+    decoder = ClipDecoder(cfg, videos, clips, start, rank, world, stills, skip_recorder(cfg))
     count = (cfg.train.steps * cfg.train.batch_size - start) // world
     ds = ray.data.range(count, override_num_blocks=max(1, min(200, count // 256)))
     ds.context.execution_options.preserve_order = True

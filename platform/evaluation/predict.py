@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import ray.data
 import torch
 
 from pix2seqd.models.postprocess import majority_vote, to_original
@@ -19,7 +18,6 @@ from pix2seqd.platform.data.coco_panoptic import CategoryMap
 from pix2seqd.platform.data.pipeline import image_inputs, image_seed, mask_shape, read_rgb
 from pix2seqd.platform.evaluation.panoptic_io import write_prediction
 from pix2seqd.platform.evaluation.segment_scores import agreement_map
-from pix2seqd.platform.ray_env import inference_actors
 from pix2seqd.platform.train import checkpoints
 from pix2seqd.platform.train.step import build_model, to_model_inputs
 
@@ -84,7 +82,7 @@ class Predictor:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [{k: batch[k][i] for k in batch} for i in range(len(batch["image_id"]))]
         images = [read_rgb(r["image_path"]) for r in rows]
-        seed = self.seed * 1_000_003 + image_seed(rows[0]["image_id"])
+        seed = batch_seed(self.seed, rows[0]["image_id"])
         scored = predict_scored_label_maps(
             self.model, self.cfg, images, self.steps, self.td, self.min_pixels, seed
         )
@@ -103,6 +101,12 @@ class Predictor:
             for row, (label, score_map) in zip(rows, scored)
         ]
         return {"image_id": batch["image_id"], "annotation": np.array(anns, dtype=object)}
+
+
+def batch_seed(seed: int, first_id: int | str) -> int:
+    """The sampler's seed for a batch whose first image has id `first_id`: a batch of the
+    same images gets the same noise in every process that predicts it."""
+    return seed * 1_000_003 + image_seed(first_id)
 
 
 @torch.no_grad()
@@ -242,6 +246,10 @@ def map_with_actors(
 ):
     """The Ray Data dataset of `items` mapped in batches by `actor_cls(**kwargs, threads,
     use_gpu)` actors (one per GPU, or per CPU but one, unless `num_actors` > 0)."""
+    # lazy: the served MLflow model (platform/serving) imports this module without Ray
+    import ray.data
+
+    from pix2seqd.platform.ray_env import inference_actors
 
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(64, len(items) // batch_size)))
     return ds.map_batches(

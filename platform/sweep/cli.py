@@ -56,6 +56,7 @@ def main(sweep: Sweep, argv: list[str] | None = None) -> dict[str, Any]:
         args.max_concurrent,
         args.asha,
         RunOptions(preset=args.preset, storage_path=args.storage_path),
+        args.fresh,
     )
     return run_train_sweep(sweep, cfg, opts, args.summary_json)
 
@@ -114,6 +115,12 @@ def _training_flags(parser: argparse.ArgumentParser, sweep: Sweep) -> None:
         "--asha",
         action="store_true",
         help="stop weak trials early on val/pq (ASHA; turns on periodic evaluation)",
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="start a new sweep even when an unfinished one of this same command exists "
+        "(by default that one continues: finished trials kept, the others resumed)",
     )
     parser.add_argument(
         "--grid",

@@ -14,6 +14,7 @@ from typing import Any
 from mlflow.entities import LoggedModelOutput
 
 from pix2seqd.platform import tracking
+from pix2seqd.platform.cluster_fit import check_training_fits
 from pix2seqd.platform.config import Config, flatten, override
 from pix2seqd.platform.data.default_data import resolve_data_root
 from pix2seqd.platform.data.sources import gt_location, load_panoptic_split
@@ -22,16 +23,28 @@ from pix2seqd.platform.evaluation.tracked import parent_run, pq_metrics, run_sta
 from pix2seqd.platform.ray_env import cluster_gpus, ray_session
 from pix2seqd.platform.sweep import report
 from pix2seqd.platform.sweep.inference_sweep import evaluate_grid
+from pix2seqd.platform.sweep.resume import (
+    SWEEP_KEY_TAG,
+    experiment_uri,
+    restorable,
+    sweep_key,
+    tune_name,
+    unfinished_parent,
+)
 from pix2seqd.platform.sweep.spec import Sweep, SweepKind, check_sweep, trial_label
 from pix2seqd.platform.sweep.train_sweep import (
     TrainSweepOptions,
+    failed_trials,
     run_trials,
     stopped_trials,
     trial_config,
+    trial_retries,
     trial_rows,
 )
 from pix2seqd.platform.train.auto import resolve_auto
+from pix2seqd.platform.train.options import storage_path
 from pix2seqd.platform.train.run import validate_training_config
+from pix2seqd.platform.train.run_lock import DriverLease, RunLockedError, live_holder
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +53,10 @@ def run_train_sweep(
     sweep: Sweep, cfg: Config, opts: TrainSweepOptions, summary_json: str = ""
 ) -> dict[str, Any]:
     """Every grid point trained as its own Ray Train run (Tune trials), compared on the
-    parent run. Trials that fail are reported (status FAILED) without stopping the others;
-    the sweep fails only when no trial produced a score."""
+    parent run. A failing trial is retried (`train_sweep`) and, when it keeps failing,
+    reported (status FAILED) without stopping the others; the sweep then writes its summary
+    and raises, naming the failed trials. The same command run again continues an
+    unfinished sweep (`resume.py`) unless `opts.fresh`."""
 
     _expect(sweep, SweepKind.TRAIN)
     cfg = trial_config(cfg, opts.asha)
@@ -49,10 +64,10 @@ def run_train_sweep(
     for point in sweep.grid():  # before any trial starts: a bad setting costs nothing
         validate_training_config(override(cfg, point))
     mlc = tracking.client()
-    parent = _open_parent(
-        mlc, sweep, cfg, {"preset": opts.run.preset, "asha": str(opts.asha)}, opts.run.experiment
-    )
+    lease = DriverLease(mlc)  # one driver per sweep, as per training run
+    parent, restore = _train_parent(mlc, sweep, cfg, opts, lease)
     with (
+        lease.kept(parent),
         run_status(mlc, parent),
         ray_session(
             cfg.train.num_workers * cfg.train.cpus_per_worker + sweep.trial_cpus,
@@ -60,13 +75,52 @@ def run_train_sweep(
         ),
     ):
         cfg = resolve_auto(cfg, opts.run.init_from)  # once, for every trial alike
-        grid = run_trials(sweep, cfg, opts, parent, mlc.tracking_uri)
-        rows = trial_rows(mlc, sweep, parent, stopped_trials(grid))
-        for err in grid.errors:
-            log.error("sweep %s: a trial failed: %s", sweep.name, _cause(err))
-        summary = _finish(mlc, parent, sweep, rows, grid.errors)
+        check_training_fits(cfg)  # before any trial starts (trials do not check again)
+        grid = run_trials(sweep, cfg, opts, parent, mlc.tracking_uri, restore)
+        failed = failed_trials(grid)
+        rows = trial_rows(mlc, sweep, parent, stopped_trials(grid), [p for p, _ in failed])
+        for point, err in failed:
+            log.error("sweep %s: trial %s failed: %s", sweep.name, trial_label(point), _cause(err))
+        summary = _finish(mlc, parent, sweep, rows, failed)
         _link_best_model(mlc, parent, report.best_row(sweep, rows))
-    return _write(summary, summary_json)
+        _write(summary, summary_json)
+        if failed:
+            raise RuntimeError(_failed_message(sweep, cfg, failed, rows, parent))
+    return summary
+
+
+def _train_parent(
+    mlc, sweep: Sweep, cfg: Config, opts: TrainSweepOptions, lease: DriverLease
+) -> tuple[str, bool]:
+    """(parent run id, whether Tune restores its experiment): the unfinished parent run of
+    the same command, claimed by this driver and continued, or a new one."""
+    key = sweep_key(sweep, cfg, opts.run, opts.asha)
+    earlier = None if opts.fresh else unfinished_parent(mlc, key, opts.run.experiment)
+    if earlier is None:
+        tags = {"preset": opts.run.preset, "asha": str(opts.asha), SWEEP_KEY_TAG: key}
+        return _open_parent(mlc, sweep, cfg, {**tags, **lease.tags()}, opts.run.experiment), False
+    parent = earlier.info.run_id
+    holder = live_holder(earlier.data.tags, lease.holder, lease.timing)
+    if holder is not None:
+        raise RunLockedError(
+            f"sweep {sweep.name}: another driver ({holder}) runs this command's sweep "
+            f"(parent run {parent}); let it finish, or stop it and run the command again, "
+            "or start a separate sweep with --fresh"
+        )
+    lease.claim(parent)
+    uri = experiment_uri(storage_path(opts.run), tune_name(sweep, parent))
+    restore = restorable(uri)
+    log.info(
+        "sweep %s: continuing parent MLflow run %s (%s; %s)",
+        sweep.name,
+        parent,
+        earlier.info.status,
+        f"Tune restores {uri}"
+        if restore
+        else "no saved Tune state: trials start again, each resuming its own earlier run",
+    )
+    mlc.update_run(parent, status="RUNNING")
+    return parent, restore
 
 
 @dataclass(frozen=True)
@@ -190,19 +244,46 @@ def _link_best_model(mlc, parent: str, best: dict[str, Any] | None) -> None:
 
 
 def _finish(
-    mlc, parent: str, sweep: Sweep, rows: list[dict[str, Any]], errors: Sequence[BaseException] = ()
+    mlc,
+    parent: str,
+    sweep: Sweep,
+    rows: list[dict[str, Any]],
+    failed: Sequence[tuple[dict[str, Any], BaseException]] = (),
 ) -> dict[str, Any]:
     if not any(r.get("pq") is not None for r in rows):
-        first = f"; first error: {_cause(errors[0])}" if errors else ""
+        first = f"; first error: {_cause(failed[0][1])}" if failed else ""
+        names = ", ".join(trial_label(p) or "?" for p, _ in failed)
         raise RuntimeError(
-            f"sweep {sweep.name}: no trial produced a score ({len(rows)} trial "
-            f"runs, {len(errors)} failed trials{first}; parent run {parent})"
+            f"sweep {sweep.name}: no trial produced a score ({len(rows)} trials, "
+            f"{len(failed)} failed: {names or 'none'}{first}; parent run {parent})"
         )
-    failed = sum(r["status"] == "FAILED" for r in rows)
-    tracking.set_tags(mlc, parent, {"trials": str(len(rows)), "failed_trials": str(failed)})
+    failed_rows = sum(r["status"] == "FAILED" for r in rows)
+    tracking.set_tags(mlc, parent, {"trials": str(len(rows)), "failed_trials": str(failed_rows)})
     summary = report.log_summary(mlc, parent, sweep, rows)
     print(report.table_markdown(sweep, rows))  # the sweep's result table: stdout, not the log
     return summary
+
+
+def _failed_message(
+    sweep: Sweep,
+    cfg: Config,
+    failed: Sequence[tuple[dict[str, Any], BaseException]],
+    rows: list[dict[str, Any]],
+    parent: str,
+) -> str:
+    """Which trials failed, their MLflow runs and errors, and how to retry them."""
+    run_of = {trial_label(r["params"]): r["run_id"] for r in rows}
+    named = "; ".join(
+        f"`{trial_label(p)}` (MLflow run {run_of.get(trial_label(p)) or 'none'}): {_cause(e)}"
+        for p, e in failed
+    )
+    attempts = 1 + trial_retries(cfg.train)
+    return (
+        f"sweep {sweep.name}: {len(failed)} of {len(rows)} trials failed "
+        f"({attempts} attempt{'s' if attempts > 1 else ''} each): {named}. The other "
+        f"trials' results are on parent run {parent}; run the same command again to retry "
+        "the failed trials (finished ones are kept)."
+    )
 
 
 def _cause(err: BaseException) -> str:

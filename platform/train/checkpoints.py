@@ -19,6 +19,10 @@ are never paged in, and the local copy is removed as soon as the caller's block 
 
 Tags: `CheckpointTags` is the one reader and writer of a training run's checkpoint tags;
 `CheckpointLog` is rank 0's record of them during training.
+
+Folders of a run (`<storage>/<run name>/`, any storage pyarrow reads): `folder_name`,
+`run_folders`; a checkpoint that fails to load when a worker group restarts is set aside
+(`set_aside`: its file renamed `checkpoint.pt.corrupt`, platform/train/restore_point.py).
 """
 
 from __future__ import annotations
@@ -26,8 +30,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +42,7 @@ import torch
 from mlflow.exceptions import MlflowException
 
 from pix2seqd.platform import tracking
+from pix2seqd.platform.tracking_buffer import delete_tag_if_present, in_order
 
 FILE = "checkpoint.pt"
 # trained_scope: the state-dict key prefixes whose weights were trained or pretrained ("" =
@@ -158,7 +164,53 @@ def _checked(path: Path, ref: str) -> Path:
     return path
 
 
+# A run's checkpoint folders: checkpoint_<step:08d>, or checkpoint_<step:08d>-<n> when a
+# set-aside checkpoint of the same step still holds the plain name.
+_FOLDER = re.compile(r"checkpoint_(\d{8})(?:-(\d+))?")
+SET_ASIDE_SUFFIX = ".corrupt"
+
+
+def folder_name(step: int, taken: Collection[str] = ()) -> str:
+    """The folder name of the checkpoint of `step`: `checkpoint_<step:08d>`, or that with
+    `-1`, `-2`, ... while a set-aside checkpoint (`taken`) holds the name. Ray Train tracks
+    its checkpoints by folder: two of one name would share a folder, and its deleting the
+    older one would delete the newer."""
+    name, n = f"checkpoint_{step:08d}", 0
+    while (f"{name}-{n}" if n else name) in taken:
+        n += 1
+    return f"{name}-{n}" if n else name
+
+
+def folder_order(name: str) -> tuple[int, int] | None:
+    """(step, n) of a checkpoint folder name (`folder_name`), None for other names."""
+    match = _FOLDER.fullmatch(name)
+    return (int(match[1]), int(match[2] or 0)) if match else None
+
+
+def run_folders(fs: pafs.FileSystem, run_path: str) -> list[str]:
+    """The checkpoint folders under a run's storage folder (`fs` paths), newest first."""
+    infos = fs.get_file_info(pafs.FileSelector(run_path, allow_not_found=True))
+    named = [
+        (order, info.path)
+        for info in infos
+        if info.type == pafs.FileType.Directory and (order := folder_order(info.base_name))
+    ]
+    return [path for _, path in sorted(named, reverse=True)]
+
+
+def set_aside(fs: pafs.FileSystem, folder: str) -> None:
+    """Rename `folder/checkpoint.pt` to `checkpoint.pt.corrupt` (`fs` path, local or
+    remote): nothing loads it again, and the folder stays, since Ray Train's record of
+    the run names it (and deletes it in its turn)."""
+    fs.move(f"{folder}/{FILE}", f"{folder}/{FILE}{SET_ASIDE_SUFFIX}")
+
+
+def is_set_aside(fs: pafs.FileSystem, folder: str) -> bool:
+    return fs.get_file_info(f"{folder}/{FILE}{SET_ASIDE_SUFFIX}").type == pafs.FileType.File
+
+
 STEP_TAG_PREFIX = "checkpoint/"
+SET_ASIDE_TAG_PREFIX = "corrupt_checkpoint/"
 BEST_TAG, BEST_SCORE_TAG, BEST_STEP_TAG = "best_checkpoint", "best_val_pq", "best_step"
 
 
@@ -166,9 +218,12 @@ BEST_TAG, BEST_SCORE_TAG, BEST_STEP_TAG = "best_checkpoint", "best_val_pq", "bes
 class CheckpointTags:
     """A training run's MLflow record of its checkpoints (docs/cli.md): `checkpoint/<step>`
     -> the reference of each checkpoint Ray Train keeps; `best_checkpoint` -> the one the
-    run stands for, with `best_val_pq` and `best_step` when it was chosen by val/pq.
+    run stands for, with `best_val_pq` and `best_step` when it was chosen by val/pq;
+    `corrupt_checkpoint/<step>` -> a checkpoint that failed to load at a restart and was set
+    aside, with the reason.
 
-    The one reader (`read`, `of_run`) and writer (`step_key`, `best_tags`) of these tags."""
+    The one reader (`read`, `of_run`) and writer (`step_key`, `best_tags`,
+    `set_aside_tags`) of these tags."""
 
     refs: Mapping[int, str] = field(default_factory=dict)  # step -> reference, by step
     best_ref: str = ""
@@ -215,15 +270,26 @@ class CheckpointTags:
             tags.update({BEST_SCORE_TAG: repr(score), BEST_STEP_TAG: str(step)})
         return tags
 
+    @staticmethod
+    def set_aside_tags(step: int, ref: str, reason: str) -> dict[str, str]:
+        """`corrupt_checkpoint/<step>`: the set-aside checkpoint's reference and why."""
+        return {f"{SET_ASIDE_TAG_PREFIX}{step}": f"{ref} ({reason})"}
+
 
 class CheckpointLog:
     """Rank 0's MLflow record of the persisted checkpoints and of the best one.
 
-    Each checkpoint is tagged as soon as Ray Train has persisted it (the tags of those it
-    has deleted, beyond the last `keep`, are removed). The best by val/pq is copied apart to
+    Each checkpoint is tagged once Ray Train has persisted it (the tags of those it has
+    deleted, beyond the last `keep`, are removed). The best by val/pq is copied apart to
     `<storage>/<run name>/best_<step:08d>` before `best_checkpoint` is moved to it, so the
     tag always names a complete checkpoint. State is read back from the run's tags, so a
-    restarted worker group continues it."""
+    restarted worker group continues it.
+
+    Through a `tracking_buffer.BufferedClient` that reading and the tagging run on its
+    sender thread, in step order, when the server answers: a worker group that starts during
+    an outage trains on, copies apart each score better than any it has seen, and decides
+    which copy is the best once the run's tags can be read (removing the others then). With
+    a plain client everything happens in the call."""
 
     def __init__(self, mlc, run_id: str, storage: str, run_name: str, keep: int):
         self.mlc, self.run_id, self.storage, self.run_name, self.keep = (
@@ -233,35 +299,63 @@ class CheckpointLog:
             run_name,
             keep,
         )
-        tags = CheckpointTags.of_run(mlc, run_id)
-        self.steps = sorted(tags.refs)
-        self.best_score, self.best_ref = tags.best_score, tags.best_ref
+        self.steps: list[int] = []
+        self.best_score, self.best_ref = -math.inf, ""
+        self._loaded = False
+        self._copied = -math.inf  # the best score this worker group copied apart
+        in_order(mlc, self._load, "checkpoint tags of the run")
 
     def record(self, step: int, dir_name: str, local_dir: str, score: float | None) -> None:
         ref = checkpoint_ref(self.storage, self.run_name, dir_name)
-        tags = {CheckpointTags.step_key(step): ref}
-        if score is None:  # no periodic evaluation: the latest checkpoint is the best guess
-            tags.update(CheckpointTags.best_tags(ref))
-        elif score > self.best_score:
-            tags.update(self._keep_best(step, local_dir, score))
-        tracking.set_tags(self.mlc, self.run_id, tags)
-        self.steps = sorted(set(self.steps) | {step})
-        for old in self.steps[: -self.keep]:  # Ray Train deleted these folders
-            self.mlc.delete_tag(self.run_id, CheckpointTags.step_key(old))
-        self.steps = self.steps[-self.keep :]
+        copy = ""
+        # local_dir is gone after this call: a possible best is copied now, judged later
+        if score is not None and score > max(self.best_score, self._copied):
+            copy = self._copy_best(step, local_dir)
+            self._copied = score
+        in_order(
+            self.mlc,
+            lambda client: self._tag(client, step, ref, score, copy),
+            f"tags of checkpoint {step}",
+        )
 
-    def _keep_best(self, step: int, local_dir: str, score: float) -> dict[str, str]:
-        previous = self.best_ref if "/best_" in self.best_ref else ""
+    def _load(self, client) -> None:
+        if self._loaded:
+            return
+        tags = CheckpointTags.of_run(client, self.run_id)
+        self.steps = sorted(tags.refs)
+        self.best_score, self.best_ref = tags.best_score, tags.best_ref
+        self._loaded = True
+
+    def _copy_best(self, step: int, local_dir: str) -> str:
         ref = checkpoint_ref(self.storage, self.run_name, f"best_{step:08d}")
         fs, path = pafs.FileSystem.from_uri(_as_uri(ref))
         fs.create_dir(path, recursive=True)
         pafs.copy_files(local_dir, path, destination_filesystem=fs)
-        if previous:
-            tracking.set_tags(self.mlc, self.run_id, CheckpointTags.best_tags(ref))
-            old_fs, old_path = pafs.FileSystem.from_uri(_as_uri(previous))
-            old_fs.delete_dir(old_path)
-        self.best_score, self.best_ref = score, ref
-        return CheckpointTags.best_tags(ref, score, step)
+        return ref
+
+    def _tag(self, client, step: int, ref: str, score: float | None, copy: str) -> None:
+        """Tag checkpoint `step` (and the best), untag those beyond `keep`, remove the best
+        copy that lost. Safe to repeat: an outage can interrupt it anywhere before the state
+        is updated."""
+        self._load(client)
+        tags = {CheckpointTags.step_key(step): ref}
+        best, stale = None, copy
+        if score is None:  # no periodic evaluation: the latest checkpoint is the best guess
+            tags.update(CheckpointTags.best_tags(ref))
+        elif copy and score > self.best_score:
+            tags.update(CheckpointTags.best_tags(copy, score, step))
+            best, stale = (score, copy), self.best_ref if "/best_" in self.best_ref else ""
+        tracking.set_tags(client, self.run_id, tags)
+        steps = sorted(set(self.steps) | {step})
+        for old in steps[: -self.keep]:  # Ray Train deleted these folders
+            delete_tag_if_present(client, self.run_id, CheckpointTags.step_key(old))
+        self.steps = steps[-self.keep :]
+        if best:
+            self.best_score, self.best_ref = best
+        if stale:
+            fs, path = pafs.FileSystem.from_uri(_as_uri(stale))
+            with contextlib.suppress(FileNotFoundError):  # removed by an earlier try
+                fs.delete_dir(path)
 
 
 def _as_uri(ref: str) -> str:

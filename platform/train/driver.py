@@ -9,14 +9,17 @@ evaluation with its summary metrics.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
 from pix2seqd.platform import tracking
+from pix2seqd.platform.cluster_fit import check_training_fits
 from pix2seqd.platform.config import Config
-from pix2seqd.platform.ray_env import check_cpus_for_training, ray_session
+from pix2seqd.platform.ray_env import ray_session
+from pix2seqd.platform.tracking_buffer import set_final_status
 from pix2seqd.platform.train.auto import resolve_auto
 from pix2seqd.platform.train.fit import (
     FitInputs,
@@ -26,6 +29,9 @@ from pix2seqd.platform.train.fit import (
     open_run,
 )
 from pix2seqd.platform.train.options import RunOptions
+from pix2seqd.platform.train.run_lock import DriverLease
+
+log = logging.getLogger(__name__)
 
 
 class Task(Protocol):
@@ -70,7 +76,7 @@ def train(task_type: TaskType, cfg: Config, opts: RunOptions) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="pix2seqd-train-") as tmp,
     ):
         cfg = resolve_auto(cfg, opts.init_from)
-        check_cpus_for_training(train_cpus)
+        check_training_fits(cfg)
         task = task_type.load(cfg, Path(tmp))
         summary = _tracked_run(task, task.resolved(cfg), opts)
     if opts.summary_json:
@@ -80,25 +86,39 @@ def train(task_type: TaskType, cfg: Config, opts: RunOptions) -> dict[str, Any]:
 
 
 def _tracked_run(task: Task, cfg: Config, opts: RunOptions) -> dict[str, Any]:
-    """The MLflow run around fit + evaluation; marked FAILED if anything raises."""
+    """The MLflow run around fit + evaluation, held by this driver's lease for as long
+    (platform/train/run_lock.py); marked FAILED if anything raises, KILLED on Ctrl-C."""
     mlc = tracking.client()
-    run_id = open_run(mlc, cfg, opts, {"preset": opts.preset, **task.tags(cfg)})
-    try:
-        task.log_inputs(mlc, run_id)
-        result = fit(cfg, opts, task.fit_inputs(cfg), run_id, mlc.tracking_uri)
-        checkpoint, step = chosen_checkpoint(mlc, run_id, result, opts)
-        metrics = task.evaluate(cfg, checkpoint, step, mlc, run_id)
-        log_final_model(mlc, run_id, checkpoint)
-        mlc.set_terminated(run_id, "FINISHED")
-    except BaseException:
-        mlc.set_terminated(run_id, "FAILED")
-        raise
+    lease = DriverLease(mlc)
+    run_id = open_run(mlc, cfg, opts, {"preset": opts.preset, **task.tags(cfg)}, lease)
+    with lease.kept(run_id):
+        try:
+            task.log_inputs(mlc, run_id)
+            result = fit(cfg, opts, task.fit_inputs(cfg), run_id, mlc.tracking_uri)
+            checkpoint, step = chosen_checkpoint(mlc, run_id, result, opts)
+            metrics = task.evaluate(cfg, checkpoint, step, mlc, run_id)
+            log_final_model(mlc, run_id, checkpoint)
+            _end_run(mlc, run_id, lease, "FINISHED")
+        except BaseException as exc:
+            _end_run(
+                mlc, run_id, lease, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
+            )
+            raise
     return {
         "mlflow_run_id": run_id,
         "tracking_uri": mlc.tracking_uri,
         "checkpoint": checkpoint,
         "metrics": metrics,
     }
+
+
+def _end_run(mlc, run_id: str, lease: DriverLease, status: str) -> None:
+    """Set the run's final status (retried while the tracking server is unreachable,
+    `tracking_buffer.set_final_status`), unless another driver took the run over meanwhile."""
+    if lease.lost.is_set():
+        log.error("MLflow run %s left as it is (not %s): another driver holds it", run_id, status)
+        return
+    set_final_status(mlc, run_id, status)
 
 
 def validate_common(cfg: Config) -> None:

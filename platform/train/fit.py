@@ -9,22 +9,22 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import mlflow
-import mlflow.pytorch
 import ray
 import ray.train
-import torch
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from pix2seqd.platform import tracking
 from pix2seqd.platform.config import Config, flatten
-from pix2seqd.platform.evaluation.predict import load_for_inference
 from pix2seqd.platform.log import package_level
-from pix2seqd.platform.ray_env import sigint_handler_kept
+from pix2seqd.platform.ray_env import preemption_watcher, sigint_handler_kept
+from pix2seqd.platform.serving.log_model import log_served_model
 from pix2seqd.platform.train.checkpoints import CheckpointTags, checkpoint_uri
+from pix2seqd.platform.train.crash_loop import failure_handling
 from pix2seqd.platform.train.init_weights import start_weights
 from pix2seqd.platform.train.loop import WorkerJob, train_loop_per_worker
 from pix2seqd.platform.train.options import RunOptions, storage_path
+from pix2seqd.platform.train.run_lock import DriverLease, mark_dead_runs
 from pix2seqd.platform.train.state import CheckpointMeta
 from pix2seqd.platform.train.streams import TrainStream
 
@@ -49,27 +49,51 @@ class FitInputs:
     val_metric: str = "val/pq"
 
 
-def open_run(mlc, cfg: Config, opts: RunOptions, tags: dict[str, str]) -> str:
+def open_run(
+    mlc, cfg: Config, opts: RunOptions, tags: dict[str, str], lease: DriverLease | None = None
+) -> str:
     """The job's MLflow run: a new one (params = the flattened config; the storage path is
-    recorded for --resume), or the resumed run, marked RUNNING again."""
+    recorded for --resume), or the resumed run, marked RUNNING again.
+
+    With `lease` (platform/train/run_lock.py) the run is this driver's: a resumed run is
+    claimed (refused while another live driver holds it), a new run under --resume auto
+    gives way to one of the same name another driver made first, and the RUNNING runs of
+    the experiment whose drivers died are marked FAILED."""
     if opts.resume:
+        if lease is not None:
+            lease.claim(opts.resume)
         mlc.update_run(opts.resume, status="RUNNING")
         run_id = opts.resume
     else:
-        all_tags = {**tags, **dict(opts.tags), "storage_path": storage_path(opts)}
-        experiment = (
-            mlc.get_run(opts.parent_run_id).info.experiment_id if opts.parent_run_id else None
-        )
-        run_id = tracking.start_run(
-            mlc,
-            flatten(cfg),
-            all_tags,
-            run_name=opts.run_name or None,
-            experiment=opts.experiment,
-            parent_run_id=opts.parent_run_id or None,
-            in_experiment=experiment,
-        )
+        run_id = _new_run(mlc, cfg, opts, tags, lease)
+    if lease is not None:
+        experiment = mlc.get_run(run_id).info.experiment_id
+        mark_dead_runs(mlc, experiment, lease.holder, lease.timing)
     log.info("MLflow run %s in %s%s", run_id, mlc.tracking_uri, " (resumed)" if opts.resume else "")
+    return run_id
+
+
+def _new_run(
+    mlc, cfg: Config, opts: RunOptions, tags: dict[str, str], lease: DriverLease | None
+) -> str:
+    all_tags = {**tags, **dict(opts.tags), "storage_path": storage_path(opts)}
+    if lease is not None:
+        all_tags.update(lease.tags())
+    experiment = (
+        mlc.get_run(opts.parent_run_id).info.experiment_id
+        if opts.parent_run_id
+        else tracking.experiment_id(mlc, opts.experiment)
+    )
+    run_id = tracking.start_run(
+        mlc,
+        flatten(cfg),
+        all_tags,
+        run_name=opts.run_name or None,
+        parent_run_id=opts.parent_run_id or None,
+        in_experiment=experiment,
+    )
+    if lease is not None and opts.resume_auto:
+        lease.confirm_sole(run_id, opts.run_name, experiment)
     return run_id
 
 
@@ -89,6 +113,7 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
     otherwise the driver's stream (images or video clips) is split by Ray Train."""
 
     t = cfg.train
+    failures, guards = failure_handling(t)
     per_rank = cfg.data.exact_order
     start = start_weights(cfg, opts.init_from)
     if cfg.model.encoder.init or opts.init_from:
@@ -118,13 +143,13 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
             name=ray_run_name(run_id),
             storage_path=storage_path(opts),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints),
-            failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
-            callbacks=_tune_callbacks(opts),
+            failure_config=failures,
+            callbacks=[*_tune_callbacks(opts), *guards],
         ),
         datasets={} if per_rank else {"train": _split_stream(cfg, inputs, opts, run_id, uri)},
     )
     t0 = time.perf_counter()
-    with sigint_handler_kept():
+    with sigint_handler_kept(), preemption_watcher(t.preemption_watcher):
         result = trainer.fit()
     log.info("training finished in %.0f s", time.perf_counter() - t0)
     return result
@@ -162,16 +187,9 @@ def chosen_checkpoint(mlc, run_id: str, result, opts: RunOptions) -> tuple[str, 
 
 
 def log_final_model(mlc, run_id: str, checkpoint: str) -> None:
-    """The EMA weights of `checkpoint` as an MLflow PyTorch model, artifact path `model`
-    (load with mlflow.pytorch.load_model("runs:/<run id>/model") where pix2seqd is
-    installed)."""
-
-    model, _ = load_for_inference(checkpoint)
+    """`checkpoint` as the run's served MLflow model `model`: a pyfunc that segments images
+    (or videos) as jobs/predict.py does, `mlflow.pyfunc.load_model("runs:/<run id>/model")`
+    or `mlflow models serve` (docs/serving.md)."""
     mlflow.set_tracking_uri(mlc.tracking_uri)
-    # pickle: the default 'pt2' export traces forward(), which is the training loss here;
-    # explicit requirements skip MLflow's requirement inference (a subprocess reload)
-    reqs = [f"torch=={torch.__version__.split('+')[0]}", "pix2seqd"]
     with mlflow.start_run(run_id=run_id):
-        mlflow.pytorch.log_model(
-            model, name="model", serialization_format="pickle", pip_requirements=reqs
-        )
+        log_served_model(checkpoint)

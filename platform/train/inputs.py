@@ -1,8 +1,9 @@
 """What a training run reads: train rows, val records, categories and validation of a
 panoptic image data set, or the train and val videos of a DAVIS one.
 
-Raw image layouts (`data.root`, COCO or Cityscapes) are validated record by record before
-the first step; prepared shards (`data.prepared`) were validated by jobs/prepare_data.py.
+Raw layouts (`data.root`: COCO or Cityscapes record by record, DAVIS frame by frame) are
+validated before the first step; prepared shards (`data.prepared`) were validated by
+jobs/prepare_data.py.
 The val split of prepared shards is written back to the official layout in a folder the
 caller gives (and removes), for scoring.
 """
@@ -20,10 +21,11 @@ from pix2seqd.platform.data import prepared
 from pix2seqd.platform.data.coco_panoptic import CategoryMap, PanopticRecord, record_item
 from pix2seqd.platform.data.davis import VideoRecord, load_davis
 from pix2seqd.platform.data.default_data import resolve_data_root
-from pix2seqd.platform.data.prepare_davis import load_prepared_davis
+from pix2seqd.platform.data.prepare_davis import load_prepared_davis, load_prepared_davis_train
 from pix2seqd.platform.data.sources import gt_location, load_panoptic_split
 from pix2seqd.platform.data.still_clips import StillSource, load_stills
 from pix2seqd.platform.data.validate import Check, summarise, validate_records
+from pix2seqd.platform.data.validate_davis import validate_videos
 
 
 @dataclass(frozen=True)
@@ -43,13 +45,16 @@ class TrainInputs:
 
 @dataclass(frozen=True)
 class VideoInputs:
-    """train / val videos, the DAVIS root the val split is scored against, and the still
-    images of `data.stills` (None without)."""
+    """train / val videos (train with the objects each keeps, `davis.kept_objects`), the
+    DAVIS root the val split is scored against, the still images of `data.stills` (None
+    without), the validation reports (logged as an artifact) and their counts."""
 
     train: list[VideoRecord]
     val: list[VideoRecord]
     root: Path
     stills: StillSource | None
+    report: dict[str, Any]
+    metrics: dict[str, float]
 
 
 def load_train_inputs(cfg: Config, tmp: Path) -> TrainInputs:
@@ -125,22 +130,35 @@ def _prepared_inputs(cfg: Config, tmp: Path) -> TrainInputs:
 
 def load_video_inputs(cfg: Config, tmp: Path) -> VideoInputs:
     """Train and val videos, and the DAVIS root the val split is scored against (prepared
-    shards: their val split written back to a DAVIS layout under `tmp`); the still images
-    are validated here, so bad ones stop the job before it opens a run."""
-    d = cfg.data
+    shards: their val split written back to a DAVIS layout under `tmp`). Raw videos are
+    validated here (Ray Data tasks) and the still images too, so bad ones stop the job
+    before it opens a run, unless data.skip_bad leaves them out."""
+    d, k = cfg.data, cfg.model.max_instances
     if d.prepared:
         root = materialize_davis(load_prepared_davis(d.prepared, d.val_split), d.val_split, tmp)
-        train = load_prepared_davis(d.prepared, d.train_split)
+        train, train_rep = load_prepared_davis_train(d.prepared, d.train_split, k)
+        val = load_davis(root, d.val_split)
+        report = json.loads(prepared.read_text(prepared.join(d.prepared, prepared.REPORT)))
+        bad_frames = report["splits"].get(d.train_split, {}).get("n_bad", 0)
+        report = {"source": d.prepared, "prepared_report": report, "train": train_rep.to_json()}
+        metrics = {**train_rep.metrics(), "data/bad_frames": float(bad_frames)}
     else:
         root = resolve_data_root(d.root, video=True)
-        train = load_davis(root, d.train_split)
-    val = load_davis(root, d.val_split)
+        train, train_rep = validate_videos(
+            load_davis(root, d.train_split), d.train_split, k, d.skip_bad
+        )
+        val, val_rep = validate_videos(load_davis(root, d.val_split), d.val_split, k, d.skip_bad)
+        report = {
+            "source": str(root),
+            "splits": {r.split: r.to_json() for r in (train_rep, val_rep)},
+        }
+        metrics = {**train_rep.metrics(), "data/val_bad_videos": float(len(val_rep.bad_videos))}
     if not train or not val:
         raise ValueError(
             f"{d.prepared or root}: split {d.train_split if not train else d.val_split} "
-            "lists no sequence"
+            "lists no usable sequence"
         )
-    return VideoInputs(train, val, root, load_stills(cfg))
+    return VideoInputs(train, val, root, load_stills(cfg), report, metrics)
 
 
 def materialize_davis(videos: list[VideoRecord], split: str, out: Path, res: str = "480p") -> Path:

@@ -18,11 +18,14 @@ import torch.distributed as dist
 
 from pix2seqd.platform import tracking
 from pix2seqd.platform.config import Config
+from pix2seqd.platform.data.skip_count import skipped_metrics
 from pix2seqd.platform.log import configure_logging
-from pix2seqd.platform.train import checkpoints
-from pix2seqd.platform.train.checkpoints import CheckpointLog
+from pix2seqd.platform.tracking_buffer import BufferedClient, delete_tag_if_present, in_order
+from pix2seqd.platform.train import checkpoints, restore_point
+from pix2seqd.platform.train.checkpoints import CheckpointLog, CheckpointTags
 from pix2seqd.platform.train.periodic_eval import PeriodicEval, ValSubset
 from pix2seqd.platform.train.progress import Meter, ProgressLine
+from pix2seqd.platform.train.restore_point import RestorePoint
 from pix2seqd.platform.train.schedule import ema_update, lr_factor
 from pix2seqd.platform.train.state import (
     CheckpointMeta,
@@ -33,6 +36,7 @@ from pix2seqd.platform.train.state import (
     snapshot,
 )
 from pix2seqd.platform.train.step import to_model_inputs
+from pix2seqd.platform.train.watch import PreemptionWatch, TrainClock, seconds_left
 
 log = logging.getLogger(__name__)
 
@@ -73,36 +77,45 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         torch.set_num_threads(t.torch_threads)
     torch.manual_seed(t.seed * 1000 + rank)
     device = ray.train.torch.get_device()
-    state = _initial_state(job, device, world, rank)
+    state, point = _initial_state(job, device, world, rank)
     run_id = job.meta.mlflow_run_id
-    mlc = tracking.client(job.meta.tracking_uri) if rank == 0 and run_id else None
-    ckpts = (
-        CheckpointLog(mlc, run_id, job.storage, job.run_name, t.keep_checkpoints) if mlc else None
-    )
+    mlc = BufferedClient(tracking.client(job.meta.tracking_uri)) if rank == 0 and run_id else None
+    # a set-aside checkpoint holds one of Ray Train's kept places until it rotates out:
+    # tag fewer meanwhile, so that no tag names a folder Ray Train has deleted
+    kept = max(1, t.keep_checkpoints - len(point.taken))
+    ckpts = CheckpointLog(mlc, run_id, job.storage, job.run_name, kept) if mlc else None
     _record_start(mlc, run_id, state, _gather_nodes(world))
+    _record_set_aside(mlc, run_id, job, point)
     evaluator = PeriodicEval(cfg, job.val_subset, job.meta.categories, run_id, rank)
     micro = t.batch_size // (world * t.accum)
     global_batch = micro * t.accum * world
     batches = iter(_train_batches(job, rank, world, state.step, micro))
     meter, scores = Meter(), {}
-    budget_s, start, time_frac = 60 * t.time_budget_min, time.monotonic(), 0.0
+    budget_s, time_frac = 60 * t.time_budget_min, 0.0
+    clock = TrainClock.resumed(state.train_seconds)
+    save = Reporter(cfg, rank, world, ckpts, job.num_train, point.taken, clock)
+    watch = PreemptionWatch(t.preemption_watcher)
     line = (
-        ProgressLine(t.steps, global_batch, job.val_metric, budget_s, start)
+        ProgressLine(t.steps, global_batch, job.val_metric, budget_s, clock.origin)
         if rank == 0 and t.progress_every > 0
         else None
     )
-    last_saved = state.step
+    last_saved, first = state.step, True
     while state.step < t.steps:
-        if budget_s > 0 and state.step % STOP_CHECK_EVERY == 0:
-            time_frac = _shared_budget_fraction(
-                (time.monotonic() - start) / budget_s, device, world
-            )
+        # checked at once after a restore: the budget may be spent, the decay goes on
+        if budget_s > 0 and (first or state.step % STOP_CHECK_EVERY == 0):
+            time_frac = _shared_budget_fraction(clock.elapsed() / budget_s, device, world)
             if time_frac > 1.0:
                 if rank == 0:
                     log.info(
                         "time budget of %g min reached at step %d", t.time_budget_min, state.step
                     )
                 break
+        first = False
+        notice = watch.due(state.step) and _new_notice(watch, mlc, run_id, state.step)
+        if notice and last_saved != state.step:  # the checkpoint the restart will start from
+            save(state, {"step": state.step, "train/loss": meter.last_loss})
+            last_saved = state.step
         decay_frac = time_frac if t.decay_to_budget else 0.0
         if optimizer_step(state, cfg, batches, device, meter, decay_frac) is None:
             break
@@ -110,21 +123,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if step % t.log_every == 0:
             metrics = meter.flush(global_batch, state.optimizer)
             if mlc:
+                metrics.update(skipped_metrics(cfg))  # data/skipped, with data.skip_bad
                 tracking.log_metrics(mlc, run_id, metrics, step)
         if line and step % t.progress_every == 0:
             line.show(step, meter.line.close(), state.optimizer.param_groups[0]["lr"], scores)
         if step % t.checkpoint_every == 0:
             due = evaluator(state.ema, step, mlc, final=step >= t.steps)
             scores = {**scores, **due}
-            report(
-                state,
-                cfg,
-                rank,
-                world,
-                {"step": step, "train/loss": meter.last_loss, **due},
-                ckpts,
-                job.num_train,
-            )
+            save(state, {"step": step, "train/loss": meter.last_loss, **due})
             last_saved = step
     if last_saved != state.step or state.step == 0:
         metrics = {
@@ -132,7 +138,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "train/loss": meter.last_loss,
             **evaluator(state.ema, state.step, mlc, final=True),
         }
-        report(state, cfg, rank, world, metrics, ckpts, job.num_train)
+        save(state, metrics)
+    if mlc:  # deliver what an outage held back before Ray Train ends this process
+        mlc.close()
 
 
 def ray_ddp(module: torch.nn.Module, kwargs: dict[str, Any]) -> torch.nn.Module:
@@ -142,17 +150,64 @@ def ray_ddp(module: torch.nn.Module, kwargs: dict[str, Any]) -> torch.nn.Module:
     )
 
 
-def _initial_state(job: WorkerJob, device, world: int, rank: int) -> TrainState:
-    """A new state, restored from Ray Train's latest checkpoint when the worker group was
-    restarted or the run resumed."""
+def _initial_state(
+    job: WorkerJob, device, world: int, rank: int
+) -> tuple[TrainState, RestorePoint]:
+    """A new state, restored from the run's newest checkpoint that loads
+    (`restore_point.agreed`) when the worker group was restarted or the run resumed."""
     start = ray.get(job.start) if job.start is not None else None
     state = build_state(job.cfg, device, world, ray_ddp, start)
     state.meta = job.meta
-    restored = ray.train.get_checkpoint()
-    if restored:
-        with restored.as_directory() as d:
-            restore(state, checkpoints.load(d, map_location=str(device)), rank)
-    return state
+    point = restore_point.agreed(ray.train.get_checkpoint(), rank, world)
+    if point.snap is not None:
+        restore(state, point.snap, rank)
+    return state, point
+
+
+def _record_set_aside(mlc, run_id: str, job: WorkerJob, point: RestorePoint) -> None:
+    """Rank 0: a `corrupt_checkpoint/<step>` tag per checkpoint set aside at this start,
+    naming it and why; the `checkpoint/<step>` tags naming them go (a new checkpoint of the
+    step, in a folder of another name, is tagged when it is written), and a
+    `best_checkpoint` naming one moves to the checkpoint restored, so that the run never
+    stands for a checkpoint that does not load. Safe to repeat (after an outage)."""
+    if not mlc or not point.set_aside:
+        return
+    refs = {
+        aside: checkpoints.checkpoint_ref(job.storage, job.run_name, aside.dir_name)
+        for aside in point.set_aside
+    }
+    restored = checkpoints.checkpoint_ref(job.storage, job.run_name, point.dir_name)
+
+    def record(client) -> None:
+        tags = CheckpointTags.of_run(client, run_id)
+        for aside, ref in refs.items():
+            tracking.set_tags(
+                client, run_id, CheckpointTags.set_aside_tags(aside.step, ref, aside.reason)
+            )
+            if tags.refs.get(aside.step) == ref:
+                delete_tag_if_present(client, run_id, CheckpointTags.step_key(aside.step))
+        if tags.best_ref in refs.values():
+            tracking.set_tags(client, run_id, CheckpointTags.best_tags(restored))
+
+    in_order(mlc, record, "set-aside checkpoints")
+
+
+def _new_notice(watch: PreemptionWatch, mlc, run_id: str, step: int) -> bool:
+    """Whether a new preemption notice came (a collective); rank 0 logs it and records the
+    seconds it leaves as `train/preemption_notice` at `step`."""
+    notice = watch.new_notice()
+    if notice is None:
+        return False
+    if mlc:
+        left = seconds_left(notice)
+        log.warning(
+            "preemption notice for nodes %s (%.0f s left): checkpointing at step %d",
+            notice.preempted_node_ids,
+            left,
+            step,
+        )
+        tracking.log_metrics(mlc, run_id, {"train/preemption_notice": left}, step)
+    return True
 
 
 def _record_start(mlc, run_id: str, state: TrainState, nodes: list[str]) -> None:
@@ -189,28 +244,34 @@ def _train_batches(job: WorkerJob, rank: int, world: int, step: int, micro: int)
     return ds.iter_torch_batches(batch_size=micro, drop_last=True)
 
 
-def report(
-    state: TrainState,
-    cfg: Config,
-    rank: int,
-    world: int,
-    metrics: dict[str, float],
-    ckpts: CheckpointLog | None,
-    num_train: int,
-) -> None:
-    """Every rank reports (a barrier); rank 0 attaches the snapshot, then records it."""
-    name = f"checkpoint_{state.step:08d}"
-    rngs = gather_rng(world)
-    if rank != 0:
-        ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
-        return
-    with tempfile.TemporaryDirectory() as d:
-        checkpoints.save(d, snapshot(state, cfg, rngs, num_train))
-        ray.train.report(
-            metrics, checkpoint=ray.train.Checkpoint.from_directory(d), checkpoint_dir_name=name
-        )
-        if ckpts is not None:
-            ckpts.record(state.step, name, d, metrics.get("val/pq"))
+@dataclass(frozen=True)
+class Reporter:
+    """A rank's checkpoint report. `taken`: the run's folder names that hold set-aside
+    checkpoints (`checkpoints.folder_name` avoids them); `clock`: the training time the
+    snapshot records."""
+
+    cfg: Config
+    rank: int
+    world: int
+    ckpts: CheckpointLog | None
+    num_train: int
+    taken: frozenset[str]
+    clock: TrainClock
+
+    def __call__(self, state: TrainState, metrics: dict[str, float]) -> None:
+        """Every rank reports (a barrier); rank 0 attaches the snapshot, then records it."""
+        name = checkpoints.folder_name(state.step, self.taken)
+        rngs = gather_rng(self.world)
+        if self.rank != 0:
+            ray.train.report(metrics, checkpoint=None, checkpoint_dir_name=name)
+            return
+        state.train_seconds = self.clock.elapsed()
+        with tempfile.TemporaryDirectory() as d:
+            checkpoints.save(d, snapshot(state, self.cfg, rngs, self.num_train))
+            checkpoint = ray.train.Checkpoint.from_directory(d)
+            ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
+            if self.ckpts is not None:
+                self.ckpts.record(state.step, name, d, metrics.get("val/pq"))
 
 
 def optimizer_step(

@@ -2,8 +2,9 @@
 checkpoint snapshot.
 
 A snapshot is everything exact resume needs: model, EMA, optimizer (the learning rate is a
-function of the step), step, epoch and data position, every rank's RNG state, the resolved
-config, plus where it came from (MLflow run, categories). Its keys are the `checkpoint.pt`
+function of the step and, under `train.decay_to_budget`, of the training time), step, epoch
+and data position, the training seconds so far (the time budget spans restarts), every
+rank's RNG state, the resolved config, plus where it came from (MLflow run, categories). Its keys are the `checkpoint.pt`
 contents listed in docs/cli.md.
 """
 
@@ -49,7 +50,9 @@ class CheckpointMeta:
 @dataclass(eq=False)
 class TrainState:
     """model: the online weights; ddp: the loss module that is trained (the model inside
-    `LossModule`, DDP-wrapped, maybe compiled); step: optimizer steps done; restored: the
+    `LossModule`, DDP-wrapped, maybe compiled); step: optimizer steps done; train_seconds:
+    rank 0's training time up to `step` over all the run's attempts (set by the loop before
+    each snapshot; the time between a failure and the restart is not in it); restored: the
     state came from a checkpoint (a worker-group restart or --resume)."""
 
     model: torch.nn.Module
@@ -57,6 +60,7 @@ class TrainState:
     ddp: torch.nn.Module
     optimizer: torch.optim.Optimizer
     step: int = 0
+    train_seconds: float = 0.0
     restored: bool = False
     meta: CheckpointMeta = field(default_factory=CheckpointMeta)
 
@@ -123,6 +127,7 @@ def snapshot(
         "ema": state.ema.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "step": state.step,
+        "train_seconds": float(state.train_seconds),
         "data_position": position,
         "epoch": position // max(1, num_train),
         "rng": rngs,
@@ -137,6 +142,8 @@ def restore(state: TrainState, snap: dict[str, Any], rank: int) -> None:
     state.ema.load_state_dict(snap["ema"])
     state.optimizer.load_state_dict(snap["optimizer"])
     state.step = int(snap["step"])
+    # absent in checkpoints written before the time budget spanned restarts
+    state.train_seconds = float(snap.get("train_seconds", 0.0))
     state.restored = True
     rngs = snap["rng"]
     # one state per rank since checkpoints store them all; older ones hold rank 0's only

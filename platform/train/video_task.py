@@ -4,6 +4,8 @@ final evaluation with the summary's metrics (docs/cli.md)."""
 
 from __future__ import annotations
 
+import json
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +23,8 @@ from pix2seqd.platform.train.driver import validate_common
 from pix2seqd.platform.train.fit import FitInputs
 from pix2seqd.platform.train.inputs import VideoInputs, load_video_inputs
 from pix2seqd.platform.train.streams import VideoStream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,19 @@ class VideoTask:
         return {"dataset": "davis", "data_source": cfg.data.prepared or str(self.inputs.root)}
 
     def log_inputs(self, mlc, run_id: str) -> None:
-        """Nothing: DAVIS videos are not checked record by record."""
+        """Videos left out as bad (--skip-bad) and objects made void (K-1 limit) as metrics,
+        and the validation report."""
+        tracking.log_metrics(mlc, run_id, self.inputs.metrics, 0)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "validation_report.json"
+            path.write_text(json.dumps(self.inputs.report, indent=2))
+            mlc.log_artifact(run_id, str(path), "data")
+        if self.inputs.metrics.get("data/bad_videos"):
+            log.warning(
+                "left out %g bad training videos (--skip-bad); see the run's "
+                "data/validation_report.json",
+                self.inputs.metrics["data/bad_videos"],
+            )
 
     def fit_inputs(self, cfg: Config) -> FitInputs:
         clips = len(clip_index(self.inputs.train, cfg.model.decoder.cond_frames + 1))

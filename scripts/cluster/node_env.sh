@@ -5,8 +5,13 @@
 #                        set it in cluster.yaml's start commands to use another)
 #   PIX2SEQD_STORAGE     default Ray Train storage path: checkpoints every node can read
 #   MLFLOW_TRACKING_URI  the head's MLflow server, by private IP (never a local SQLite file)
+#   MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD
+#                        the server's basic-auth login, read from ~/.pix2seqd/mlflow_credentials
+#                        (copied from the laptop by cluster.yaml's file_mounts)
+#   RAY_AUTH_MODE=token  Ray's token authentication; the token is ~/.ray/auth_token (also a
+#                        file mount), the same on every node and on the laptop
 #
-# Credentials come from the instance profile; nothing secret is written anywhere.
+# AWS credentials come from the instance profile; none is written anywhere.
 set -euo pipefail
 
 imds() {  # IMDSv2 metadata lookup
@@ -24,8 +29,8 @@ fi
 export PIX2SEQD_STORAGE="s3://${PIX2SEQD_BUCKET}/ray_results"
 # RAY_HEAD_IP is set by the autoscaler on worker nodes; the head uses its own private IP
 export MLFLOW_TRACKING_URI="http://${RAY_HEAD_IP:-$(imds local-ipv4)}:5000"
-# Access control is the network: no port but SSH is open to the internet, the dashboard
-# listens on the head's loopback only. Without this, Ray 2.60 may switch token auth on once
-# any ray.init() wrote ~/.ray/auth_token, and the tunnelled `ray job submit` is refused.
-export RAY_AUTH_MODE=disabled
+
+# MLflow login and Ray token. Explicit `return`: set -e does not act in a file sourced on
+# the left of `&&`, as the start commands do.
+source ~/pix2seqd/scripts/cluster/node_auth.sh || return 1
 set +euo pipefail

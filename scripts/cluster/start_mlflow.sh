@@ -8,14 +8,28 @@
 # Reachable only inside the cluster's security group (port 5000 is not opened to the
 # internet); people use `ray attach cluster.yaml -p 5000` or an SSH tunnel. Allowed hosts:
 # the head's private IP (workers) and localhost (tunnels); CORS: the tunnelled UI only.
+#
+# Login: MLflow's basic-auth app (scripts/cluster/mlflow_basic_auth.ini). Its user store is
+# ~/mlflow/basic_auth.db; the first start makes the admin user from MLFLOW_TRACKING_USERNAME /
+# _PASSWORD (node_auth.sh, from ~/.pix2seqd/mlflow_credentials), the login of every job too.
+# A later change of that file does not change a stored password: MLflow's update-password
+# API does, or a new head. Users other than the admin see nothing they were not granted.
 set -euo pipefail
 mkdir -p ~/mlflow
+chmod 700 ~/mlflow
 PY=~/venv/bin/python
 DB=~/mlflow/mlflow.db
 $PY ~/pix2seqd/scripts/cluster/mlflow_db.py restore "$DB" "s3://$PIX2SEQD_BUCKET/mlflow-db/mlflow.db"
 HEAD_IP=${MLFLOW_TRACKING_URI#http://}; HEAD_IP=${HEAD_IP%:5000}
+# the CSRF key of the server's forms, the same for its workers and across restarts
+[ -s ~/mlflow/flask_secret ] || (umask 077 && $PY -c "import secrets; print(secrets.token_hex(32))" > ~/mlflow/flask_secret)
 pkill -f "mlflow server" || true
-nohup ~/venv/bin/mlflow server \
+cd ~/mlflow  # the auth store's relative path (mlflow_basic_auth.ini) resolves here
+MLFLOW_AUTH_CONFIG_PATH=~/pix2seqd/scripts/cluster/mlflow_basic_auth.ini \
+MLFLOW_AUTH_ADMIN_USERNAME="$MLFLOW_TRACKING_USERNAME" \
+MLFLOW_AUTH_ADMIN_PASSWORD="$MLFLOW_TRACKING_PASSWORD" \
+MLFLOW_FLASK_SERVER_SECRET_KEY="$(cat ~/mlflow/flask_secret)" \
+nohup ~/venv/bin/mlflow server --app-name basic-auth \
   --backend-store-uri "sqlite:///$DB" \
   --artifacts-destination "s3://$PIX2SEQD_BUCKET/mlflow" --serve-artifacts \
   --host 0.0.0.0 --port 5000 --workers 2 \

@@ -206,7 +206,9 @@ def test_a_sweep_whose_trials_all_fail_fails_with_the_cause(mlc, ray_session, tm
 
     missing = tmp_path / "no_such_coco"
     argv = ["--data-root", str(missing), "--storage-path", str(tmp_path), "--max-concurrent", "2"]
-    with pytest.raises(RuntimeError, match="no trial produced a score.*no_such_coco"):
+    argv += ["--set", "train.max_failures=0"]  # no retries: the data is missing every time
+    cause = "FileNotFoundError: data root '.*no_such_coco' is not a folder"
+    with pytest.raises(RuntimeError, match=f"no trial produced a score.*{cause}"):
         main(SWEEP, argv)
     exp = mlc.get_experiment_by_name("pix2seqd").experiment_id
     parent = mlc.search_runs([exp], "tags.sweep = 'loss'", order_by=["attributes.start_time DESC"])[

@@ -84,11 +84,12 @@ def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch
     arts = {a.path for a in mlc.list_artifacts(run.info.run_id, "overlays")}
     assert len(arts) == 2
     assert "eval/predict_s" in run.data.metrics and "final/pq" in run.data.metrics
-    # the final EMA weights as an MLflow model
-    import mlflow.pytorch
+    # the final EMA weights as the served pyfunc model (tests/integration/test_served_model.py)
+    import mlflow.models
 
-    ema = mlflow.pytorch.load_model(f"runs:/{run.info.run_id}/model")
-    assert type(ema).__name__ == "Pix2SeqD" and not ema.training
+    served = mlflow.models.get_model_info(f"runs:/{run.info.run_id}/model")
+    assert "checkpoint" in served.flavors["python_function"]["artifacts"]
+    assert served.signature.inputs.input_names() == ["image"]
 
     for ref in (summary["checkpoint"], f"runs:/{run.info.run_id}"):
         with checkpoints.fetched(ref) as d:

@@ -12,6 +12,7 @@ import pytest
 from pix2seqd.platform import log as pix2seqd_log
 from pix2seqd.platform.cli import job_parser, parse_job_args
 from pix2seqd.platform.sweep.cli import build_parser as sweep_parser
+from pix2seqd.platform.train.options import RESUME_AUTO
 
 ROOT = Path(__file__).resolve().parents[2]
 JOBS = sorted(p.stem for p in (ROOT / "jobs").glob("*.py"))
@@ -135,3 +136,14 @@ def test_package_level_is_what_workers_get(package_logger):
     assert pix2seqd_log.level_for(-1) == logging.WARNING
     assert pix2seqd_log.level_for(0) == logging.INFO
     assert pix2seqd_log.level_for(2) == logging.DEBUG
+
+
+@pytest.mark.parametrize("name", ["train_coco", "train_davis"])
+def test_the_training_jobs_take_resume_auto(name):
+    """--resume auto (docs/resilience.md): the value training_setup looks for, in --help."""
+    parser = parser_of(name)
+    assert parser.parse_args(["--resume", "auto"]).resume == RESUME_AUTO
+    assert parser.parse_args(["--resume", "runs:/abc"]).resume == "runs:/abc"
+    help_text = " ".join(parser.format_help().split())
+    assert "'auto': the unfinished run of this command's run name" in help_text
+    assert "Refused while another driver trains the run" in help_text

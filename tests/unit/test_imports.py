@@ -35,6 +35,10 @@ LAZY_PACKAGE_IMPORTS = {
     ("jobs/train_davis.py", "main"): _HELP.format("training", "torch/ray/mlflow"),
     ("platform/sweep/cli.py", "main"): _HELP.format("sweep runner", "torch/ray/mlflow")
     + " (sweeps/*.py call this main)",
+    (
+        "platform/evaluation/predict.py",
+        "map_with_actors",
+    ): "the served MLflow model imports the module where Ray is not installed",
 }
 
 

@@ -19,6 +19,7 @@ CHECKPOINT_KEYS = {
     "ema",
     "optimizer",
     "step",
+    "train_seconds",
     "data_position",
     "epoch",
     "rng",
@@ -38,6 +39,7 @@ def test_snapshot_holds_what_exact_resume_needs():
     cfg = tiny()
     state = build_state(cfg, torch.device("cpu"), 1, _plain)
     state.step, state.meta = 300, CheckpointMeta("abc", "sqlite:///m.db", [{"id": 1}])
+    state.train_seconds = 754.5
     rngs = [rng_state(), rng_state()]
     snap = snapshot(state, cfg, rngs, num_train=800)
     assert set(snap) == CHECKPOINT_KEYS
@@ -51,6 +53,7 @@ def test_snapshot_holds_what_exact_resume_needs():
     fresh = build_state(cfg, torch.device("cpu"), 1, _plain)
     restore(fresh, snap, rank=1)
     assert fresh.step == 300 and fresh.restored
+    assert fresh.train_seconds == 754.5  # the time budget goes on from here
     name, weight = next(iter(state.model.state_dict().items()))
     assert torch.equal(fresh.model.state_dict()[name], weight)
 
@@ -98,3 +101,16 @@ def test_state_wraps_the_loss_module_with_the_ddp_kwargs():
     assert seen == {**ddp_kwargs(tiny()), "module": "LossModule"}
     assert state.ddp.model is state.model and state.step == 0 and not state.restored
     assert all(not p.requires_grad for p in state.ema.parameters())
+
+
+def test_a_checkpoint_without_training_seconds_restores_with_none_spent():
+    # checkpoints written before the budget spanned restarts: the budget starts afresh
+    cfg = tiny()
+    state = build_state(cfg, torch.device("cpu"), 1, _plain)
+    state.train_seconds = 99.0
+    snap = snapshot(state, cfg, [rng_state()], num_train=800)
+    del snap["train_seconds"]
+    fresh = build_state(cfg, torch.device("cpu"), 1, _plain)
+    fresh.train_seconds = 5.0
+    restore(fresh, snap, rank=0)
+    assert fresh.train_seconds == 0.0

@@ -254,3 +254,190 @@ def test_trial_config_and_concurrency(monkeypatch):
     assert default_concurrency(cfg, 0.1) == 30
     gpu = override(cfg, {"train.use_gpu": True, "train.num_workers": 1})
     assert default_concurrency(gpu, 0.1) == 4  # GPUs bound it: 1 per trial
+
+
+def test_the_same_command_makes_the_same_sweep_key(tmp_path):
+    from pix2seqd.platform.sweep.resume import sweep_key
+    from pix2seqd.platform.train.options import RunOptions
+    from pix2seqd.sweeps.loss import SWEEP
+
+    run = RunOptions(preset="tiny", storage_path=str(tmp_path))
+    key = sweep_key(SWEEP, tiny(), run, asha=False)
+    assert key == sweep_key(SWEEP, tiny(), RunOptions("tiny", str(tmp_path)), asha=False)
+    others = [
+        sweep_key(SWEEP.with_values({"loss.kind": ("l2",)}), tiny(), run, False),
+        sweep_key(SWEEP, override(tiny(), {"train.steps": 7}), run, False),
+        sweep_key(SWEEP, tiny(), RunOptions("tiny", str(tmp_path / "elsewhere")), False),
+        sweep_key(SWEEP, tiny(), RunOptions("r50_ablation", str(tmp_path)), False),
+        sweep_key(SWEEP, tiny(), run, asha=True),
+    ]
+    assert len({key, *others}) == 6
+
+
+@pytest.fixture(scope="module")
+def sqlite_mlflow(tmp_path_factory):
+    import mlflow.tracking
+
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    return mlflow.tracking.MlflowClient(uri)
+
+
+def test_an_unfinished_parent_is_found_by_its_key(sqlite_mlflow):
+    from pix2seqd.platform.sweep.resume import SWEEP_KEY_TAG, unfinished_parent
+
+    mlc = sqlite_mlflow
+    exp = mlc.create_experiment("sweeps-resume")
+    started = iter(range(1_000, 2_000))
+
+    def parent(key, status):
+        run_id = mlc.create_run(exp, next(started), {SWEEP_KEY_TAG: key}).info.run_id
+        if status != "RUNNING":
+            mlc.set_terminated(run_id, status)
+        return run_id
+
+    parent("k1", "FAILED")
+    killed = parent("k1", "RUNNING")  # newer: a driver killed mid-way
+    parent("k1", "FINISHED")  # newest, but finished: a new sweep then
+    parent("k2", "KILLED")
+    assert unfinished_parent(mlc, "k1", "sweeps-resume").info.run_id == killed
+    assert unfinished_parent(mlc, "k2", "sweeps-resume").info.status == "KILLED"
+    assert unfinished_parent(mlc, "k3", "sweeps-resume") is None
+
+
+def test_tune_experiment_uri_and_what_restores(tmp_path):
+    from pix2seqd.platform.sweep.resume import experiment_uri, restorable
+
+    assert experiment_uri("/data/ray/", "sweep-loss-abc") == "/data/ray/sweep-loss-abc"
+    assert (
+        experiment_uri("s3://b/ray?endpoint_override=h:9000", "sweep-loss-abc")
+        == "s3://b/ray/sweep-loss-abc?endpoint_override=h:9000"
+    )
+    exp = tmp_path / "sweep-loss-abc"
+    assert not restorable(str(exp))  # nothing there
+    exp.mkdir()
+    (exp / "tuner.pkl").write_bytes(b"tuner")
+    assert not restorable(str(exp))  # killed before Tune saved its first state
+    (exp / "experiment_state-2026-01-01_00-00-00.json").write_text("{}")
+    assert restorable(str(exp))
+
+
+def _run(run_id: str, start: int, status: str = "RUNNING", **params):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        info=SimpleNamespace(run_id=run_id, start_time=start, status=status),
+        data=SimpleNamespace(params={**params, "train.steps": "20"}, metrics={}, tags={}),
+    )
+
+
+def test_a_trial_finds_its_earlier_run_by_its_grid_point():
+    from pix2seqd.platform.sweep.resume import earlier_trial_run
+
+    runs = [
+        _run("old", 1, "FAILED", **{"diffusion.b_scale": "0.1"}),
+        _run("new", 2, "RUNNING", **{"diffusion.b_scale": "0.1"}),  # a later attempt
+        _run("other", 3, "FINISHED", **{"diffusion.b_scale": "0.3"}),
+        _run("no_param", 4),
+    ]
+    # Tune's typed values against MLflow's strings
+    assert earlier_trial_run(runs, {"diffusion.b_scale": 0.1}).info.run_id == "new"
+    assert earlier_trial_run(runs, {"diffusion.b_scale": 0.3}).info.run_id == "other"
+    assert earlier_trial_run(runs, {"diffusion.b_scale": 1.0}) is None
+    kinds = [_run("ce", 1, **{"loss.kind": "softmax_ce"})]
+    assert earlier_trial_run(kinds, {"loss.kind": "softmax_ce"}).info.run_id == "ce"
+    assert earlier_trial_run(kinds, {"loss.kind": "l2"}) is None
+
+
+def test_tune_starts_a_trial_again_a_finite_number_of_times():
+    from pix2seqd.platform.sweep.train_sweep import trial_retries
+
+    def t(**sets):
+        return override(tiny(), {f"train.{k}": v for k, v in sets.items()}).train
+
+    assert trial_retries(t(max_failures=2)) == 2
+    assert trial_retries(t(max_failures=0)) == 0
+    assert trial_retries(t(max_failures=-1, crash_loop_limit=4)) == 4  # unlimited: bounded
+    assert trial_retries(t(max_failures=-1, crash_loop_limit=0)) == -1  # no limit asked for
+
+
+def test_failed_trials_get_a_row_even_without_a_run(sqlite_mlflow):
+    from types import SimpleNamespace
+
+    from pix2seqd.platform.sweep.train_sweep import TRIAL_TAG, failed_trials, trial_rows
+
+    mlc = sqlite_mlflow
+    exp = mlc.create_experiment("sweeps-rows")
+    parent = mlc.create_run(exp).info.run_id
+    sweep = Sweep("s", SweepKind.TRAIN, (Axis("loss.p", (0.0, 0.2, 0.4)),), "Table 5")
+
+    def child(p, status, pq=None):
+        tags = {"mlflow.parentRunId": parent, TRIAL_TAG: f"t{p}"}
+        run_id = mlc.create_run(exp, tags=tags).info.run_id
+        mlc.log_param(run_id, "loss.p", str(p))
+        if pq is not None:
+            mlc.log_metric(run_id, "val/pq", pq)
+        mlc.set_terminated(run_id, status)
+        return run_id
+
+    done = child(0.0, "FINISHED", 0.5)
+    crashed = child(0.4, "FAILED")  # failed in training: its run says so
+    err = RuntimeError("data folder missing")
+    grid = [
+        SimpleNamespace(error=None, metrics={"trial_id": "t0.0", "config": {"loss.p": 0.0}}),
+        SimpleNamespace(error=err, metrics={"trial_id": "t0.2", "config": {"loss.p": 0.2}}),
+        SimpleNamespace(error=err, metrics={"trial_id": "t0.4", "config": {"loss.p": 0.4}}),
+    ]
+    failed = failed_trials(grid)
+    assert failed == [({"loss.p": 0.2}, err), ({"loss.p": 0.4}, err)]
+    rows = trial_rows(mlc, sweep, parent, {"t0.0"}, [p for p, _ in failed])
+    assert [(r["params"], r["run_id"], r["status"], r["pq"]) for r in rows] == [
+        ({"loss.p": 0.0}, done, "FINISHED", 0.5),
+        ({"loss.p": 0.2}, None, "FAILED", None),  # failed before its run was made
+        ({"loss.p": 0.4}, crashed, "FAILED", None),
+    ]
+    assert report.table_csv(sweep, rows).splitlines()[2] == "0.2,,,,FAILED,"
+
+
+def test_the_same_command_continues_its_unfinished_parent_run(sqlite_mlflow, tmp_path):
+    """A new parent run, the same one again once it stopped unfinished (claimed by the new
+    driver), refused while another driver holds it, and a new one with --fresh."""
+    import time
+
+    from pix2seqd.platform.sweep.resume import SWEEP_KEY_TAG
+    from pix2seqd.platform.sweep.run import _train_parent
+    from pix2seqd.platform.sweep.train_sweep import TrainSweepOptions
+    from pix2seqd.platform.train.options import RunOptions
+    from pix2seqd.platform.train.run_lock import (
+        HEARTBEAT_TAG,
+        ID_TAG,
+        DriverLease,
+        Holder,
+        LeaseTiming,
+        RunLockedError,
+    )
+    from pix2seqd.sweeps.loss import SWEEP
+
+    mlc = sqlite_mlflow
+    opts = TrainSweepOptions(run=RunOptions(storage_path=str(tmp_path), experiment="parents"))
+    fast = LeaseTiming(heartbeat_s=0.1, stale_s=60.0, settle_s=0.1)
+    first_driver = DriverLease(mlc, fast)
+    first, restore = _train_parent(mlc, SWEEP, tiny(), opts, first_driver)
+    assert not restore and SWEEP_KEY_TAG in mlc.get_run(first).data.tags
+    with first_driver.kept(first):  # the sweep ran, its trials failed: the lease released
+        mlc.set_terminated(first, "FAILED")
+
+    lease = DriverLease(mlc, fast)
+    again, restore = _train_parent(mlc, SWEEP, tiny(), opts, lease)
+    assert (again, restore) == (first, False)  # no Tune state saved under tmp_path
+    run = mlc.get_run(first)
+    assert run.info.status == "RUNNING" and run.data.tags[ID_TAG] == lease.holder.id
+
+    elsewhere = Holder("another-machine", 4242, "f" * 32, "elsewhere")
+    tags = {**elsewhere.tags(), HEARTBEAT_TAG: repr(time.time())}  # a live driver
+    for key, value in tags.items():
+        mlc.set_tag(first, key, value)
+    with pytest.raises(RunLockedError, match=f"another-machine.*parent run {first}.*--fresh"):
+        _train_parent(mlc, SWEEP, tiny(), opts, DriverLease(mlc, fast))
+    fresh = TrainSweepOptions(run=opts.run, fresh=True)
+    new, _ = _train_parent(mlc, SWEEP, tiny(), fresh, DriverLease(mlc, fast))
+    assert new != first
