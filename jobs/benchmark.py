@@ -7,6 +7,7 @@ python jobs/benchmark.py gpu --preset r50_ablation --quick --json /tmp/gpu.json
 python jobs/benchmark.py gpu --preset tiny --device cpu --quick --no-compile
 python jobs/benchmark.py train-overhead --preset tiny --json /tmp/train_overhead.json
 python jobs/benchmark.py scale --records 118287 --json /tmp/scale.json
+python jobs/benchmark.py tracking-load --trials 8 --steps 200 --json /tmp/load.json
 """
 
 from __future__ import annotations
@@ -62,14 +63,25 @@ def train_overhead(args: argparse.Namespace) -> dict:
 
 
 def scale(args: argparse.Namespace) -> dict:
-    from pix2seqd.platform.benchmarks.scale_bench import ScaleSettings, benchmark_scale
+    from pix2seqd.platform.benchmarks.scale_bench import Phase, ScaleSettings, benchmark_scale
 
     head = {**environment(args.device), "preset": args.preset}
+    names = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = [n for n in names if n not in {p.value for p in Phase}]
+    if unknown:
+        raise SystemExit(f"--phases: no phase {unknown}; phases: {[p.value for p in Phase]}")
+    phases = tuple(Phase(n) for n in names) or tuple(Phase)
     return benchmark_scale(
         build_config(args),
-        ScaleSettings(records=args.records),
+        ScaleSettings(records=args.records, phases=phases),
         save=lambda part: write_json(args.json, {**head, **part}),
     )
+
+
+def tracking_load(args: argparse.Namespace) -> dict:
+    from pix2seqd.platform.benchmarks.tracking_load import LoadSettings, benchmark_tracking_load
+
+    return benchmark_tracking_load(LoadSettings(trials=args.trials, steps=args.steps or 200))
 
 
 SUBCOMMANDS = {
@@ -78,6 +90,7 @@ SUBCOMMANDS = {
     "gpu": gpu,
     "train-overhead": train_overhead,
     "scale": scale,
+    "tracking-load": tracking_load,
 }
 DEFAULT_DEVICE = {"gpu": "cuda"}
 
@@ -120,7 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--steps",
         type=int,
         default=0,
-        help="train-overhead: timed steps per side and round (default 60; quick 10)",
+        help="train-overhead: timed steps per side and round (default 60; quick 10); "
+        "tracking-load: training steps per trial (default 200)",
     )
     parser.add_argument(
         "--rounds",
@@ -133,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=118_287,
         help="scale: train records of the linked set (default 118,287, COCO train's count)",
+    )
+    parser.add_argument(
+        "--phases",
+        default="",
+        help="scale: phases to run, comma-separated, in order (default all: annotation,"
+        "raw_stream,prepare,prepared_stream; prepared_stream needs prepare before it)",
+    )
+    parser.add_argument(
+        "--trials", type=int, default=8, help="tracking-load: concurrent trials (default 8)"
     )
     return parser
 

@@ -156,21 +156,26 @@ class ValidationReport:
             "images_with_voided": self.images_with_voided,
         }
 
-    def metrics(self, prefix: str = "data/") -> dict[str, float]:
-        """Counts for MLflow (`data/bad_records`, `data/voided_segments`, ...)."""
+    def metrics(self, prefix: str = "data/", unit: str = "records") -> dict[str, float]:
+        """Counts for MLflow (`data/bad_records`, `data/voided_segments`, ...); `unit`: what
+        a record is, in the name of the bad count (`data/bad_frames` for DAVIS)."""
         return {
-            f"{prefix}bad_records": len(self.bad),
-            f"{prefix}voided_segments": self.voided_segments,
-            f"{prefix}images_with_voided": self.images_with_voided,
+            f"{prefix}bad_{unit}": float(len(self.bad)),
+            f"{prefix}voided_segments": float(self.voided_segments),
+            f"{prefix}images_with_voided": float(self.images_with_voided),
         }
 
     def error(self, limit: int = 10) -> str:
-        head = "\n  ".join(p for _, p in self.bad[:limit])
-        more = f"\n  ... and {len(self.bad) - limit} more" if len(self.bad) > limit else ""
         return (
             f"{len(self.bad)} of {self.n_records} records of split {self.split!r} are bad "
-            f"(rerun with --skip-bad to leave them out):\n  {head}{more}"
+            f"(rerun with --skip-bad to leave them out):\n  {self.problems(limit)}"
         )
+
+    def problems(self, limit: int = 10) -> str:
+        """The first `limit` problems, one a line, and how many more there are."""
+        head = "\n  ".join(p for _, p in self.bad[:limit])
+        more = f"\n  ... and {len(self.bad) - limit} more" if len(self.bad) > limit else ""
+        return head + more
 
 
 def summarise(split: str, checks: Sequence[Check], max_instances: int) -> ValidationReport:

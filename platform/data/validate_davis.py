@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 
 from pix2seqd.platform.data.davis import VOID, VideoRecord, kept_objects
-from pix2seqd.platform.data.validate import decoded_size, read_bytes
+from pix2seqd.platform.data.validate import ValidationReport, decoded_size, read_bytes
 
 
 @dataclass(frozen=True)
@@ -116,48 +116,55 @@ def frame_check_batch(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 @dataclass(frozen=True)
 class DavisReport:
-    """What the checks found in one split: `bad` lists (frame id, problem) of every bad
-    frame, `bad_videos` the videos they make unusable; the voided counts are for
-    K = `max_instances`, over the usable videos."""
+    """What the checks found in one split: `frames` counts its frames as records (`bad`:
+    (frame id, problem) of every bad frame; the voided counts for K = `max_instances`, over
+    the usable videos), `bad_videos` names the videos bad frames make unusable."""
 
-    split: str
+    frames: ValidationReport
     n_videos: int
-    n_frames: int
-    bad: tuple[tuple[str, str], ...]
     bad_videos: tuple[str, ...]
-    max_instances: int
-    voided_segments: int
-    images_with_voided: int
+
+    @property
+    def split(self) -> str:
+        return self.frames.split
+
+    @property
+    def n_frames(self) -> int:
+        return self.frames.n_records
+
+    @property
+    def bad(self) -> tuple[tuple[str, str], ...]:
+        return self.frames.bad
+
+    @property
+    def voided_segments(self) -> int:
+        return self.frames.voided_segments
+
+    @property
+    def images_with_voided(self) -> int:
+        return self.frames.images_with_voided
 
     def to_json(self) -> dict[str, Any]:
+        """The frames' report (`n_records` counts frames) with `n_videos` and `bad_videos`."""
         return {
-            "split": self.split,
+            **self.frames.to_json(),
             "n_videos": self.n_videos,
-            "n_records": self.n_frames,
-            "n_bad": len(self.bad),
-            "bad": [{"image_id": i, "problem": p} for i, p in self.bad],
             "bad_videos": list(self.bad_videos),
-            "max_instances": self.max_instances,
-            "voided_segments": self.voided_segments,
-            "images_with_voided": self.images_with_voided,
         }
 
     def metrics(self, prefix: str = "data/") -> dict[str, float]:
-        """Counts for MLflow (`data/bad_videos`, `data/voided_segments`, ...)."""
+        """Counts for MLflow (`data/bad_videos`, `data/bad_frames`, `data/voided_segments`,
+        ...)."""
         return {
             f"{prefix}bad_videos": float(len(self.bad_videos)),
-            f"{prefix}bad_frames": float(len(self.bad)),
-            f"{prefix}voided_segments": float(self.voided_segments),
-            f"{prefix}images_with_voided": float(self.images_with_voided),
+            **self.frames.metrics(prefix, unit="frames"),
         }
 
     def error(self, limit: int = 10) -> str:
-        head = "\n  ".join(p for _, p in self.bad[:limit])
-        more = f"\n  ... and {len(self.bad) - limit} more" if len(self.bad) > limit else ""
         return (
             f"{len(self.bad)} of {self.n_frames} frames of DAVIS split {self.split!r} are bad, "
             f"in videos {list(self.bad_videos)} (rerun with --skip-bad to leave these videos "
-            f"out):\n  {head}{more}"
+            f"out):\n  {self.frames.problems(limit)}"
         )
 
 
@@ -183,17 +190,10 @@ def review(
             lost = [sum(1 for i, _ in c.areas if i not in kept) for c in frames]
             voided += sum(lost)
             frames_voided += sum(1 for n in lost if n)
-    report = DavisReport(
-        split,
-        len(videos),
-        len(checks),
-        tuple(bad),
-        tuple(bad_videos),
-        max_instances,
-        voided,
-        frames_voided,
+    frame_report = ValidationReport(
+        split, len(checks), tuple(bad), max_instances, voided, frames_voided
     )
-    return good, report
+    return good, DavisReport(frame_report, len(videos), tuple(bad_videos))
 
 
 def _with_size_problems(frames: Sequence[FrameCheck]) -> list[FrameCheck]:

@@ -97,9 +97,12 @@ def _new_run(
     return run_id
 
 
-def latest_step(mlc, run_id: str) -> int:
-    """The step of the run's newest recorded checkpoint (0 when none)."""
-    return CheckpointTags.of_run(mlc, run_id).latest_step
+def oldest_kept_step(mlc, run_id: str) -> int:
+    """The step of the run's oldest recorded checkpoint (0 when none): a resumed run's
+    workers restore from Ray Train's newest registered checkpoint that loads, which can be
+    older than the newest tag (a driver killed between a checkpoint's upload and its
+    registration, a newest checkpoint set aside as corrupt), never older than the kept ones."""
+    return min(CheckpointTags.of_run(mlc, run_id).refs, default=0)
 
 
 def ray_run_name(run_id: str) -> str:
@@ -165,11 +168,14 @@ def _tune_callbacks(opts: RunOptions) -> list:
 
 
 def _split_stream(cfg: Config, inputs: FitInputs, opts: RunOptions, run_id: str, uri: str):
-    """The driver's stream, from the latest checkpoint's position when resuming a run.
+    """The driver's stream; when resuming a run, from the position of its oldest kept
+    checkpoint (`oldest_kept_step`), so that the stream lasts to `train.steps` from
+    whichever of them the workers restore.
 
     Video clips go the same way as images: per-rank clip datasets run a Ray Data executor
     inside each training process, which on 2 cores cost the video run most of its speed."""
-    start = latest_step(tracking.client(uri), run_id) * cfg.train.batch_size if opts.resume else 0
+    step = oldest_kept_step(tracking.client(uri), run_id) if opts.resume else 0
+    start = step * cfg.train.batch_size
     return inputs.stream.dataset(cfg, 0, 1, start)
 
 

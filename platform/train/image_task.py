@@ -4,8 +4,6 @@ inputs, and the final evaluation with the summary's metrics (docs/cli.md)."""
 
 from __future__ import annotations
 
-import json
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +18,9 @@ from pix2seqd.platform.evaluation.tracked import (
 )
 from pix2seqd.platform.train.driver import validate_common
 from pix2seqd.platform.train.fit import FitInputs
-from pix2seqd.platform.train.inputs import TrainInputs, load_train_inputs
+from pix2seqd.platform.train.inputs import TrainInputs, load_train_inputs, log_data_checks
 from pix2seqd.platform.train.periodic_eval import build_val_subset
 from pix2seqd.platform.train.streams import ImageStream
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,17 +46,7 @@ class ImageTask:
 
     def log_inputs(self, mlc, run_id: str) -> None:
         """Skipped bad records and segments made void (K-1 limit) as metrics, and the report."""
-        tracking.log_metrics(mlc, run_id, self.inputs.metrics, 0)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "validation_report.json"
-            path.write_text(json.dumps(self.inputs.report, indent=2))
-            mlc.log_artifact(run_id, str(path), "data")
-        if self.inputs.metrics.get("data/bad_records"):
-            log.warning(
-                "skipped %g bad training records (--skip-bad); see the run's "
-                "data/validation_report.json",
-                self.inputs.metrics["data/bad_records"],
-            )
+        log_data_checks(mlc, run_id, self.inputs, "records")
 
     def fit_inputs(self, cfg: Config) -> FitInputs:
         subset = None

@@ -5,17 +5,21 @@ Raw layouts (`data.root`: COCO or Cityscapes record by record, DAVIS frame by fr
 validated before the first step; prepared shards (`data.prepared`) were validated by
 jobs/prepare_data.py.
 The val split of prepared shards is written back to the official layout in a folder the
-caller gives (and removes), for scoring.
+caller gives (and removes), for scoring. What validation found goes to the run's MLflow
+record at step 0 (`log_data_checks`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pix2seqd.platform import tracking
 from pix2seqd.platform.config import Config, DatasetKind
 from pix2seqd.platform.data import prepared
 from pix2seqd.platform.data.coco_panoptic import CategoryMap, PanopticRecord, record_item
@@ -26,6 +30,8 @@ from pix2seqd.platform.data.sources import gt_location, load_panoptic_split
 from pix2seqd.platform.data.still_clips import StillSource, load_stills
 from pix2seqd.platform.data.validate import Check, summarise, validate_records
 from pix2seqd.platform.data.validate_davis import validate_videos
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -55,6 +61,25 @@ class VideoInputs:
     stills: StillSource | None
     report: dict[str, Any]
     metrics: dict[str, float]
+
+
+def log_data_checks(mlc, run_id: str, inputs: TrainInputs | VideoInputs, unit: str) -> None:
+    """Log the inputs' validation to the MLflow run `run_id`: their counts as metrics at
+    step 0 and their reports as the artifact data/validation_report.json; a warning when
+    --skip-bad left training data out (the metric `data/bad_<unit>`: `data/bad_records`,
+    `data/bad_videos`)."""
+    tracking.log_metrics(mlc, run_id, inputs.metrics, 0)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "validation_report.json"
+        path.write_text(json.dumps(inputs.report, indent=2))
+        mlc.log_artifact(run_id, str(path), "data")
+    left_out = inputs.metrics.get(f"data/bad_{unit}")
+    if left_out:
+        log.warning(
+            "left out %g bad training %s (--skip-bad); see the run's data/validation_report.json",
+            left_out,
+            unit,
+        )
 
 
 def load_train_inputs(cfg: Config, tmp: Path) -> TrainInputs:

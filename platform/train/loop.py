@@ -118,6 +118,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             last_saved = state.step
         decay_frac = time_frac if t.decay_to_budget else 0.0
         if optimizer_step(state, cfg, batches, device, meter, decay_frac) is None:
+            if rank == 0:  # the stream is built to last: this ends a run short of its steps
+                log.warning("the training data ended at step %d of %d", state.step, t.steps)
             break
         step = state.step
         if step % t.log_every == 0:

@@ -28,7 +28,7 @@ from pix2seqd.platform.evaluation.panoptic_io import (
     write_predictions_json,
 )
 from pix2seqd.platform.evaluation.pq import pq_compute
-from pix2seqd.platform.evaluation.predict import predict_scored_label_maps
+from pix2seqd.platform.evaluation.predict import batch_seed, predict_scored_label_maps
 from pix2seqd.platform.evaluation.tracked import pq_metrics
 
 
@@ -85,7 +85,7 @@ def score_subset(
         for i in range(0, len(subset.images), bs):
             images = [read_rgb(io.BytesIO(b)) for b in subset.images[i : i + bs]]
             scored = predict_scored_label_maps(
-                model, cfg, images, s.steps, s.td, s.min_pixels, seed * 1_000_003 + i
+                model, cfg, images, s.steps, s.td, s.min_pixels, batch_seed(seed, i)
             )
             preds += [
                 write_prediction(

@@ -4,8 +4,6 @@ final evaluation with the summary's metrics (docs/cli.md)."""
 
 from __future__ import annotations
 
-import json
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +19,8 @@ from pix2seqd.platform.evaluation.tracked import (
 )
 from pix2seqd.platform.train.driver import validate_common
 from pix2seqd.platform.train.fit import FitInputs
-from pix2seqd.platform.train.inputs import VideoInputs, load_video_inputs
+from pix2seqd.platform.train.inputs import VideoInputs, load_video_inputs, log_data_checks
 from pix2seqd.platform.train.streams import VideoStream
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -52,17 +48,7 @@ class VideoTask:
     def log_inputs(self, mlc, run_id: str) -> None:
         """Videos left out as bad (--skip-bad) and objects made void (K-1 limit) as metrics,
         and the validation report."""
-        tracking.log_metrics(mlc, run_id, self.inputs.metrics, 0)
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "validation_report.json"
-            path.write_text(json.dumps(self.inputs.report, indent=2))
-            mlc.log_artifact(run_id, str(path), "data")
-        if self.inputs.metrics.get("data/bad_videos"):
-            log.warning(
-                "left out %g bad training videos (--skip-bad); see the run's "
-                "data/validation_report.json",
-                self.inputs.metrics["data/bad_videos"],
-            )
+        log_data_checks(mlc, run_id, self.inputs, "videos")
 
     def fit_inputs(self, cfg: Config) -> FitInputs:
         clips = len(clip_index(self.inputs.train, cfg.model.decoder.cond_frames + 1))

@@ -110,6 +110,7 @@ def _after_scale_down(nodes, known: set[str]) -> dict[str, str]:
     return {n["id"]: _node_type(n["resources"]) for n in nodes() if n["id"] not in known}
 
 
+@pytest.mark.drill
 def test_the_readmes_cluster_sequence_lands_on_the_promised_node_types(mlflow_server, tmp_path):
     import mlflow.tracking
 

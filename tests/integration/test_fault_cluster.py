@@ -17,56 +17,30 @@ Both tests start their own Ray processes (marker `cluster`) and stop exactly tho
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from helpers_cluster import ray_env
+from helpers_cluster import LOCAL_OBJECT_STORE, local_cluster, ray_env
+from helpers_jobs import SMALL_RUN_SETS
 from helpers_restarts import find_run, registered
 
 from pix2seqd.platform.ray_env import PREEMPTION_WATCHER_ENV
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.cluster, pytest.mark.drill, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
-NODE = {"num_cpus": 3, "object_store_memory": 200 * 2**20}
-BASE = [
-    "train.batch_size=4",
-    "train.log_every=1",
-    "train.progress_every=0",
-    "train.time_budget_min=0",
-    "data.image_size=32",
-    "optim.warmup_steps=1",
-    "sample.steps=1",
-    "eval.max_images=2",
-    "eval.overlays=0",
-    "eval.every_steps=0",
-]
+NODE = {"num_cpus": 3, "object_store_memory": LOCAL_OBJECT_STORE}
+BASE = [*SMALL_RUN_SETS, "train.log_every=1", "train.progress_every=0", "eval.every_steps=0"]
 
 
 @pytest.fixture(scope="module")
 def cluster():
-    from ray.cluster_utils import Cluster
-
-    ray_tmp = Path(tempfile.mkdtemp(prefix="p2sd-fault-", dir="/tmp"))  # socket paths < 108 B
-    cluster = Cluster(
-        initialize_head=True,
-        head_node_args={
-            "num_cpus": 0,
-            "object_store_memory": 200 * 2**20,
-            "temp_dir": str(ray_tmp),
-        },
-    )
-    try:
+    with local_cluster() as cluster:
         yield cluster
-    finally:
-        cluster.shutdown()
-        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import mlflow.tracking
 import pytest
-from helpers_jobs import ROOT, load_job
+from helpers_jobs import ROOT, SMALL_RUN_SETS, load_job
 
 from pix2seqd.platform import tracking
 from pix2seqd.platform.cli import parse_job_args
@@ -33,21 +33,15 @@ from pix2seqd.platform.train.run_lock import (
     RunLockedError,
 )
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.ray, pytest.mark.drill, pytest.mark.timeout(900)]
 
 EXPERIMENT = "fault-driver"
 STEPS, EVERY = 40, 4
 SETS = [
+    *SMALL_RUN_SETS,
     f"train.steps={STEPS}",
-    "train.batch_size=4",
     f"train.checkpoint_every={EVERY}",
     "train.log_every=1",
-    "train.time_budget_min=0",
-    "data.image_size=32",
-    "optim.warmup_steps=1",
-    "sample.steps=1",
-    "eval.max_images=2",
-    "eval.overlays=0",
 ]
 
 

@@ -28,7 +28,7 @@ import pytest
 from helpers_jobs import load_job
 from helpers_restarts import find_run, registered, run_folder
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.ray, pytest.mark.drill, pytest.mark.timeout(900)]
 
 BASE = [
     "train.batch_size=4",

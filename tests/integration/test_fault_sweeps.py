@@ -26,7 +26,7 @@ import pytest
 from helpers_cluster import ray_env
 
 # a sweep of three trials run twice on 2 shared cores: minutes, more on a busy machine
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.ray, pytest.mark.drill, pytest.mark.timeout(1800)]
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, EVERY = 30, 5

@@ -16,13 +16,13 @@ import sqlite3
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from helpers_cluster import free_ports, ray_env, stop_cluster
+from helpers_cluster import free_ports, ray_env, stop_cluster, wait_until_serving
+from helpers_jobs import SMALL_RUN_SETS
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.cluster, pytest.mark.drill, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS, LOG_EVERY, CHECKPOINT_EVERY = 100, 2, 10
@@ -62,20 +62,12 @@ class Server:
             "--workers",
             "1",
         ]
-        with open(self.root / "server.log", "a") as out:
+        log = self.root / "server.log"
+        with open(log, "a") as out:
             self.proc = subprocess.Popen(
                 cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
             )
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, (self.root / "server.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.5)
-        raise AssertionError(f"mlflow server not up after 300 s on port {self.port}")
+        wait_until_serving(f"{self.uri}/health", self.proc, log, timeout=300)
 
     def stop(self) -> None:
         """At once, as a lost head node would (the SQLite store survives that)."""
@@ -103,21 +95,15 @@ def _wait_for_tag(mlc, tag: str, job: subprocess.Popen, log: Path) -> str:
 
 def _job_args(data: Path, tmp: Path) -> list[str]:
     sets = [
+        *SMALL_RUN_SETS,
         f"train.steps={STEPS}",
         f"train.log_every={LOG_EVERY}",
         f"train.checkpoint_every={CHECKPOINT_EVERY}",
         f"train.keep_checkpoints={STEPS // CHECKPOINT_EVERY}",  # every checkpoint's tag stays
-        "train.batch_size=4",
         "train.num_workers=1",
         "train.cpus_per_worker=1",
-        "train.time_budget_min=0",
         "train.progress_every=0",
-        "data.image_size=32",
-        "optim.warmup_steps=1",
         "eval.every_steps=0",
-        "eval.max_images=2",
-        "eval.overlays=0",
-        "sample.steps=1",
     ]
     args = ["--data-root", str(data), "--storage-path", str(tmp / "storage")]
     return args + ["--run-name", RUN_NAME] + [x for s in sets for x in ("--set", s)]

@@ -26,14 +26,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from helpers_cluster import free_ports, ray_env, stop_cluster
+from helpers_cluster import free_ports, ray_env, stop_cluster, wait_until_serving
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -91,20 +89,6 @@ def _build_py_modules(dest: Path) -> Path:
     return pkg
 
 
-def _wait_dashboard(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"ray start exited ({proc.returncode}): {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"Ray dashboard not up after {timeout} s: {log.read_text()[-3000:]}")
-
-
 def test_ray_job_submit_runs_the_working_copy(mlflow_server, tmp_path):
     from pix2seqd.platform.synthetic.coco import make_coco
 
@@ -158,7 +142,7 @@ def test_ray_job_submit_runs_the_working_copy(mlflow_server, tmp_path):
         )
     survivors: set[int] = set()
     try:
-        _wait_dashboard(address, head, start_log)
+        wait_until_serving(f"{address}/api/version", head, start_log, timeout=120)
 
         sid = f"pix2seqd-itest-{uuid.uuid4().hex[:8]}"
         summary_path = tmp_path / "summary.json"

@@ -17,7 +17,7 @@ from pix2seqd.platform.presets import get_preset
 from pix2seqd.platform.rehearsal import SMALL
 from pix2seqd.platform.train.step import build_model
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(1500)]
+pytestmark = [pytest.mark.cluster, pytest.mark.drill, pytest.mark.timeout(1500)]
 
 STAGES = ["decoder_pretrain", "coco_lowres", "coco_highres", "cityscapes", "davis"]
 

@@ -1,5 +1,6 @@
-"""Processes of Ray clusters that a test starts itself (`ray start`, the fake autoscaler):
-their environment, free ports, and stopping exactly them, by process id.
+"""Processes of Ray clusters that a test starts itself (`ray start`, the fake autoscaler,
+`ray.cluster_utils.Cluster`) and of the servers beside them: their environment, free ports,
+waiting until they serve, and stopping exactly them, by process id.
 
 Not `ray stop --force`: that kills every Ray process on the machine, other test runs' included.
 """
@@ -16,10 +17,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from ray.cluster_utils import Cluster
 
 
 def free_ports(n: int) -> list[int]:
@@ -45,6 +51,23 @@ def ray_env() -> dict[str, str]:
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
     return env
+
+
+def wait_until_serving(url: str, proc: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Until `url` answers 200; fails with the tail of `proc`'s `log` if `proc` exits first or
+    `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            name = Path(proc.args[0]).name
+            raise RuntimeError(f"{name} exited ({proc.returncode}): {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:  # not listening yet
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} not serving after {timeout} s: {log.read_text()[-3000:]}")
 
 
 # ----- processes: the ones this test started, found by id, and nothing else ---------------
@@ -287,3 +310,26 @@ def node_watch(address: str, env: dict[str, str], path: Path) -> Iterator[Callab
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+# ----- ray.cluster_utils.Cluster: several raylets on this machine, one Ray cluster ----------
+
+# each raylet's object store, head included
+LOCAL_OBJECT_STORE = 200 * 2**20
+
+
+@contextlib.contextmanager
+def local_cluster() -> Iterator[Cluster]:
+    """A `ray.cluster_utils.Cluster` whose head runs no tasks (CPU 0, as in cluster.yaml); the
+    test adds its worker nodes. Shut down afterwards, its temp dir removed."""
+    # ray loads in a second or more: only the tests that start a cluster pay for it
+    from ray.cluster_utils import Cluster
+
+    ray_tmp = Path(tempfile.mkdtemp(prefix="p2sd-cl-", dir="/tmp"))  # socket paths < 108 bytes
+    head = {"num_cpus": 0, "object_store_memory": LOCAL_OBJECT_STORE, "temp_dir": str(ray_tmp)}
+    cluster = Cluster(initialize_head=True, head_node_args=head)
+    try:
+        yield cluster
+    finally:
+        cluster.shutdown()
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -23,6 +23,10 @@ LAZY_PACKAGE_IMPORTS = {
     ("jobs/benchmark.py", "scale"): "each subcommand pulls in its own heavy stack (torch, Ray)",
     (
         "jobs/benchmark.py",
+        "tracking_load",
+    ): "each subcommand pulls in its own heavy stack (Ray, MLflow)",
+    (
+        "jobs/benchmark.py",
         "train_overhead",
     ): "each subcommand pulls in its own heavy stack (torch, Ray)",
     ("jobs/convert_official.py", "main"): _HELP.format("conversion", "torch"),
