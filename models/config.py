@@ -145,6 +145,9 @@ class DiffusionConfig:
 class LossConfig:
     kind: LossKind = LossKind.SOFTMAX_CE
     p: float = 0.2  # pixel weight (1/(c+1))^p, normalised per image
+    # softmax_ce: the output head and the cross-entropy computed together in chunks of
+    # rows, never holding the whole logit tensor (models/fused_ce.py); the same loss
+    fused: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +158,14 @@ class SampleConfig:
     td: float = 2.0
     min_pixels: int = 80
     later_steps: int = 0  # video: steps for frames after the first (0: `steps`)
+    # video: a later frame stops before `later_steps` once the (class, id) decoded from x̂_0
+    # changed on at most `adaptive_change` of the mask pixels between two steps
+    # (models/video.py, StableIds)
+    adaptive: bool = False
+    adaptive_change: float = 0.0
     # compile the denoising step (Pix2SeqD.compile_sampler; on CUDA also a CUDA graph):
     # pays off over many images, costs a compilation per batch size first
     compile: bool = False
+    # bf16 autocast of the sampler's encoder and decoder passes on CUDA (the DDIM update and
+    # the bits stay float32); off, the sampler runs in float32 everywhere
+    bf16: bool = False

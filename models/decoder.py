@@ -17,7 +17,13 @@ from torch import nn
 from .config import DecoderConfig
 from .encoder import glorot_conv, group_norm
 from .remat import run_block
-from .transformer import DecoderLayer, ScalarEmbedding, glorot_linear, position_codes_2d
+from .transformer import (
+    DecoderLayer,
+    ScalarEmbedding,
+    glorot_linear,
+    position_codes_2d,
+    tokens_to_map,
+)
 
 
 class ResBlock(nn.Module):
@@ -63,7 +69,7 @@ class BottleneckTransformer(nn.Module):
         tokens = torch.cat([tokens, self.time_token(emb)[:, None]], dim=1)
         for layer in self.layers:
             tokens = run_block(layer, tokens, memory, remat=self.remat)
-        x = tokens[:, :-1].transpose(1, 2).reshape(b, -1, h, w)
+        x = tokens_to_map(tokens[:, :-1], h, w)
         return self.proj_out(self.norm_out(x))
 
 
@@ -114,6 +120,14 @@ class TransUNet(nn.Module):
     def forward(
         self, x: torch.Tensor, gamma: torch.Tensor, memory: torch.Tensor | None = None
     ) -> torch.Tensor:
+        h = self.features(x, gamma, memory)
+        return F.linear(h, self.conv_out.weight.flatten(1), self.conv_out.bias)
+
+    def features(
+        self, x: torch.Tensor, gamma: torch.Tensor, memory: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The head's input: channels-last features (B, Hm, Wm, C) of the last up block
+        (`forward` applies the head, `conv_out`, to them)."""
         emb = self.time_emb(gamma)
         x = self.norm_in(self.conv_in(x))
         skips = [x]
@@ -130,5 +144,4 @@ class TransUNet(nn.Module):
                 x = run_block(block, torch.cat([x, skips.pop()], dim=1), emb, remat=self.remat)
             if i < len(self.upsample):
                 x = self.upsample[i](F.interpolate(x, scale_factor=2.0, mode="nearest"))
-        h = F.silu(self.norm_out(x)).permute(0, 2, 3, 1)
-        return F.linear(h, self.conv_out.weight.flatten(1), self.conv_out.bias)
+        return F.silu(self.norm_out(x)).permute(0, 2, 3, 1)

@@ -23,6 +23,8 @@ import torch
 DenoiseFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 # FinalFn: the same arguments -> (x0_hat, anything else the last step wants to hand back).
 FinalFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, Any]]
+# StopFn(previous x̂_0, current x̂_0) -> whether the sampler stops now (an adaptive rule).
+StopFn = Callable[[torch.Tensor, torch.Tensor], bool]
 
 
 def gamma_cosine(t: torch.Tensor | float) -> torch.Tensor | float:
@@ -104,6 +106,7 @@ def ddim_sample_final(
     b_scale: float,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    stop: StopFn | None = None,
 ) -> tuple[torch.Tensor, Any]:
     """`ddim_sample` whose last step (t = 1/N) calls `final_fn` instead of `denoise_fn`.
 
@@ -111,12 +114,15 @@ def ddim_sample_final(
     at that step besides x̂_0 (the class probabilities of `Pix2SeqD.sample`) without a second
     network call. Returns (the last x̂_0 clipped to [−b, b], extra); extra is None when
     `final_fn` is None or steps = 0 (then x̂_0 is all zeros, as in `ddim_sample`).
+    stop(previous x̂_0, x̂_0) is asked after every step but the first and the last; when it
+    says so the sampler returns that step's x̂_0 (extra None): an adaptive step count.
     """
     noise_device = generator.device if generator is not None else device
     x = torch.randn(shape, generator=generator, device=noise_device).to(device)
     x0_hat, extra = torch.zeros_like(x), None
     pairs = time_pairs(steps, td)
     for i, (t_now, t_next) in enumerate(pairs):
+        previous = x0_hat
         g_now, g_next = gamma_cosine(t_now), gamma_cosine(t_next)
         gamma = torch.full((shape[0],), g_now, device=device)
         if final_fn is not None and i == len(pairs) - 1:
@@ -124,5 +130,7 @@ def ddim_sample_final(
         else:
             x0_hat = denoise_fn(x, gamma, x0_hat)
         x0_hat = x0_hat.float().clamp(-b_scale, b_scale)
+        if stop is not None and 0 < i < len(pairs) - 1 and stop(previous, x0_hat):
+            return x0_hat, None
         x = ddim_step(x, x0_hat, g_now, g_next)
     return x0_hat, extra

@@ -14,7 +14,7 @@ from .config import EncoderConfig, InputNorm
 from .pretrained import IMAGENET_MEAN, IMAGENET_STD
 from .remat import run_block
 from .resnet import ResNetC4
-from .transformer import LN_EPS, EncoderLayer, glorot_linear, position_codes_2d
+from .transformer import LN_EPS, EncoderLayer, glorot_linear, position_codes_2d, tokens_to_map
 
 
 class Encoded(NamedTuple):
@@ -151,7 +151,7 @@ class Encoder(nn.Module):
             images = imagenet_normalise(images)
         c2, c3, c4 = self.backbone(images)
         tokens = self.transformer(self.tokenizer(c4))
-        token_map = tokens.transpose(1, 2).reshape(tokens.shape[0], -1, *c4.shape[-2:])
+        token_map = tokens_to_map(tokens, *c4.shape[-2:])
         return [c2, c3, token_map], tokens
 
     def forward(self, images: torch.Tensor, fuse: bool = True) -> Encoded:

@@ -27,9 +27,10 @@ from .bits import (
 )
 from .config import Conditioning, DiffusionConfig, LossConfig, LossKind, ModelConfig
 from .decoder import TransUNet
-from .diffusion import corrupt, ddim_sample_final, gamma_cosine
+from .diffusion import StopFn, corrupt, ddim_sample_final, gamma_cosine
 from .encoder import Encoded, Encoder
 from .frame_dropout import drop_frames
+from .fused_ce import fused_softmax_ce
 from .losses import instance_weights, mask_loss
 from .weight_transfer import ConvInLayout, video_conv_in
 
@@ -63,9 +64,10 @@ class Pix2SeqD(nn.Module):
             dec, self.in_channels(model), out_channels, enc.tf_dim if self.use_attn else None
         )
         self.set_grad_checkpointing(model.grad_checkpoint)
-        # compile_sampler's compiled x0_step: a function, not a submodule, so the state dict
-        # keeps its keys
+        # compile_sampler's compiled x0_step and final_step: functions, not submodules, so
+        # the state dict keeps its keys
         self._compiled_x0_step: Callable[..., torch.Tensor] | None = None
+        self._compiled_final_step: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def set_grad_checkpointing(self, enabled: bool) -> None:
         """Recompute the decoder ResBlocks and every transformer layer in the backward pass
@@ -75,14 +77,20 @@ class Pix2SeqD(nn.Module):
         self.decoder.remat = enabled
 
     def compile_sampler(self, backend: str = "inductor", mode: str | None = None) -> None:
-        """Compile the sampler's denoising step (decoder + x̂_0), whose shapes do not change
-        between steps: one graph per batch size. On CUDA the default mode is
-        'reduce-overhead', which also captures the step in a CUDA graph."""
+        """Compile the sampler's denoising step (decoder + x̂_0) and its last step (which also
+        returns the class probabilities), whose shapes do not change between steps: one
+        graph per batch size, with no graph break (fullgraph). On CUDA the default mode is
+        'reduce-overhead', which also captures the steps in CUDA graphs."""
         if mode is None:
             mode = "reduce-overhead" if next(self.parameters()).is_cuda else "default"
-        self._compiled_x0_step = torch.compile(
-            self.x0_step, backend=backend, mode=mode, dynamic=False, fullgraph=True
-        )
+        options = dict(backend=backend, mode=mode, dynamic=False, fullgraph=True)
+        self._compiled_x0_step = torch.compile(self.x0_step, **options)
+        self._compiled_final_step = torch.compile(self.final_step, **options)
+
+    @property
+    def sampler_compiled(self) -> bool:
+        """Whether `compile_sampler` was called: callers then keep batch sizes fixed."""
+        return self._compiled_x0_step is not None
 
     @staticmethod
     def head_channels(model: ModelConfig, loss: LossConfig) -> int:
@@ -133,11 +141,23 @@ class Pix2SeqD(nn.Module):
     ) -> torch.Tensor:
         """One decoder call. x_t (B, 16, Hm, Wm), gamma (B,), cond (B, 16·cond_frames, Hm, Wm),
         x0_prev (B, 16, Hm, Wm) (ignored unless self_cond) -> channels-last decoder output."""
+        return self.decoder(*self.decoder_inputs(x_t, gamma, encoded, cond, x0_prev))
+
+    def decoder_inputs(
+        self,
+        x_t: torch.Tensor,
+        gamma: torch.Tensor,
+        encoded: Encoded,
+        cond: torch.Tensor,
+        x0_prev: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """`denoise`'s arguments -> the decoder's (input (B, in_channels, Hm, Wm), gamma,
+        cross-attention memory or None)."""
         parts = [x_t, encoded.fused.to(x_t.dtype), cond]
         if self.cfg.decoder.self_cond:
             parts.append(x0_prev)
         memory = encoded.tokens if self.use_attn else None
-        return self.decoder(torch.cat(parts, dim=1), gamma, memory)
+        return torch.cat(parts, dim=1), gamma, memory
 
     def x0_step(
         self,
@@ -151,6 +171,22 @@ class Pix2SeqD(nn.Module):
         """One sampler step's x̂_0 (B, 16, Hm, Wm): `denoise` and `x0_estimate` on plain
         tensors (what compile_sampler compiles; ddim_sample casts and clips the result)."""
         return self.x0_estimate(self.denoise(x_t, gamma, Encoded(tokens, fused), cond, x0_prev))
+
+    def final_step(
+        self,
+        x_t: torch.Tensor,
+        gamma: torch.Tensor,
+        tokens: torch.Tensor,
+        fused: torch.Tensor,
+        cond: torch.Tensor,
+        x0_prev: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The sampler's last step: (x̂_0 (B, 16, Hm, Wm) clipped to [−b, b] as
+        `ddim_sample_final` clips it, so the class read here is the one returned;
+        `class_prob` (B, Hm, Wm))."""
+        out = self.denoise(x_t, gamma, Encoded(tokens, fused), cond, x0_prev)
+        x0 = self.x0_estimate(out).float().clamp(-self.b_scale, self.b_scale)
+        return x0, self.class_prob(out, x0)
 
     def x0_estimate(self, out: torch.Tensor) -> torch.Tensor:
         """Channels-last decoder output (B, Hm, Wm, C) -> x̂_0 analog bits (B, 16, Hm, Wm)."""
@@ -183,16 +219,15 @@ class Pix2SeqD(nn.Module):
                 estimate = self.x0_estimate(self.denoise(x_t, gamma, encoded, cond, x0_prev))
             keep = torch.rand(x0.shape[0], 1, 1, 1, device=x0.device) < SELF_COND_RATE
             x0_prev = estimate * keep
+        groups = self.cfg.decoder.softmax_groups
+        if self.loss_cfg.fused and self.loss_cfg.kind == LossKind.SOFTMAX_CE:
+            head = self.decoder.conv_out
+            features = self.decoder.features(
+                *self.decoder_inputs(x_t, gamma, encoded, cond, x0_prev)
+            )
+            return fused_softmax_ce(features, head.weight, head.bias, masks, weights, groups)
         out = self.denoise(x_t, gamma, encoded, cond, x0_prev)
-        return mask_loss(
-            self.loss_cfg.kind,
-            out,
-            masks,
-            x0,
-            weights,
-            self.b_scale,
-            self.cfg.decoder.softmax_groups,
-        )
+        return mask_loss(self.loss_cfg.kind, out, masks, x0, weights, self.b_scale, groups)
 
     def forward(
         self, images: torch.Tensor, masks: torch.Tensor, cond_masks: torch.Tensor | None = None
@@ -208,13 +243,14 @@ class Pix2SeqD(nn.Module):
         cond_masks: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         return_probs: bool = False,
+        stop: StopFn | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Algorithm 2: images (B, 3, H, W) -> int64 (B, 2, Hm, Wm). The encoder runs once.
 
         return_probs: also return float (B, Hm, Wm), the probability of each pixel's returned
-        class at the last step (`class_prob`)."""
+        class at the last step (`class_prob`); stop: an adaptive rule (`ddim_sample_final`)."""
         return self.sample_from_encoded(
-            self.encode(images), steps, td, cond_masks, generator, return_probs
+            self.encode(images), steps, td, cond_masks, generator, return_probs, stop
         )
 
     @torch.no_grad()
@@ -226,18 +262,20 @@ class Pix2SeqD(nn.Module):
         cond_masks: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         return_probs: bool = False,
+        stop: StopFn | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """DDIM over `steps` with time difference td on cached encoder features.
 
         Returns int64 (B, 2, Hm, Wm); reuse one `encoded` for many (steps, td) settings.
-        With return_probs, returns (that, class probabilities (B, Hm, Wm)); the last step then
-        runs uncompiled (`compile_sampler` compiles x0_step, which returns x̂_0 only).
+        With return_probs, returns (that, class probabilities (B, Hm, Wm)), which the last
+        step (`final_step`) computes besides x̂_0.
         """
         b, _, h, w = encoded.fused.shape
         like = encoded.fused.new_zeros(b, MASK_BITS, h, w, dtype=torch.float32)
         cond = self.cond_bits(cond_masks, like)
 
         step = self._compiled_x0_step or self.x0_step
+        last = self._compiled_final_step or self.final_step
 
         def denoise_fn(
             x_t: torch.Tensor, gamma: torch.Tensor, x0_prev: torch.Tensor
@@ -247,10 +285,7 @@ class Pix2SeqD(nn.Module):
         def final_fn(
             x_t: torch.Tensor, gamma: torch.Tensor, x0_prev: torch.Tensor
         ) -> tuple[torch.Tensor, torch.Tensor]:
-            out = self.denoise(x_t, gamma, encoded, cond, x0_prev)
-            # clipped as ddim_sample_final clips it, so the class read here is the one returned
-            x0 = self.x0_estimate(out).float().clamp(-self.b_scale, self.b_scale)
-            return x0, self.class_prob(out, x0)
+            return last(x_t, gamma, encoded.tokens, encoded.fused, cond, x0_prev)
 
         x0_hat, probs = ddim_sample_final(
             denoise_fn,
@@ -261,11 +296,12 @@ class Pix2SeqD(nn.Module):
             self.b_scale,
             generator,
             like.device,
+            stop,
         )
         masks = analog_bits_to_int(x0_hat, self.cfg.num_classes, self.cfg.max_instances)
         if not return_probs:
             return masks
-        if probs is None:  # steps = 0: nothing was estimated
+        if probs is None:  # steps = 0 (nothing was estimated) or an early stop
             probs = torch.zeros(b, h, w, device=like.device)
         return masks, probs
 

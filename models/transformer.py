@@ -22,6 +22,16 @@ def glorot_linear(in_dim: int, out_dim: int) -> nn.Linear:
     return layer
 
 
+def tokens_to_map(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Tokens (B, h·w, C) in raster order -> a contiguous map (B, C, h, w).
+
+    The transposed view would have channels-last strides, and a 1×1 convolution on it
+    gets a weight gradient in that layout, not its parameter's: DDP then copies it into
+    its bucket every step. One copy of a low-resolution map avoids that.
+    """
+    return tokens.transpose(1, 2).reshape(tokens.shape[0], -1, h, w).contiguous()
+
+
 def sincos_1d(coords: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoid code (..., ) -> (..., dim): [sin(c·ω_k), cos(c·ω_k)], ω_k = 10000^(−2k/dim)."""
     half = dim // 2

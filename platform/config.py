@@ -261,6 +261,16 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class DistillConfig:
+    """Progressive distillation (docs/distillation.md): with `teacher` (a CKPT reference:
+    folder, storage URI or runs:/<id>) the training job trains a student whose sampler takes
+    `sample.steps` steps with `sample.td` to match two steps of the teacher's sampler with
+    2·`sample.steps` steps and 2·`sample.td` (models/distill.py). '': ordinary training."""
+
+    teacher: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     model: ModelConfig = ModelConfig()
     diffusion: DiffusionConfig = DiffusionConfig()
@@ -270,6 +280,7 @@ class Config:
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    distill: DistillConfig = DistillConfig()
 
 
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
@@ -287,6 +298,12 @@ def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = value.value if isinstance(value, enum.Enum) else value
     return out
+
+
+def storable(cfg: Any) -> dict[str, Any]:
+    """`flatten(cfg)` with tuples as lists: what a checkpoint stores, since `torch.load`'s
+    `weights_only` loading keeps lists but not tuples."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in flatten(cfg).items()}
 
 
 def override(cfg: Any, updates: Mapping[str, Any]) -> Any:

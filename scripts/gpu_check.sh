@@ -4,7 +4,10 @@
 # Run from anywhere on the GPU machine:
 #
 #     OUT=/some/dir bash scripts/gpu_check.sh        # OUT defaults to out/gpu_check
+#     bash scripts/gpu_check.sh --set loss.fused=true --set sample.bf16=true
 #
+# Arguments are passed on to the benchmark (config overrides: the step and the sampler run
+# with them as training and prediction would).
 # Writes to $OUT: nvidia-smi.txt, torch.txt, pip_install.log, gpu_quick.log,
 # gpu_quick.json (rewritten after every benchmark part, so a timeout keeps what was
 # measured), nvidia-smi-log.csv (utilisation, memory, power, SM clock every 2 s).
@@ -45,7 +48,7 @@ python -c "import pix2seqd.platform.benchmarks.gpu_bench" || { echo "pix2seqd do
 echo "setup done after $((SECONDS - start)) s"
 
 timeout -k 15 400 python jobs/benchmark.py gpu --preset r50_ablation --quick \
-    --json "$OUT/gpu_quick.json" 2>&1 | tee "$OUT/gpu_quick.log"
+    --json "$OUT/gpu_quick.json" "$@" 2>&1 | tee "$OUT/gpu_quick.log"
 status=${PIPESTATUS[0]}
 [ "$status" -eq 124 ] && echo "benchmark stopped by its 400 s timeout; gpu_quick.json holds the parts that finished"
 echo "benchmark exit $status; total $((SECONDS - start)) s"

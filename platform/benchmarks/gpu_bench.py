@@ -1,12 +1,18 @@
 """`benchmark.py gpu`: training throughput, MFU, memory, largest batch, sampling latency and
 the top kernels of a preset on one accelerator.
 
-Pure torch (no ray / mlflow import, checked by tests/unit/test_gpu_bench.py), so it runs on a
-bare GPU machine after `pip install --no-deps --ignore-requires-python -e .`. The training step is the training loop's
-(loss, backward, grad clipping, AdamW — fused on CUDA) without data loading and EMA; on CUDA
-it runs under bf16 autocast with channels_last images and weights, and every timed region is
-synchronised at its ends only. On CPU the same code runs in fp32 and the CUDA-only figures
-(memory, largest batch) are None, so CI exercises every path with the tiny preset.
+Pure torch (no ray / mlflow / pyarrow import, checked by tests/unit/test_gpu_bench.py), so it
+runs on a bare GPU machine after `pip install --no-deps --ignore-requires-python -e .`.
+
+The training step is the Ray Train loop's own, `step.optimizer_step` (Ray batches through
+`to_model_inputs`, autocast, loss, backward, clipping, AdamW, the EMA update) on a state
+built by the loop's `state.build_state` (one process: no DDP wrapper, as Ray Train with one
+worker), so `train.*` and `model.*` keys act here as in training: `train.bf16`,
+`train.channels_last`, `train.compile` / `train.compile_backend`, `model.grad_checkpoint`,
+`loss.fused`. The sampler is the prediction jobs' (`sampling.sample_images`, with
+`sample.compile` and `sample.bf16`). Every timed region is synchronised at its ends only. On
+CPU the same code runs (in float32) and the CUDA-only figures (memory, largest batch) are
+None, so CI exercises every path with the tiny preset.
 
 Sections run in order and each one's result is handed to `save` at once, so a run cut off by
 a timeout still leaves the figures measured so far; a section that raises is recorded under
@@ -20,14 +26,19 @@ a timeout still leaves the figures measured so far; a section that raises is rec
     max_batch                largest batch (doubling from `batch`, capped) that trains
     max_batch_remat          the same with model.grad_checkpoint (train_img_s_remat: its
                              images/s at `batch`; full runs only)
-    sample20_ms              {preset: {"<batch>": ms per image of a 20-step model.sample}}
-    top_kernels              [{name, ms (per step), pct (of all kernel time)}], 10 rows
+    train_img_s_eager_other_layout
+                             eager images/s with train.channels_last flipped (CUDA only)
+    sample20_ms              {preset: {"<batch>": ms per image of a 20-step sampling}}
+    top_kernels              [{name, ms (per step), pct (of all kernel time)}], 10 rows,
+                             of the eager step (top_kernels_compiled: the compiled one)
+    kernel_categories        {category: pct of kernel time} (KERNEL_CATEGORIES), eager
+                             step (kernel_categories_compiled: the compiled one)
 """
 
 from __future__ import annotations
 
-import contextlib
 import gc
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -41,12 +52,16 @@ from pix2seqd.models.pix2seq_d import Pix2SeqD
 from pix2seqd.platform.benchmarks.model_bench import (
     SAMPLE_STEPS,
     dummy_batch,
+    make_batches,
     timed_ms,
     train_gflops_per_image,
 )
 from pix2seqd.platform.config import Config
+from pix2seqd.platform.evaluation.sampling import prepare_sampler, sample_images
 from pix2seqd.platform.presets import get_preset
-from pix2seqd.platform.train.step import build_model, make_optimizer
+from pix2seqd.platform.train.progress import Meter
+from pix2seqd.platform.train.state import TrainState, build_state
+from pix2seqd.platform.train.step import build_model, channels_last, optimizer_step
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +151,44 @@ def kernel_table(
     ]
 
 
+# Kernel (CPU: operator) name fragments per category, lower case; the first category with a
+# fragment in the name wins, so DDP's all-reduce is not a reduction, attention (cuDNN's SDPA kernels are wgmma GEMMs too) comes
+# before matmul, and the loss's softmax before the reductions.
+KERNEL_CATEGORIES = (
+    ("communication", ("nccl", "allreduce", "all_reduce", "gloo")),
+    ("attention", ("flash", "fmha", "sdpa", "attention", "mem_eff")),
+    ("matmul", ("gemm", "xmma", "cutlass", "nvjet", "cublas", "conv", "aten::mm", "aten::bmm")),
+    ("loss", ("cross_entropy", "softmax", "nll_loss", "logsumexp")),
+    ("norm", ("norm", "welford")),
+    ("optimizer", ("adam", "optimizer", "multi_tensor")),
+    ("copies", ("copy", "memcpy", "memset", "cat", "transpose", "clone", "contiguous")),
+    ("reduction", ("reduce", "triton_red", "triton_per", "aten::sum", "aten::mean")),
+    ("elementwise", ("elementwise", "triton_poi", "aten::")),
+)
+
+
+def kernel_category(name: str) -> str:
+    """The KERNEL_CATEGORIES category of a kernel or operator name, else 'other'."""
+    low = name.lower()
+    for category, fragments in KERNEL_CATEGORIES:
+        if any(f in low for f in fragments):
+            return category
+    return "other"
+
+
+def category_table(events: list[Any], cuda: bool) -> dict[str, float]:
+    """profiler key_averages() -> {category: pct of the summed self time} (kernel_category
+    of the full names; CUDA kernels when cuda, else CPU operators), largest first."""
+    kind = "CUDA" if cuda else "CPU"
+    totals: dict[str, float] = {}
+    for e in events:
+        if e.device_type.name == kind:
+            cat = kernel_category(e.key)
+            totals[cat] = totals.get(cat, 0.0) + _self_us(e, cuda)
+    whole = sum(totals.values()) or 1.0
+    return {k: 100.0 * v / whole for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
 def _self_us(event: Any, cuda: bool) -> float:
     if not cuda:
         return float(event.self_cpu_time_total)
@@ -149,13 +202,6 @@ def _self_us(event: Any, cuda: bool) -> float:
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def amp(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (the training loop with train.bf16); fp32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def free_memory(device: torch.device) -> None:
@@ -175,53 +221,34 @@ def reset_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def channels_last(device: torch.device) -> bool:
-    """channels_last images and weights on CUDA (tensor-core friendly); NCHW on CPU."""
-    return device.type == "cuda"
-
-
 # ---------------------------------------------------------------- training step
 
 
-def build_trainer(
-    cfg: Config, device: torch.device, nhwc: bool
-) -> tuple[Pix2SeqD, torch.optim.Optimizer]:
-    """A fresh model (seed 0, train mode, channels_last weights when nhwc) and its AdamW."""
+def with_train(cfg: Config, **changes: Any) -> Config:
+    """`cfg` with `train.*` fields replaced."""
+    return replace(cfg, train=replace(cfg.train, **changes))
+
+
+def single_process(module: torch.nn.Module, kwargs: dict[str, Any]) -> torch.nn.Module:
+    """The loop's DDP wrapping for one worker: Ray Train's `prepare_model` wraps nothing."""
+    return module
+
+
+def build_trainer(cfg: Config, device: torch.device) -> TrainState:
+    """The training loop's state (`build_state`: model, EMA, the maybe-compiled loss module,
+    AdamW) for one worker, from seed 0."""
     torch.manual_seed(0)
-    model = build_model(cfg).to(device).train()
-    if nhwc:
-        model = model.to(memory_format=torch.channels_last)
-    return model, make_optimizer(model, cfg, device)
+    return build_state(cfg, device, 1, single_process)
 
 
-def train_inputs(cfg: Config, batch: int, device: torch.device, nhwc: bool) -> Batch:
-    """dummy_batch: images (B, 3, H, W) (channels_last when nhwc), masks (B, 2, Hm, Wm),
-    video conditioning (B, frames, 2, Hm, Wm) or None."""
-    images, masks, cond = dummy_batch(cfg, batch, device)
-    if nhwc:
-        images = images.contiguous(memory_format=torch.channels_last)
-    return images, masks, cond
-
-
-def make_step(
-    loss_fn: Callable[..., torch.Tensor],
-    model: Pix2SeqD,
-    opt: torch.optim.Optimizer,
-    inputs: Batch,
-    clip_norm: float,
-    device: torch.device,
-) -> Callable[[], None]:
-    """One optimizer step on fixed inputs, as platform/train/loop.py does it (no host sync):
-    zero grads, loss_fn(images, masks, cond) under amp, backward, clip, AdamW step."""
+def make_step(state: TrainState, cfg: Config, batch: int, device: torch.device) -> Callable:
+    """The loop's `optimizer_step` on one fixed Ray batch of `batch` examples
+    (`make_batches`), read from host memory each step as the loop reads its batches."""
+    batches = itertools.repeat(make_batches(cfg, batch, 1, seed=0)[0])
+    meter = Meter()
 
     def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        with amp(device):
-            loss = loss_fn(*inputs)
-        loss.backward()
-        if clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-        opt.step()
+        optimizer_step(state, cfg, batches, device, meter)
 
     return step
 
@@ -240,21 +267,12 @@ def throughput(
     return steps * batch / (time.perf_counter() - start)
 
 
-def runs_at(
-    cfg: Config, model: Pix2SeqD, opt: torch.optim.Optimizer, device: torch.device, batch: int
-) -> bool:
-    """True when two eager training steps at `batch` fit in memory. A CUDA OOM gives False;
+def runs_at(cfg: Config, state: TrainState, device: torch.device, batch: int) -> bool:
+    """True when two training steps at `batch` fit in memory. A CUDA OOM gives False;
     gradients and cached blocks are freed either way (outside the except block, whose
     traceback would otherwise keep the failed step's tensors alive)."""
     try:
-        step = make_step(
-            model,
-            model,
-            opt,
-            train_inputs(cfg, batch, device, channels_last(device)),
-            cfg.optim.clip_norm,
-            device,
-        )
+        step = make_step(state, cfg, batch, device)
         step()
         step()
         sync(device)
@@ -264,7 +282,7 @@ def runs_at(
             raise
         fits = False
     step = None
-    opt.zero_grad(set_to_none=True)
+    state.optimizer.zero_grad(set_to_none=True)
     free_memory(device)
     return fits
 
@@ -277,25 +295,23 @@ def _is_oom(err: BaseException) -> bool:
     )
 
 
-def fit_batch(
-    cfg: Config, model: Pix2SeqD, opt: torch.optim.Optimizer, device: torch.device, start: int
-) -> int:
+def fit_batch(cfg: Config, state: TrainState, device: torch.device, start: int) -> int:
     """`start`, halved until a training step fits (0: not even batch 1). CPU: `start`."""
     if device.type != "cuda":
         return start
     batch = start
-    while batch >= 1 and not runs_at(cfg, model, opt, device, batch):
+    while batch >= 1 and not runs_at(cfg, state, device, batch):
         batch //= 2
     return batch
 
 
 def largest_batch(cfg: Config, device: torch.device, start: int, cap: int) -> int | None:
-    """Largest of start·2^k <= cap whose training step fits (a fresh model; None on CPU)."""
+    """Largest of start·2^k <= cap whose training step fits (a fresh state; None on CPU)."""
     if device.type != "cuda" or start < 1:
         return None
-    model, opt = build_trainer(cfg, device, channels_last(device))
+    state = build_trainer(cfg, device)
     batch = start
-    while batch * 2 <= cap and runs_at(cfg, model, opt, device, batch * 2):
+    while batch * 2 <= cap and runs_at(cfg, state, device, batch * 2):
         batch *= 2
     return batch
 
@@ -304,31 +320,38 @@ def largest_batch(cfg: Config, device: torch.device, start: int, cap: int) -> in
 
 
 def section_setup(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
-    """Peak FLOP/s, numerics and the FLOPs of one training image (fp32, batch 1)."""
+    """Peak FLOP/s, the options the step runs with and the FLOPs of one training image
+    (fp32, batch 1)."""
     card = torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else ""
     peak = peak_flops(card, ctx.settings.peak_tflops)
     if peak is None:
         _log(ctx, f"mfu: no peak FLOP/s known for {card or 'a CPU'!r}; pass --peak-tflops X")
-    model, _ = build_trainer(ctx.cfg, ctx.device, nhwc=False)
+    torch.manual_seed(0)
+    model = build_model(ctx.cfg).to(ctx.device).train()
+    cfg = ctx.cfg
     return {
         "card": card or None,
         "peak_tflops": None if peak is None else peak / 1e12,
-        "bf16_autocast": ctx.device.type == "cuda",
-        "channels_last": channels_last(ctx.device),
+        "bf16_autocast": ctx.device.type == "cuda" and cfg.train.bf16,
+        "channels_last": channels_last(cfg, ctx.device),
+        "fused_loss": cfg.loss.fused,
+        "grad_checkpoint": cfg.model.grad_checkpoint,
+        "sample_bf16": ctx.device.type == "cuda" and cfg.sample.bf16,
         "cudnn_benchmark": torch.backends.cudnn.benchmark,  # as the training loop: off
-        "preset_batch": per_gpu_batch(ctx.cfg),
-        "gflops_per_train_image": train_gflops_per_image(model, ctx.cfg, ctx.device),
+        "preset_batch": per_gpu_batch(cfg),
+        "gflops_per_train_image": train_gflops_per_image(model, cfg, ctx.device),
     }
 
 
 def section_train_eager(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
     """Eager training images/s, MFU and peak memory at the largest batch <= the preset's."""
-    model, opt = build_trainer(ctx.cfg, ctx.device, channels_last(ctx.device))
-    batch = fit_batch(ctx.cfg, model, opt, ctx.device, ctx.settings.batch or per_gpu_batch(ctx.cfg))
+    cfg = with_train(ctx.cfg, compile=False)
+    state = build_trainer(cfg, ctx.device)
+    batch = fit_batch(cfg, state, ctx.device, ctx.settings.batch or per_gpu_batch(cfg))
     out = {"batch": batch}
     if batch < 1:
         return {**out, "train_img_s_eager": None, "peak_mem_gb": None}
-    img_s, mem = _measure(ctx, model, model, opt, batch, channels_last(ctx.device))
+    img_s, mem = _measure(ctx, cfg, state, batch)
     eager_mfu = mfu(img_s, result.get("gflops_per_train_image"), _peak(result))
     return {
         **out,
@@ -341,33 +364,25 @@ def section_train_eager(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def section_sampling(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
-    """{"sample20_ms": {preset: {"<batch>": ms per image}}}, eager."""
-    return {"sample20_ms": _sampling_table(ctx, backend=None)}
+    """{"sample20_ms": {preset: {"<batch>": ms per image}}}, the sampler not compiled."""
+    return {"sample20_ms": _sampling_table(ctx, compiled=False)}
 
 
 def section_kernels(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
     """Top kernels (CPU: operators) by self time over `profile_steps` eager training steps."""
-    batch = _batch(ctx, result)
-    model, opt = build_trainer(ctx.cfg, ctx.device, channels_last(ctx.device))
-    inputs = train_inputs(ctx.cfg, batch, ctx.device, channels_last(ctx.device))
-    step = make_step(model, model, opt, inputs, ctx.cfg.optim.clip_norm, ctx.device)
-    return {"top_kernels": top_kernels(step, ctx.device, ctx.settings.profile_steps)}
+    cfg = with_train(ctx.cfg, compile=False)
+    step = make_step(build_trainer(cfg, ctx.device), cfg, _batch(ctx, result), ctx.device)
+    table, categories = top_kernels(step, ctx.device, ctx.settings.profile_steps)
+    return {"top_kernels": table, "kernel_categories": categories}
 
 
 def section_train_compiled(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
-    """torch.compile of the loss path (forward + backward graphs); AdamW stays fused eager.
-    compile_s: wall time of the first step, which includes the compilation."""
+    """The step with `train.compile` (the loss module's forward and backward graphs; AdamW
+    stays fused eager). compile_s: wall time of the first step, compilation included."""
     batch = _batch(ctx, result)
-    model, opt = build_trainer(ctx.cfg, ctx.device, channels_last(ctx.device))
-    loss_fn = torch.compile(model, backend=ctx.settings.compile_backend, dynamic=False)
-    step = make_step(
-        loss_fn,
-        model,
-        opt,
-        train_inputs(ctx.cfg, batch, ctx.device, channels_last(ctx.device)),
-        ctx.cfg.optim.clip_norm,
-        ctx.device,
-    )
+    cfg = with_train(ctx.cfg, compile=True, compile_backend=ctx.settings.compile_backend)
+    state = build_trainer(cfg, ctx.device)
+    step = make_step(state, cfg, batch, ctx.device)
     start = time.perf_counter()
     step()
     sync(ctx.device)
@@ -375,31 +390,35 @@ def section_train_compiled(ctx: Context, result: dict[str, Any]) -> dict[str, An
     reset_peak(ctx.device)
     img_s = throughput(step, batch, ctx.device, *ctx.settings.train_reps)
     compiled_mfu = mfu(img_s, result.get("gflops_per_train_image"), _peak(result))
+    peak_gb = peak_mem_gib(ctx.device)
+    table, categories = top_kernels(step, ctx.device, ctx.settings.profile_steps)
     return {
         "compile_s": compile_s,
         "train_img_s_compiled": img_s,
         "mfu_compiled": compiled_mfu,
-        "peak_mem_gb_compiled": peak_mem_gib(ctx.device),
+        "peak_mem_gb_compiled": peak_gb,
         "train_img_s": img_s,
         "mfu": compiled_mfu,
+        "top_kernels_compiled": table,
+        "kernel_categories_compiled": categories,
     }
 
 
-def section_train_nchw(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
-    """Eager step without channels_last (CUDA only): is channels_last worth it here?"""
+def section_train_other_layout(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
+    """Eager step with `train.channels_last` flipped (CUDA only, where the option acts)."""
     if ctx.device.type != "cuda":
-        return {"train_img_s_eager_nchw": None}
-    batch = _batch(ctx, result)
-    model, opt = build_trainer(ctx.cfg, ctx.device, nhwc=False)
-    img_s, _ = _measure(ctx, model, model, opt, batch, nhwc=False)
-    return {"train_img_s_eager_nchw": img_s}
+        return {"train_img_s_eager_other_layout": None}
+    cfg = with_train(ctx.cfg, compile=False, channels_last=not ctx.cfg.train.channels_last)
+    img_s, _ = _measure(ctx, cfg, build_trainer(cfg, ctx.device), _batch(ctx, result))
+    return {"train_img_s_eager_other_layout": img_s}
 
 
 def section_max_batch(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
     """Largest eager training batch, doubling from `batch` up to max_batch_cap."""
     cap = ctx.settings.max_batch_cap
+    cfg = with_train(ctx.cfg, compile=False)
     return {
-        "max_batch": largest_batch(ctx.cfg, ctx.device, _batch(ctx, result), cap),
+        "max_batch": largest_batch(cfg, ctx.device, _batch(ctx, result), cap),
         "max_batch_cap": cap,
     }
 
@@ -409,13 +428,12 @@ def section_grad_checkpoint(ctx: Context, result: dict[str, Any]) -> dict[str, A
     the option trades compute for memory, which only the GPU figures show)."""
     if ctx.device.type != "cuda":
         return {"train_img_s_remat": None, "max_batch_remat": None}
-    cfg = replace(ctx.cfg, model=replace(ctx.cfg.model, grad_checkpoint=True))
+    cfg = with_train(ctx.cfg, compile=False)
+    cfg = replace(cfg, model=replace(cfg.model, grad_checkpoint=True))
     batch, cap = _batch(ctx, result), ctx.settings.max_batch_cap
-    model, opt = build_trainer(cfg, ctx.device, channels_last(ctx.device))
-    img_s, mem = _measure(
-        replace(ctx, cfg=cfg), model, model, opt, batch, channels_last(ctx.device)
-    )
-    del model, opt
+    state = build_trainer(cfg, ctx.device)
+    img_s, mem = _measure(ctx, cfg, state, batch)
+    del state
     free_memory(ctx.device)
     return {
         "train_img_s_remat": img_s,
@@ -425,8 +443,8 @@ def section_grad_checkpoint(ctx: Context, result: dict[str, Any]) -> dict[str, A
 
 
 def section_sampling_compiled(ctx: Context, result: dict[str, Any]) -> dict[str, Any]:
-    """As section_sampling with the decoder compiled (one graph per batch size)."""
-    return {"sample20_ms_compiled": _sampling_table(ctx, backend=ctx.settings.compile_backend)}
+    """As section_sampling with `sample.compile` (one graph per batch size)."""
+    return {"sample20_ms_compiled": _sampling_table(ctx, compiled=True)}
 
 
 def sections(settings: GpuBenchSettings) -> list[Callable[[Context, dict], dict]]:
@@ -437,7 +455,7 @@ def sections(settings: GpuBenchSettings) -> list[Callable[[Context, dict], dict]
         section_train_eager,
         section_sampling,
         section_kernels,
-        section_train_nchw,
+        section_train_other_layout,
         section_max_batch,
     ]
     if not settings.quick:
@@ -453,16 +471,10 @@ def sections(settings: GpuBenchSettings) -> list[Callable[[Context, dict], dict]
 
 
 def _measure(
-    ctx: Context,
-    loss_fn: Callable[..., torch.Tensor],
-    model: Pix2SeqD,
-    opt: torch.optim.Optimizer,
-    batch: int,
-    nhwc: bool,
+    ctx: Context, cfg: Config, state: TrainState, batch: int
 ) -> tuple[float, float | None]:
     """(images/s, peak GiB or None) of the training step at `batch`."""
-    inputs = train_inputs(ctx.cfg, batch, ctx.device, nhwc)
-    step = make_step(loss_fn, model, opt, inputs, ctx.cfg.optim.clip_norm, ctx.device)
+    step = make_step(state, cfg, batch, ctx.device)
     reset_peak(ctx.device)
     img_s = throughput(step, batch, ctx.device, *ctx.settings.train_reps)
     return img_s, peak_mem_gib(ctx.device)
@@ -471,32 +483,33 @@ def _measure(
 def sample_ms(
     model: Pix2SeqD, cfg: Config, device: torch.device, batch: int, reps: tuple[int, int]
 ) -> float:
-    """Median ms per image of model.sample(images (batch, 3, H, W), 20 steps, cfg td) under
-    inference_mode and amp; returns int64 masks (batch, 2, Hm, Wm) that are discarded."""
-    images, _, cond = train_inputs(cfg, batch, device, channels_last(device))
-    with torch.inference_mode(), amp(device):
-        ms = timed_ms(
-            lambda: model.sample(images, SAMPLE_STEPS, cfg.sample.td, cond), device, *reps
-        )
+    """Median ms per image of `sample_images` of `batch` images, 20 steps, `sample.td`, as
+    eval_coco samples them (class probabilities included); the results are discarded."""
+    images, _, cond = dummy_batch(cfg, batch, device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    ms = timed_ms(
+        lambda: sample_images(model, cfg, images, SAMPLE_STEPS, cfg.sample.td, gen, True, cond),
+        device,
+        *reps,
+    )
     return ms / batch
 
 
-def _sampling_table(ctx: Context, backend: str | None) -> dict[str, dict[str, float]]:
-    """{preset: {"<batch>": ms per image}}; one eval model per preset (decoder compiled with
-    `backend` unless None)."""
+def _sampling_table(ctx: Context, compiled: bool) -> dict[str, dict[str, float]]:
+    """{preset: {"<batch>": ms per image}}; one eval model per preset, prepared as the
+    prediction jobs prepare it (`prepare_sampler`) with `sample.compile` = `compiled`."""
     table: dict[str, dict[str, float]] = {}
     for name in _sample_presets(ctx):
         cfg = ctx.cfg if name == ctx.preset else get_preset(name)
+        cfg = replace(cfg, sample=replace(cfg.sample, compile=compiled, bf16=ctx.cfg.sample.bf16))
         torch.manual_seed(0)
-        model = build_model(cfg).to(ctx.device).eval()
-        if channels_last(ctx.device):
-            model = model.to(memory_format=torch.channels_last)
-        if backend:  # the prediction actors' path (SampleConfig.compile)
-            model.compile_sampler(backend=backend)
+        model = prepare_sampler(
+            build_model(cfg).to(ctx.device), cfg, backend=ctx.settings.compile_backend
+        )
         table[name] = {
             str(b): _sample_ms_or_oom(model, cfg, ctx, b) for b in ctx.settings.sample_batches
         }
-        _log(ctx, f"sample20 {name}{' compiled' if backend else ''}: {table[name]} ms/image")
+        _log(ctx, f"sample20 {name}{' compiled' if compiled else ''}: {table[name]} ms/image")
         del model
         free_memory(ctx.device)
     return table
@@ -515,8 +528,9 @@ def _sample_ms_or_oom(model: Pix2SeqD, cfg: Config, ctx: Context, batch: int) ->
 
 def top_kernels(
     step: Callable[[], None], device: torch.device, steps: int = 3
-) -> list[dict[str, Any]]:
-    """Profile `steps` calls of step() (after one unprofiled call) -> kernel_table rows."""
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """Profile `steps` calls of step() (after one unprofiled call) -> (kernel_table rows,
+    category_table)."""
 
     cuda = device.type == "cuda"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
@@ -526,7 +540,8 @@ def top_kernels(
         for _ in range(steps):
             step()
         sync(device)
-    return kernel_table(list(prof.key_averages()), cuda, steps)
+    events = list(prof.key_averages())
+    return kernel_table(events, cuda, steps), category_table(events, cuda)
 
 
 # ---------------------------------------------------------------- driver
@@ -580,10 +595,13 @@ def _brief(part: dict[str, Any]) -> str:
     shown = {
         k: (f"{v:.4g}" if isinstance(v, float) else v)
         for k, v in part.items()
-        if k not in ("top_kernels", "sample20_ms", "sample20_ms_compiled")
+        if k not in ("top_kernels", "top_kernels_compiled", "sample20_ms", "sample20_ms_compiled")
     }
     if "top_kernels" in part:
         shown["top_kernels"] = [row["name"][:40] for row in part["top_kernels"][:3]]
+    for key in ("kernel_categories", "kernel_categories_compiled"):
+        if key in part:
+            shown[key] = {k: round(v, 1) for k, v in part[key].items()}
     return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -40,6 +41,38 @@ def dummy_batch(cfg: Config, batch: int, device: torch.device) -> tuple[torch.Te
     frames = cfg.model.decoder.cond_frames
     cond = masks[:, None].expand(-1, frames, -1, -1, -1).clone() if frames else None
     return images.to(device), masks.to(device), None if cond is None else cond.to(device)
+
+
+def make_batches(cfg: Config, batch: int, n: int, seed: int) -> list[dict[str, torch.Tensor]]:
+    """`n` random batches as the Ray Data pipeline yields them (see `step.to_model_inputs`).
+
+    image (B, H, W, 3) uint8; hw (B, 2) int32 valid size, at least 3/4 of the canvas per side;
+    mask (B, Hm, Wm, 2) uint8 [class < num_classes, instance < max_instances], Hm, Wm = the
+    canvas / mask_stride; video configs add cond_mask (B, F, Hm, Wm, 2) uint8.
+    """
+    rng = np.random.default_rng(seed)
+    (h, w), m = cfg.data.image_hw, cfg.model
+    hm, wm, frames = h // m.mask_stride, w // m.mask_stride, m.decoder.cond_frames
+
+    def mask(*lead: int) -> np.ndarray:
+        cls = rng.integers(0, m.num_classes, size=(*lead, hm, wm, 1))
+        ids = rng.integers(0, m.max_instances, size=(*lead, hm, wm, 1))
+        return np.concatenate([cls, ids], axis=-1).astype(np.uint8)
+
+    out = []
+    for _ in range(n):
+        hw = np.stack(
+            [rng.integers(h * 3 // 4, h + 1, batch), rng.integers(w * 3 // 4, w + 1, batch)], axis=1
+        ).astype(np.int32)
+        item = {
+            "image": rng.integers(0, 256, size=(batch, h, w, 3), dtype=np.uint8),
+            "hw": hw,
+            "mask": mask(batch),
+        }
+        if frames:
+            item["cond_mask"] = mask(batch, frames)
+        out.append({k: torch.from_numpy(v) for k, v in item.items()})
+    return out
 
 
 def train_gflops_per_image(model: Pix2SeqD, cfg: Config, device: torch.device) -> float:

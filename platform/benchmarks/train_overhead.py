@@ -1,6 +1,6 @@
 """`benchmark.py train-overhead`: seconds per training step under Ray Train vs plain DDP.
 
-Both sides run the production step, `loop.optimizer_step`, on the same in-memory batches
+Both sides run the production step, `step.optimizer_step`, on the same in-memory batches
 with the training state built by the loop's own `state.build_state` (model, optimizer, EMA),
 the same process count (`train.num_workers`), threads per process and micro-batch
 (`train.batch_size // (num_workers * accum)`):
@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray
 import ray.train
 import ray.train.torch
@@ -52,13 +51,15 @@ import torch.multiprocessing as mp
 from ray.train.torch import TorchTrainer
 from torch.nn.parallel import DistributedDataParallel
 
+from pix2seqd.platform.benchmarks.model_bench import make_batches
 from pix2seqd.platform.config import Config, flatten, from_flat
 from pix2seqd.platform.ray_env import init_ray, sigint_handler_kept
 
 # The loop's own state, step and meter: the per-step work timed here is the production one.
-from pix2seqd.platform.train.loop import optimizer_step, ray_ddp
+from pix2seqd.platform.train.loop import ray_ddp
 from pix2seqd.platform.train.progress import Meter
 from pix2seqd.platform.train.state import TrainState, build_state
+from pix2seqd.platform.train.step import optimizer_step
 
 DISTINCT_BATCHES = 4  # per rank; cycled, so a step never waits for data
 
@@ -96,38 +97,6 @@ def torch_threads(cfg: Config) -> int:
     (OMP_NUM_THREADS = its whole CPUs, at least 1); set explicitly on both sides, since a
     spawned process would otherwise use every core."""
     return cfg.train.torch_threads or max(1, math.floor(cfg.train.cpus_per_worker))
-
-
-def make_batches(cfg: Config, batch: int, n: int, seed: int) -> list[dict[str, torch.Tensor]]:
-    """`n` random batches as the Ray Data pipeline yields them (see `step.to_model_inputs`).
-
-    image (B, H, W, 3) uint8; hw (B, 2) int32 valid size, at least 3/4 of the canvas per side;
-    mask (B, Hm, Wm, 2) uint8 [class < num_classes, instance < max_instances], Hm, Wm = the
-    canvas / mask_stride; video configs add cond_mask (B, F, Hm, Wm, 2) uint8.
-    """
-    rng = np.random.default_rng(seed)
-    (h, w), m = cfg.data.image_hw, cfg.model
-    hm, wm, frames = h // m.mask_stride, w // m.mask_stride, m.decoder.cond_frames
-
-    def mask(*lead: int) -> np.ndarray:
-        cls = rng.integers(0, m.num_classes, size=(*lead, hm, wm, 1))
-        ids = rng.integers(0, m.max_instances, size=(*lead, hm, wm, 1))
-        return np.concatenate([cls, ids], axis=-1).astype(np.uint8)
-
-    out = []
-    for _ in range(n):
-        hw = np.stack(
-            [rng.integers(h * 3 // 4, h + 1, batch), rng.integers(w * 3 // 4, w + 1, batch)], axis=1
-        ).astype(np.int32)
-        item = {
-            "image": rng.integers(0, 256, size=(batch, h, w, 3), dtype=np.uint8),
-            "hw": hw,
-            "mask": mask(batch),
-        }
-        if frames:
-            item["cond_mask"] = mask(batch, frames)
-        out.append({k: torch.from_numpy(v) for k, v in item.items()})
-    return out
 
 
 def setup_process(cfg: Config, rank: int) -> None:

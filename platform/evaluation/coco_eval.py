@@ -51,7 +51,7 @@ def evaluate_checkpoint(
         ev.batch_size,
         ev.num_actors,
         use_gpu,
-        compile_sampler=sample.compile,
+        sampler=sample,
     )
     t1 = time.perf_counter()
     pred_json = pred_dir / "predictions.json"

@@ -73,13 +73,20 @@ def evaluate_video_checkpoint(
         ev.batch_size,
         ev.num_actors,
         use_gpu,
-        compile_sampler=s.compile,
+        sampler=s,
     )
     t1 = time.perf_counter()
     result = evaluate_davis(
         davis_root, results_dir, split, resolution, sequences=[v.name for v in videos]
     )
-    result["timing"] = {"predict_s": t1 - t0, "score_s": time.perf_counter() - t1}
+    frames = sum(r["frames"] for r in rows)
+    result["timing"] = {
+        "predict_s": t1 - t0,
+        "score_s": time.perf_counter() - t1,
+        "predict_ms_per_frame": 1000 * (t1 - t0) / max(1, frames),
+    }
+    later = sum(r["later_frames"] for r in rows)
+    result["mean_later_steps"] = sum(r["later_steps"] for r in rows) / max(1, later)
     result["proposals_dropped"] = sum(r["dropped"] for r in rows)
     for r in rows:
         if r["dropped"]:
@@ -139,7 +146,8 @@ def eval_checkpoint(req: VideoCheckpointEval) -> dict[str, Any]:
 
 def _log(mlc, run_id: str, result: dict[str, Any]) -> None:
     metrics = {**tracked.davis_metrics(result), **tracked.timing_metrics(result)}
-    if "proposals_dropped" in result:
-        metrics["eval/proposals_dropped"] = result["proposals_dropped"]
+    for key in ("proposals_dropped", "mean_later_steps"):
+        if key in result:
+            metrics[f"eval/{key}"] = result[key]
     tracking.log_metrics(mlc, run_id, metrics, 0)
     tracked.log_result_json(mlc, run_id, result, "davis.json")

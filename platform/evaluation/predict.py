@@ -6,37 +6,40 @@ segment with its confidence `score` (`segment_scores`)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from pix2seqd.models.config import SampleConfig
 from pix2seqd.models.postprocess import majority_vote, to_original
 from pix2seqd.platform.config import Config, from_flat
 from pix2seqd.platform.data.coco_panoptic import CategoryMap
 from pix2seqd.platform.data.pipeline import image_inputs, image_seed, mask_shape, read_rgb
 from pix2seqd.platform.evaluation.panoptic_io import write_prediction
+from pix2seqd.platform.evaluation.sampling import prepare_sampler, sample_images
 from pix2seqd.platform.evaluation.segment_scores import agreement_map
 from pix2seqd.platform.train import checkpoints
 from pix2seqd.platform.train.step import build_model, to_model_inputs
 
 
 def load_for_inference(
-    checkpoint: str, device: str = "cpu", compile_sampler: bool = False
+    checkpoint: str, device: str = "cpu", sampler: SampleConfig | None = None
 ) -> tuple[torch.nn.Module, Config]:
     """Model with the EMA weights of the checkpoint `checkpoint` (a CKPT reference), in eval
-    mode; compile_sampler: its denoising step compiled (`SampleConfig.compile`). Only the
-    weights are read, not the optimizer; a fetched copy is removed once they are loaded
-    (`checkpoints.inference_state`)."""
+    mode, and its config; `sampler`: the job's sampler settings, which replace the
+    checkpoint's `sample.*` (`compile` and `bf16` among them: `sampling.prepare_sampler`).
+    Only the weights are read, not the optimizer; a fetched copy is removed once they are
+    loaded (`checkpoints.inference_state`)."""
     with checkpoints.inference_state(checkpoint) as snap:
         cfg = from_flat(snap["config"])
         model = build_model(cfg)
         model.load_state_dict(snap["ema"])
-    model = model.to(device).eval()
-    if compile_sampler:
-        model.compile_sampler()
-    return model, cfg
+    if sampler is not None:
+        cfg = replace(cfg, sample=sampler)
+    return prepare_sampler(model.to(device), cfg), cfg
 
 
 def checkpoint_info(checkpoint: str) -> tuple[Config, dict[str, Any]]:
@@ -67,14 +70,14 @@ class Predictor:
         seed: int = 0,
         threads: int = 0,
         use_gpu: bool = False,
-        compile_sampler: bool = False,
+        sampler: SampleConfig | None = None,
     ):
         if threads > 0:
             torch.set_num_threads(threads)
         # Only a GPU Ray reserved for this actor; a visible one may belong to someone else.
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         # a folder or storage URI: each actor fetches it on its own node
-        self.model, self.cfg = load_for_inference(checkpoint, self.device, compile_sampler)
+        self.model, self.cfg = load_for_inference(checkpoint, self.device, sampler)
         self.steps, self.td, self.min_pixels = steps, td, min_pixels
         self.pred_dir, self.cmap, self.seed = Path(pred_dir), cmap, seed
 
@@ -159,7 +162,7 @@ def _sampled(model, cfg: Config, images: list[np.ndarray], steps, td, seed, retu
     on the CPU; the per-image geometry)."""
     x, inputs = canvas_batch(model, cfg, images)
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    out = model.sample(x, steps, td, generator=gen, return_probs=return_probs)
+    out = sample_images(model, cfg, x, steps, td, gen, return_probs)
     return (tuple(t.cpu() for t in out) if return_probs else out.cpu()), inputs
 
 
@@ -211,10 +214,10 @@ def predict_dataset(
     num_actors: int,
     use_gpu: bool,
     seed: int = 0,
-    compile_sampler: bool = False,
+    sampler: SampleConfig | None = None,
 ) -> list[dict]:
     """Run `Predictor` actors over `items`; returns the results-format annotations.
-    compile_sampler: see `SampleConfig.compile`."""
+    sampler: the job's sampler settings (`load_for_inference`)."""
     Path(pred_dir).mkdir(parents=True, exist_ok=True)
     ds = map_with_actors(
         items,
@@ -230,7 +233,7 @@ def predict_dataset(
             pred_dir=pred_dir,
             cmap=cmap,
             seed=seed,
-            compile_sampler=compile_sampler,
+            sampler=sampler,
         ),
     )
     return [json.loads(r["annotation"]) for r in ds.take_all()]

@@ -100,7 +100,7 @@ def _predict_images(
         cfg.eval.batch_size,
         cfg.eval.num_actors,
         use_gpu,
-        compile_sampler=s.compile,
+        sampler=s,
     )
     anns.sort(key=lambda a: a["image_id"])
     images = [{"id": k, "file_name": f.name} for k, f in enumerate(files)]
@@ -130,7 +130,7 @@ def _predict_video(
         1,
         1,
         use_gpu,
-        compile_sampler=s.compile,
+        sampler=s,
     )
     frames = []
     for f in files:

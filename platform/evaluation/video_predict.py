@@ -21,13 +21,16 @@ from typing import Any
 import numpy as np
 import torch
 
+from pix2seqd.models.config import SampleConfig
 from pix2seqd.models.postprocess import drop_small_ids, to_original
-from pix2seqd.models.video import stream_videos
+from pix2seqd.models.video import StableIds, stream_videos
+from pix2seqd.platform.config import Config
 from pix2seqd.platform.data.davis import VideoRecord
 from pix2seqd.platform.data.pipeline import image_seed
 from pix2seqd.platform.data.video_pipeline import frame_eval_input, read_frame
 from pix2seqd.platform.evaluation.davis_eval import MAX_PROPOSALS
 from pix2seqd.platform.evaluation.predict import load_for_inference, map_with_actors
+from pix2seqd.platform.evaluation.sampling import sampling_autocast
 from pix2seqd.platform.synthetic.davis import davis_palette
 from pix2seqd.platform.synthetic.files import save_png
 
@@ -48,27 +51,33 @@ class VideoPredictor:
         seed: int = 0,
         threads: int = 0,
         use_gpu: bool = False,
-        compile_sampler: bool = False,
+        sampler: SampleConfig | None = None,
     ):
         if threads > 0:
             torch.set_num_threads(threads)
         self.device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
         # a folder or storage URI: each actor fetches it on its own node
-        self.model, self.cfg = load_for_inference(checkpoint, self.device, compile_sampler)
+        self.model, self.cfg = load_for_inference(checkpoint, self.device, sampler)
         self.videos, self.results_dir = list(videos), Path(results_dir)
         self.steps = (first_steps, later_steps or first_steps)
         self.td, self.min_pixels, self.seed = td, min_pixels, seed
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         videos = [self.videos[int(i)] for i in batch["video"]]
-        ids = self.predict(videos)
-        rows = [self.write(v, frames) for v, frames in zip(videos, ids)]
-        return {
-            k: np.array([r[k] for r in rows]) for k in ("name", "frames", "proposals", "dropped")
-        }
+        ids, steps = self.predict(videos)
+        rows = [
+            {**self.write(v, frames), "later_frames": 0, "later_steps": 0}
+            for v, frames in zip(videos, ids)
+        ]
+        # the batch's later frames and their steps go on its first row: its videos were
+        # sampled together, with one step count per frame index
+        rows[0].update(steps)
+        return {k: np.array([r[k] for r in rows]) for k in SUMMARY_KEYS}
 
-    def predict(self, videos: list[VideoRecord]) -> list[list[np.ndarray]]:
-        """Id maps (h, w) uint8 at each frame's original size, per video, per frame."""
+    def predict(self, videos: list[VideoRecord]) -> tuple[list[list[np.ndarray]], dict[str, int]]:
+        """Id maps (h, w) uint8 at each frame's original size, per video, per frame; and
+        {'later_frames', 'later_steps'}: the frames after the first and the sampler steps
+        they took (`sample.adaptive`: `StableIds`, else `later_steps` each)."""
         canvas = self.cfg.data.image_hw
         sizes: dict[tuple[int, int], tuple] = {}
         out: list[list[np.ndarray]] = [[] for _ in videos]
@@ -86,19 +95,26 @@ class VideoPredictor:
         gen = torch.Generator(device=self.device).manual_seed(
             self.seed * 1_000_003 + image_seed(videos[0].name)
         )
-        for t, active, pred in stream_videos(
-            self.model, read, [len(v.frames) for v in videos], *self.steps, self.td, gen
-        ):
-            for b, p in zip(active, pred):
-                hw, orig = sizes.pop((b, t))
-                full = to_original(p[1], canvas, hw, orig)
-                out[b].append(
-                    drop_small_ids(full, self.cfg.model.max_instances, self.min_pixels)
-                    .to(torch.uint8)
-                    .cpu()
-                    .numpy()
-                )
-        return out
+        lengths = [len(v.frames) for v in videos]
+        rule = adaptive_rule(self.cfg)
+        # the post-processing inside the block is integer work, which autocast leaves alone
+        with sampling_autocast(self.cfg, self.device):
+            for t, active, pred in stream_videos(
+                self.model, read, lengths, *self.steps, self.td, gen, rule
+            ):
+                for b, p in zip(active, pred):
+                    hw, orig = sizes.pop((b, t))
+                    full = to_original(p[1], canvas, hw, orig)
+                    out[b].append(
+                        drop_small_ids(full, self.cfg.model.max_instances, self.min_pixels)
+                        .to(torch.uint8)
+                        .cpu()
+                        .numpy()
+                    )
+        later = sum(max(0, n - 1) for n in lengths)
+        if rule is None:
+            return out, {"later_frames": later, "later_steps": later * self.steps[1]}
+        return out, {"later_frames": rule.frames, "later_steps": rule.steps}
 
     def _pad(self, x: torch.Tensor, valid: list[tuple[int, int]]) -> torch.Tensor:
         """The training padding value outside each frame's valid region (as to_model_inputs)."""
@@ -121,6 +137,17 @@ class VideoPredictor:
             "proposals": proposals,
             "dropped": dropped,
         }
+
+
+SUMMARY_KEYS = ("name", "frames", "proposals", "dropped", "later_frames", "later_steps")
+
+
+def adaptive_rule(cfg: Config) -> StableIds | None:
+    """`sample.adaptive`'s rule for one batch of videos, or None (fixed steps)."""
+    if not cfg.sample.adaptive:
+        return None
+    m = cfg.model
+    return StableIds(m.num_classes, m.max_instances, cfg.sample.adaptive_change)
 
 
 def cap_proposals(frames: list[np.ndarray], limit: int) -> int:
@@ -156,10 +183,10 @@ def predict_videos(
     num_actors: int,
     use_gpu: bool,
     seed: int = 0,
-    compile_sampler: bool = False,
+    sampler: SampleConfig | None = None,
 ) -> list[dict[str, Any]]:
     """Run `VideoPredictor` actors over `videos`; returns one summary row per sequence.
-    compile_sampler: see `SampleConfig.compile`."""
+    sampler: the job's sampler settings (`predict.load_for_inference`)."""
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     ds = map_with_actors(
         [{"video": i} for i in range(len(videos))],
@@ -176,16 +203,8 @@ def predict_videos(
             td=td,
             min_pixels=min_pixels,
             seed=seed,
-            compile_sampler=compile_sampler,
+            sampler=sampler,
         ),
     )
     rows = ds.take_all()
-    return [
-        {
-            "name": str(r["name"]),
-            "frames": int(r["frames"]),
-            "proposals": int(r["proposals"]),
-            "dropped": int(r["dropped"]),
-        }
-        for r in rows
-    ]
+    return [{"name": str(r["name"]), **{k: int(r[k]) for k in SUMMARY_KEYS[1:]}} for r in rows]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from pix2seqd.models.config import EncoderConfig
-from pix2seqd.platform.config import Config, flatten, override
+from pix2seqd.platform.config import Config, override, storable
 from pix2seqd.platform.official.names import (
     ENCODER_ROOTS,
     STEM_KERNEL,
@@ -157,7 +157,7 @@ def write(out: str | Path, conv: Conversion, cfg: Config, tf_prefix: str) -> Pat
     snap: dict[str, Any] = {
         "ema": conv.state,
         "model": conv.state,
-        "config": checkpoints.config_to_storable(flatten(cfg)),
+        "config": storable(cfg),
         "step": 0,
         "trained_scope": list(TRAINED_SCOPE),
         "source": {"tf_checkpoint": tf_prefix, "tf_root": conv.root, "description": DESCRIPTION},

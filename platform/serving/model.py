@@ -74,7 +74,7 @@ class ImageSegmenter:
     def __init__(self, folder: str, cfg: Config, meta: dict[str, Any]):
         self.cmap = CategoryMap.from_coco(meta["categories"], f"{folder} (categories)")
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model, self.cfg = load_for_inference(folder, device, cfg.sample.compile)
+        self.model, self.cfg = load_for_inference(folder, device, cfg.sample)
 
     @staticmethod
     def signature() -> ModelSignature:
@@ -130,7 +130,7 @@ class VideoSegmenter:
             s.td,
             s.min_pixels,
             use_gpu=torch.cuda.is_available(),
-            compile_sampler=s.compile,
+            sampler=s,
         )
 
     @staticmethod
@@ -163,7 +163,8 @@ class VideoSegmenter:
             files = tuple(
                 EncodedFile(bytes(frames[k]), f"request row {k} (video {name!r})") for k in rows
             )
-            ids = self.predictor.predict([VideoRecord(name, files, files)])[0]
+            videos, _ = self.predictor.predict([VideoRecord(name, files, files)])
+            ids = videos[0]
             dropped = cap_proposals(ids, MAX_PROPOSALS)
             for k, frame_ids in zip(rows, ids):
                 out[k] = {

@@ -35,6 +35,7 @@ from pix2seqd.platform.evaluation.predict import (
     map_with_actors,
     plain_id,
 )
+from pix2seqd.platform.evaluation.sampling import sampling_autocast
 
 
 @torch.no_grad()
@@ -48,14 +49,15 @@ def sample_grid(
     """For each grid point (dotted sample.* overrides of `cfg`), the (2, h, w) label maps of
     `images`, as `predict.predict_label_maps` would give them one setting at a time."""
     x, inputs = canvas_batch(model, cfg, images)
-    encoded = model.encode(x)  # once for the whole grid
     settings = [override(cfg, point).sample for point in grid]
     full: dict[tuple[int, float], list[torch.Tensor]] = {}
-    for s in settings:
-        if (s.steps, s.td) not in full:
-            gen = torch.Generator(device=x.device).manual_seed(seed)
-            pred = model.sample_from_encoded(encoded, s.steps, s.td, generator=gen).cpu()
-            full[(s.steps, s.td)] = at_original_size(pred, inputs, cfg)
+    with sampling_autocast(cfg, x.device):
+        encoded = model.encode(x)  # once for the whole grid
+        for s in settings:
+            if (s.steps, s.td) not in full:
+                gen = torch.Generator(device=x.device).manual_seed(seed)
+                pred = model.sample_from_encoded(encoded, s.steps, s.td, generator=gen).cpu()
+                full[(s.steps, s.td)] = at_original_size(pred, inputs, cfg)
     m = cfg.model
     return [
         [
@@ -83,8 +85,8 @@ class GridPredictor:
         if threads > 0:
             torch.set_num_threads(threads)
         device = "cuda" if use_gpu and torch.cuda.is_available() else "cpu"
-        self.model, _ = load_for_inference(checkpoint, device)
         self.cfg, self.grid, self.cmap, self.seed = from_flat(flat_cfg), grid, cmap, seed
+        self.model, _ = load_for_inference(checkpoint, device, self.cfg.sample)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         names = [str(n) for n in batch["name"]]

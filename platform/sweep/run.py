@@ -172,13 +172,25 @@ def run_inference_sweep(
         )
         tracking.log_metrics(mlc, parent, {f"eval/{k}": v for k, v in timing.items()}, 0)
         exp = mlc.get_run(parent).info.experiment_id
-        rows = [_grid_child(mlc, parent, exp, point, res) for point, res in zip(grid, results)]
+        # what each trial scored, so that the trials of several sweeps (a teacher's and its
+        # distilled students') can be put side by side in the MLflow UI
+        scored = {"checkpoint": inputs.checkpoint, "checkpoint_steps": str(cfg.sample.steps)}
+        if cfg.distill.teacher:
+            scored["distill_teacher"] = cfg.distill.teacher
+        rows = [
+            _grid_child(mlc, parent, exp, point, res, scored) for point, res in zip(grid, results)
+        ]
         summary = _finish(mlc, parent, sweep, rows)
     return _write(summary, summary_json)
 
 
 def _grid_child(
-    mlc, parent: str, exp: str, point: dict[str, Any], result: dict[str, Any]
+    mlc,
+    parent: str,
+    exp: str,
+    point: dict[str, Any],
+    result: dict[str, Any],
+    scored: dict[str, str],
 ) -> dict[str, Any]:
     about = tracking.note(
         f"Sampler setting `{trial_label(point)}` of the inference sweep in parent run `{parent}`.",
@@ -187,7 +199,7 @@ def _grid_child(
     run_id = tracking.start_run(
         mlc,
         point,
-        {"job": "sweep_trial", tracking.NOTE_TAG: about},
+        {"job": "sweep_trial", tracking.NOTE_TAG: about, **scored},
         run_name=tracking.run_name(overrides=point),
         parent_run_id=parent,
         in_experiment=exp,

@@ -80,11 +80,6 @@ def load(
     return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
 
 
-def config_to_storable(flat: dict[str, Any]) -> dict[str, Any]:
-    """Tuples become lists so the flattened config survives `weights_only` loading."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
-
-
 @contextlib.contextmanager
 def inference_state(ref: str, map_location: str = "cpu") -> Iterator[dict[str, Any]]:
     """The keys of `INFERENCE_KEYS` the checkpoint `ref` holds: EMA weights, config, metadata.

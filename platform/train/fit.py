@@ -21,7 +21,7 @@ from pix2seqd.platform.ray_env import preemption_watcher, sigint_handler_kept
 from pix2seqd.platform.serving.log_model import log_served_model
 from pix2seqd.platform.train.checkpoints import CheckpointTags, checkpoint_uri
 from pix2seqd.platform.train.crash_loop import failure_handling
-from pix2seqd.platform.train.init_weights import start_weights
+from pix2seqd.platform.train.init_weights import start_weights, teacher_weights
 from pix2seqd.platform.train.loop import WorkerJob, train_loop_per_worker
 from pix2seqd.platform.train.options import RunOptions, storage_path
 from pix2seqd.platform.train.run_lock import DriverLease, mark_dead_runs
@@ -121,6 +121,7 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
     start = start_weights(cfg, opts.init_from)
     if cfg.model.encoder.init or opts.init_from:
         tracking.set_tags(tracking.client(uri), run_id, start.tags())
+    teacher = teacher_weights(cfg)
     job = WorkerJob(
         cfg,
         CheckpointMeta(run_id, uri, list(inputs.categories), list(start.trained_scope)),
@@ -128,6 +129,7 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
         ray_run_name(run_id),
         inputs.num_train,
         start=ray.put(start.state) if start.state else None,
+        teacher=ray.put(teacher) if teacher is not None else None,
         stream=ray.put(inputs.stream) if per_rank else None,
         val_subset=inputs.val_subset,
         val_metric=inputs.val_metric,

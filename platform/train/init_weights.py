@@ -25,7 +25,7 @@ from pix2seqd.models.weight_transfer import (
     plan_transfer,
     summarise_keys,
 )
-from pix2seqd.platform.config import Config
+from pix2seqd.platform.config import Config, flatten, from_flat
 from pix2seqd.platform.train import checkpoints
 from pix2seqd.platform.train.checkpoints import checkpoint_location
 from pix2seqd.platform.train.step import build_model
@@ -130,8 +130,29 @@ def _report(weights: StartWeights, cfg: Config, init_from: str) -> None:
     log.debug("fresh: %s", ", ".join(weights.fresh))
 
 
-def load_start(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load `start_weights(...).state` into a freshly built model (a training worker)."""
-    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
-    if unexpected:  # the driver planned on the same config: a bug, not a user error
-        raise RuntimeError(f"start weights the model does not have: {unexpected}")
+# Config keys that must be the teacher's for a student to learn its sampler's steps
+_TEACHER_KEYS = ("model", "loss.kind", "diffusion.b_scale")
+
+
+def teacher_weights(cfg: Config) -> dict[str, torch.Tensor] | None:
+    """The EMA weights of `distill.teacher` (read on the driver), or None when the run does
+    not distil. ValueError naming the checkpoint and the keys when the teacher's model,
+    `loss.kind` or `diffusion.b_scale` differ from the student's: a student has the
+    teacher's architecture and learns to take its steps."""
+    ref = cfg.distill.teacher
+    if not ref:
+        return None
+    with checkpoints.inference_state(ref) as snap:
+        theirs = flatten(from_flat(snap["config"]))
+        ours = flatten(cfg)
+        differ = [
+            k for k in sorted(ours) if k.startswith(_TEACHER_KEYS) and theirs.get(k) != ours[k]
+        ]
+        if differ:
+            shown = ", ".join(
+                f"{k}: teacher {theirs.get(k)!r}, student {ours[k]!r}" for k in differ
+            )
+            raise ValueError(f"distill.teacher {ref}: the student must have its config ({shown})")
+        state = {k: v.clone() for k, v in snap["ema"].items()}
+    log.info("distill.teacher %s: %d tensors (EMA weights)", ref, len(state))
+    return state

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import tempfile
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +24,6 @@ from pix2seqd.platform.train.checkpoints import CheckpointLog, CheckpointTags
 from pix2seqd.platform.train.periodic_eval import PeriodicEval, ValSubset
 from pix2seqd.platform.train.progress import Meter, ProgressLine
 from pix2seqd.platform.train.restore_point import RestorePoint
-from pix2seqd.platform.train.schedule import ema_update, lr_factor
 from pix2seqd.platform.train.state import (
     CheckpointMeta,
     TrainState,
@@ -35,7 +32,7 @@ from pix2seqd.platform.train.state import (
     restore,
     snapshot,
 )
-from pix2seqd.platform.train.step import to_model_inputs
+from pix2seqd.platform.train.step import optimizer_step
 from pix2seqd.platform.train.watch import PreemptionWatch, TrainClock, seconds_left
 
 log = logging.getLogger(__name__)
@@ -47,7 +44,8 @@ class WorkerJob:
 
     storage / run_name: Ray Train's storage path and run name (checkpoint references);
     num_train: examples (or clips) per epoch; start: a Ray object ref of the weights the run
-    starts from (`init_weights.start_weights`), or None; stream: a Ray object ref of the run's
+    starts from (`init_weights.start_weights`), or None; teacher: a Ray object ref of the
+    teacher's weights of a distillation run (`init_weights.teacher_weights`), or None; stream: a Ray object ref of the run's
     `streams.TrainStream` when each rank builds its own dataset (`data.exact_order`), else
     None (the driver's stream is split by Ray Train); val_subset: periodic evaluation data;
     val_metric: the periodic score the progress line shows; log_level: the driver's level of
@@ -59,6 +57,7 @@ class WorkerJob:
     run_name: str
     num_train: int
     start: Any = None
+    teacher: Any = None
     stream: Any = None
     val_subset: ValSubset | None = None
     val_metric: str = "val/pq"
@@ -158,7 +157,8 @@ def _initial_state(
     """A new state, restored from the run's newest checkpoint that loads
     (`restore_point.agreed`) when the worker group was restarted or the run resumed."""
     start = ray.get(job.start) if job.start is not None else None
-    state = build_state(job.cfg, device, world, ray_ddp, start)
+    teacher = ray.get(job.teacher) if job.teacher is not None else None
+    state = build_state(job.cfg, device, world, ray_ddp, start, teacher)
     state.meta = job.meta
     point = restore_point.agreed(ray.train.get_checkpoint(), rank, world)
     if point.snap is not None:
@@ -274,46 +274,6 @@ class Reporter:
             ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
             if self.ckpts is not None:
                 self.ckpts.record(state.step, name, d, metrics.get("val/pq"))
-
-
-def optimizer_step(
-    state: TrainState, cfg: Config, batches, device, meter: Meter, decay_frac: float = 0.0
-) -> float | None:
-    """One optimizer step over `accum` micro-batches; None when the data ran out.
-    decay_frac: the elapsed fraction of the time budget under `train.decay_to_budget`, else 0."""
-    ddp, opt = state.ddp, state.optimizer
-    ddp.train()
-    for group in opt.param_groups:
-        group["lr"] = cfg.optim.lr * lr_factor(
-            state.step, cfg.optim.warmup_steps, cfg.train.steps, cfg.optim.end_lr_factor, decay_frac
-        )
-    opt.zero_grad(set_to_none=True)
-    total, wait = 0.0, 0.0
-    for k in range(cfg.train.accum):
-        t0 = time.perf_counter()
-        batch = next(batches, None)
-        wait += time.perf_counter() - t0
-        if batch is None:
-            return None
-        images, masks, cond = to_model_inputs(batch, device, cfg.data.pad_value)
-        sync = k == cfg.train.accum - 1 or not hasattr(ddp, "no_sync")
-        with contextlib.nullcontext() if sync else ddp.no_sync(), _autocast(cfg, device):
-            loss = ddp(images, masks, cond) / cfg.train.accum
-        loss.backward()
-        total += loss.detach()
-    if cfg.optim.clip_norm > 0:
-        torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.optim.clip_norm)
-    opt.step()
-    ema_update(state.ema, state.model, cfg.train.ema_decay)
-    state.step += 1
-    meter.add(total, wait)
-    return total
-
-
-def _autocast(cfg: Config, device):
-    if device.type == "cuda" and cfg.train.bf16:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 # The time budget is checked every this many steps: the ranks' agreement is a broadcast

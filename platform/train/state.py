@@ -4,8 +4,11 @@ checkpoint snapshot.
 A snapshot is everything exact resume needs: model, EMA, optimizer (the learning rate is a
 function of the step and, under `train.decay_to_budget`, of the training time), step, epoch
 and data position, the training seconds so far (the time budget spans restarts), every
-rank's RNG state, the resolved config, plus where it came from (MLflow run, categories). Its keys are the `checkpoint.pt`
-contents listed in docs/cli.md.
+rank's RNG state, the resolved config, plus where it came from (MLflow run, categories).
+Its keys are the `checkpoint.pt` contents listed in docs/cli.md.
+
+Pure torch (no Ray, MLflow or pyarrow), like `step.py`: `benchmark.py gpu` builds its
+training state here on a bare GPU machine.
 """
 
 from __future__ import annotations
@@ -17,13 +20,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from pix2seqd.platform.config import Config, flatten
-from pix2seqd.platform.train import checkpoints
-from pix2seqd.platform.train.init_weights import load_start
+from pix2seqd.platform.config import Config, storable
 from pix2seqd.platform.train.step import (
+    DistillModule,
     LossModule,
     build_model,
     compile_loss,
+    load_start,
     make_ema,
     make_optimizer,
     sync_batch_norm,
@@ -81,17 +84,35 @@ def build_state(
     world: int,
     wrap: DdpWrap,
     start: dict[str, torch.Tensor] | None = None,
+    teacher: dict[str, torch.Tensor] | None = None,
 ) -> TrainState:
     """A fresh state at step 0: the model (with the `start` weights the driver chose,
     `init_weights.start_weights`) on `device`, its EMA copy, the wrapped loss module and the
-    optimizer."""
+    optimizer. With `teacher` weights (`distill.teacher`, `init_weights.teacher_weights`)
+    the loss module is the distillation loss against a frozen copy of the model holding
+    them."""
     model = build_model(cfg)
     if start:
         load_start(model, start)
     model = to_device(sync_batch_norm(model, cfg, world, device), cfg, device)
     ema = make_ema(model)
-    ddp = compile_loss(wrap(LossModule(model), ddp_kwargs(cfg)), cfg)
+    ddp = compile_loss(wrap(loss_module(model, cfg, device, teacher), ddp_kwargs(cfg)), cfg)
     return TrainState(model, ema, ddp, make_optimizer(model, cfg, device))
+
+
+def loss_module(
+    model: torch.nn.Module,
+    cfg: Config,
+    device: torch.device,
+    teacher: dict[str, torch.Tensor] | None,
+) -> torch.nn.Module:
+    """The module DDP wraps: `LossModule`, or with teacher weights `DistillModule`."""
+    if teacher is None:
+        return LossModule(model)
+    frozen = build_model(cfg)
+    frozen.load_state_dict(teacher)
+    frozen = to_device(frozen, cfg, device)
+    return DistillModule(model, frozen, cfg.sample.steps, cfg.sample.td)
 
 
 def rng_state() -> dict[str, Any]:
@@ -131,7 +152,7 @@ def snapshot(
         "data_position": position,
         "epoch": position // max(1, num_train),
         "rng": rngs,
-        "config": checkpoints.config_to_storable(flatten(cfg)),
+        "config": storable(cfg),
         **asdict(state.meta),
     }
 

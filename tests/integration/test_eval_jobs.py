@@ -208,15 +208,29 @@ def test_eval_davis_from_a_checkpoint_reference_in_mlflow(ray_session, mlflow_en
             "1",
         ]
     )
-    assert set(result) == J_KEYS | {"proposals_dropped"}
+    assert set(result) == J_KEYS | {"proposals_dropped", "mean_later_steps"}
     # random weights: J&F 0.04 (observed 2026-12-07); floors: test_score_floors.py
     assert 0.0 <= result["J&F-Mean"] <= 1.0 and result["timing"]["predict_s"] > 0
+    assert result["mean_later_steps"] == 1.0 and result["timing"]["predict_ms_per_frame"] > 0
     for seq in (root / "ImageSets/2017/val.txt").read_text().split():
         gt = sorted(p.name for p in (root / "Annotations_unsupervised/480p" / seq).glob("*.png"))
         assert sorted(p.name for p in (results / seq).glob("*.png")) == gt
     child = _child(mlflow_env, parent)
     assert child.data.metrics["val/jf"] == pytest.approx(result["J&F-Mean"])
     assert child.data.params["sample.later_steps"] == "1"
+    assert child.data.metrics["eval/mean_later_steps"] == 1.0
+
+    # sample.adaptive: a rule that accepts any change stops every later frame after its
+    # second of 4 steps
+    adaptive = load_job("eval_davis").main(
+        [
+            *("--checkpoint", str(ckpt), "--davis-root", str(root)),
+            *("--results-dir", str(tmp_path / "adaptive"), "--out", str(tmp_path / "A.json")),
+            *("--first-steps", "2", "--later-steps", "4"),
+            *("--set", "sample.adaptive=true", "--set", "sample.adaptive_change=1.0"),
+        ]
+    )
+    assert adaptive["mean_later_steps"] == 2.0
 
 
 def test_predict_an_image_folder_and_a_frames_folder(ray_session, mlflow_env, tmp_path):

@@ -172,6 +172,9 @@ def test_inference_sweep_on_a_trial_checkpoint(mlc, train_sweep, coco, tmp_path)
         }
         assert run.data.metrics["val/pq"] == pytest.approx(t["pq"])
         assert {"val/pq_th", "val/pq_st"} <= set(run.data.metrics)
+        # the checkpoint scored and the steps it samples with (a distilled student's own)
+        assert run.data.tags["checkpoint"] == ckpt and run.data.tags["checkpoint_steps"] == "2"
+        assert "distill_teacher" not in run.data.tags  # not a distilled student
     arts = {a.path for a in mlc.list_artifacts(parent.info.run_id, "sweep")}
     assert "sweep/pq_vs_steps.png" in arts and "sweep/summary.csv" in arts
 

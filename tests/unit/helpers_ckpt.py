@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from pix2seqd.platform.config import Config, flatten, override
+from pix2seqd.platform.config import Config, override, storable
 from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.train import checkpoints
 from pix2seqd.platform.train.step import build_model
@@ -60,7 +60,7 @@ def write_checkpoint(
         "model": state,
         "ema": state,
         "step": 7,
-        "config": checkpoints.config_to_storable(flatten(cfg)),
+        "config": storable(cfg),
         "mlflow_run_id": run_id,
         "tracking_uri": "",
         "categories": [dict(c) for c in categories],

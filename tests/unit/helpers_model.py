@@ -36,3 +36,24 @@ def toy_batch(b: int = 2, size: int = 32):
     cls[:, : m // 2], ids[:, : m // 2] = 3, 1
     cls[:, m // 2 :, m // 2 :], ids[:, m // 2 :, m // 2 :] = 5, 2
     return images, torch.stack([cls, ids], dim=1)
+
+
+def loss_grads_saved(model) -> tuple[torch.Tensor, list[torch.Tensor], int]:
+    """`model.loss` of the toy batch: the loss, the gradients and the bytes autograd saved
+    for the backward pass (seeded: the same t, noise and dropout for models built alike)."""
+    images, masks = toy_batch()
+    saved = [0]
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved[0] += t.numel() * t.element_size()
+        return t
+
+    torch.manual_seed(1)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = model.loss(images, masks)
+    loss.backward()
+    return (
+        loss.detach(),
+        [p.grad.clone() for p in model.parameters() if p.grad is not None],
+        saved[0],
+    )

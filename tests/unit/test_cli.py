@@ -22,6 +22,7 @@ SWEEPS = sorted(p.stem for p in (ROOT / "sweeps").glob("*.py"))
 REQUIRED = {
     "benchmark": ["model"],
     "convert_official": ["--tf-checkpoint", "T", "--out", "O"],
+    "distill": ["--teacher", "T", "--rounds", "1"],
     "eval_coco": ["--pred-dir", "P", "--out", "R.json"],
     "eval_davis": ["--results-dir", "P", "--out", "J.json", "--data-root", "D"],
     "make_synthetic": ["--out", "O"],
@@ -36,6 +37,7 @@ DATA_ROOT_ALIASES = {
     "eval_coco": "",
     "eval_davis": "--davis-root",
     "prepare_data": "--root",
+    "distill": "",
     **{name: "" for name in SWEEPS},
 }
 

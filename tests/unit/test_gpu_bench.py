@@ -1,5 +1,5 @@
-"""jobs/benchmark.py gpu: the whole code path on CPU with the tiny preset (no ray, no mlflow
-imported), the peak-FLOP/s table, the kernel table, and incremental JSON writing."""
+"""jobs/benchmark.py gpu: the whole code path on CPU with the tiny preset (no ray, mlflow or
+pyarrow imported), the peak-FLOP/s table, the kernel table, and incremental JSON writing."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ from pix2seqd.platform.benchmarks.gpu_bench import kernel_table, mfu, peak_flops
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The real benchmark in a fresh interpreter (the job module imported too), failing if ray or
-# mlflow got imported. Backend 'eager' traces the loss path with dynamo (graph breaks and
+# The real benchmark in a fresh interpreter (the job module imported too), failing if ray,
+# mlflow or pyarrow got imported (the GPU machine has torch only). Backend 'eager' traces the loss path with dynamo (graph breaks and
 # tracing errors show up) without code generation, which takes minutes on a 2-core CPU. One
 # thread: the figures do not matter here and a busy CI machine then slows it least.
 RUN = """
@@ -34,7 +34,7 @@ configure_logging()
 settings = GpuBenchSettings(quick=True, compile_backend="eager", batch=2, sample_batches=(1, 2),
                             train_reps=(1, 3), sample_reps=(1, 1), profile_steps=1)
 result = run_gpu_benchmark(get_preset("tiny"), "tiny", "cpu", settings)
-bad = sorted({k.split(".")[0] for k in sys.modules} & {"ray", "mlflow"})
+bad = sorted({k.split(".")[0] for k in sys.modules} & {"ray", "mlflow", "pyarrow"})
 assert not bad, f"imported: {bad}"
 with open(sys.argv[1], "w") as f:
     json.dump(result, f)
@@ -71,6 +71,13 @@ def test_cpu_run_keys_and_values(cpu_run):
         "train_img_s_eager",
         "train_img_s_compiled",
         "compile_s",
+        "train_img_s_eager_other_layout",
+        "fused_loss",
+        "grad_checkpoint",
+        "sample_bf16",
+        "kernel_categories",
+        "top_kernels_compiled",
+        "kernel_categories_compiled",
     ):
         assert key in result, key
     assert result["batch"] == 2 and result["preset_batch"] == 8  # tiny: 16 over 2 workers
@@ -114,6 +121,39 @@ def _event(key: str, kind: str, us: float) -> SimpleNamespace:
         self_device_time_total=us,
         self_cpu_time_total=us,
     )
+
+
+def test_kernel_categories_of_real_kernel_names_and_their_shares():
+    names = {
+        "cudnn_generated_fort_native_sdpa_sm90_flash_bprop_wgmma_f16_knob_26_64x64x64": "attention",
+        "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64": "matmul",
+        "nvjet_hsh_128x256_64x4_2x1_v_bz_coopA_NTN": "matmul",
+        "aten::mm": "matmul",
+        "void at::native::cunn_SoftMaxBackward<8, float, float, float>": "loss",
+        "triton_red_fused__log_softmax_nll_loss_forward_3": "loss",
+        "triton_red_fused_native_group_norm_silu_7": "norm",
+        "void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda": "copies",
+        "void at::native::vectorized_elementwise_kernel<8, at::native::bfloat16_copy_kern": "copies",
+        "void at::native::reduce_kernel<128, 4, at::native::ReduceOp<c10::BFloat16>": "reduction",
+        "triton_poi_fused_add_mul_silu_12": "elementwise",
+        "void at::native::elementwise_kernel<128, 2, at::native::gpu_kernel_impl_nocast": "elementwise",
+        "aten::add_": "elementwise",
+        "Memcpy HtoD (Pageable -> Device)": "copies",
+        "ncclKernel_AllReduce_RING_LL_Sum_float": "communication",
+        "void at::native::multi_tensor_apply_kernel<FusedAdamMathFunctor<float, 4>>": "optimizer",
+        "some_custom_kernel": "other",
+    }
+    assert {n: gpu_bench.kernel_category(n) for n in names} == names
+    events = [
+        _event("sm90_xmma_gemm_bf16", "CUDA", 600.0),
+        _event("triton_poi_fused_add_1", "CUDA", 300.0),
+        _event("triton_poi_fused_mul_2", "CUDA", 100.0),
+        _event("aten::mm", "CPU", 5000.0),
+    ]
+    shares = gpu_bench.category_table(events, cuda=True)
+    assert shares == {"matmul": 60.0, "elementwise": 40.0}
+    assert list(shares) == ["matmul", "elementwise"]
+    assert gpu_bench.category_table(events, cuda=False) == {"matmul": 100.0}
 
 
 def test_kernel_table_keeps_cuda_kernels_sorted_and_truncated():

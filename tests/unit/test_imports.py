@@ -30,6 +30,7 @@ LAZY_PACKAGE_IMPORTS = {
         "train_overhead",
     ): "each subcommand pulls in its own heavy stack (torch, Ray)",
     ("jobs/convert_official.py", "main"): _HELP.format("conversion", "torch"),
+    ("jobs/distill.py", "main"): _HELP.format("training", "torch/ray/mlflow"),
     ("jobs/eval_coco.py", "main"): _HELP.format("evaluation", "torch/ray"),
     ("jobs/eval_davis.py", "main"): _HELP.format("evaluation", "torch/ray"),
     ("jobs/predict.py", "main"): _HELP.format("prediction", "torch/ray"),

@@ -16,7 +16,7 @@ from pix2seqd.models.encoder import Encoder
 from pix2seqd.models.pix2seq_d import Pix2SeqD
 from pix2seqd.models.resnet import ResNetC4, load_torchvision_resnet, tf_same_max_pool
 from pix2seqd.models.weight_transfer import merge_scopes
-from pix2seqd.platform.config import GpuChoice, flatten, override
+from pix2seqd.platform.config import GpuChoice, override, storable
 from pix2seqd.platform.presets import as_video, get_preset, tiny
 from pix2seqd.platform.train import auto, checkpoints
 from pix2seqd.platform.train.init_weights import start_weights
@@ -123,7 +123,7 @@ def test_imagenet_normalisation_is_applied_inside_the_encoder():
 
 
 def _save(path, cfg, model, scope=None) -> str:
-    snap = {"ema": model.state_dict(), "config": checkpoints.config_to_storable(flatten(cfg))}
+    snap = {"ema": model.state_dict(), "config": storable(cfg)}
     if scope is not None:
         snap["trained_scope"] = list(scope)
     checkpoints.save(path, snap)

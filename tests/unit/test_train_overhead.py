@@ -8,12 +8,8 @@ import math
 import pytest
 import torch
 
-from pix2seqd.platform.benchmarks.train_overhead import (
-    make_batches,
-    micro_batch,
-    run_plain,
-    torch_threads,
-)
+from pix2seqd.platform.benchmarks.model_bench import make_batches
+from pix2seqd.platform.benchmarks.train_overhead import micro_batch, run_plain, torch_threads
 from pix2seqd.platform.config import override
 from pix2seqd.platform.presets import davis, tiny
 from pix2seqd.platform.train.step import to_model_inputs

@@ -54,9 +54,9 @@ def test_streaming_sampler_steps_per_frame_and_own_predictions_as_condition():
     seen = []
     original = model.sample
 
-    def spy(images, steps, td, cond_masks=None, generator=None):
+    def spy(images, steps, td, cond_masks=None, generator=None, stop=None):
         seen.append((steps, cond_masks.clone()))
-        return original(images, steps, td, cond_masks, generator)
+        return original(images, steps, td, cond_masks, generator, stop=stop)
 
     model.sample = spy
     out = sample_video(

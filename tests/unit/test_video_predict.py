@@ -22,9 +22,9 @@ def test_videos_of_different_lengths_stream_together_each_on_its_own_history():
     seen = []
     original = model.sample
 
-    def spy(images, steps, td, cond_masks=None, generator=None):
+    def spy(images, steps, td, cond_masks=None, generator=None, stop=None):
         seen.append((images.shape[0], steps, cond_masks.clone()))
-        return original(images, steps, td, cond_masks, generator)
+        return original(images, steps, td, cond_masks, generator, stop=stop)
 
     model.sample = spy
     out = list(
