@@ -17,10 +17,10 @@ suite() {
     return $rc
   }
 }
-# `bash tests/run_all.sh drills`: the tests marked `drill` instead (about 25 minutes): long
+# `bash tests/run_all.sh drills`: the tests marked `drill` instead (about 35 minutes): long
 # end-to-end drills of failures (killed drivers, workers and trials, corrupt checkpoints,
-# crash loops, a tracking outage, lost and preempted nodes), the paper's chain of stages and
-# the cluster as cluster.yaml writes it.
+# crash loops, a tracking outage, lost and preempted nodes), the paper's chain of stages,
+# the cluster as cluster.yaml writes it, the score floors and the distillation job.
 # Without it: every other test, the suite CI runs (under 30 minutes on 2 cores).
 tier="not drill"
 if [ "${1:-}" = "drills" ]; then tier="drill"; shift; fi

@@ -145,8 +145,12 @@ def teacher_weights(cfg: Config) -> dict[str, torch.Tensor] | None:
     with checkpoints.inference_state(ref) as snap:
         theirs = flatten(from_flat(snap["config"]))
         ours = flatten(cfg)
+        # 'auto' (input_norm, stem_pool) is decided when a run starts: a checkpoint written
+        # by training holds the decision, one written otherwise may hold 'auto' itself
         differ = [
-            k for k in sorted(ours) if k.startswith(_TEACHER_KEYS) and theirs.get(k) != ours[k]
+            k
+            for k in sorted(ours)
+            if k.startswith(_TEACHER_KEYS) and theirs.get(k) not in (ours[k], "auto")
         ]
         if differ:
             shown = ", ".join(

@@ -13,7 +13,8 @@ from __future__ import annotations
 import pytest
 from helpers_jobs import load_job
 
-pytestmark = [pytest.mark.ray, pytest.mark.timeout(900)]
+# a drill (`bash tests/run_all.sh drills`): ~6 minutes of training on 2 cores
+pytestmark = [pytest.mark.ray, pytest.mark.drill, pytest.mark.timeout(900)]
 
 IMAGE_STEPS, VIDEO_STEPS = 400, 300
 # Observed 2026-12-07 on the 2-core CPU machine (one run, under load from other jobs, 6.5
