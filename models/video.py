@@ -34,11 +34,18 @@ class StableIds:
     steps: int = 0
     _compared: int = 0  # comparisons in the current frame: one after each step but the first
     _stopped_after: int = 0  # steps of the current frame when the rule stopped it, else 0
+    # the last estimate compared and its decoded map: the sampler hands it back as the next
+    # step's `previous`, so each estimate is decoded once
+    _last: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def __call__(self, previous: torch.Tensor, current: torch.Tensor) -> bool:
         self._compared += 1
-        old = analog_bits_to_int(previous, self.num_classes, self.max_instances)
+        if self._last is not None and self._last[0] is previous:
+            old = self._last[1]
+        else:
+            old = analog_bits_to_int(previous, self.num_classes, self.max_instances)
         new = analog_bits_to_int(current, self.num_classes, self.max_instances)
+        self._last = (current, new)
         changed = (old != new).any(dim=1).float().mean(dim=(1, 2))
         stop = bool((changed <= self.max_change).all())
         if stop:
@@ -51,6 +58,7 @@ class StableIds:
         self.frames += videos
         self.steps += videos * (self._stopped_after or steps)
         self._compared = self._stopped_after = 0
+        self._last = None
 
     @property
     def mean_steps(self) -> float:

@@ -481,14 +481,20 @@ def _measure(
 
 
 def sample_ms(
-    model: Pix2SeqD, cfg: Config, device: torch.device, batch: int, reps: tuple[int, int]
+    model: Pix2SeqD,
+    cfg: Config,
+    device: torch.device,
+    batch: int,
+    reps: tuple[int, int],
+    steps: int = SAMPLE_STEPS,
 ) -> float:
-    """Median ms per image of `sample_images` of `batch` images, 20 steps, `sample.td`, as
-    eval_coco samples them (class probabilities included); the results are discarded."""
+    """Median ms per image of `sample_images` of `batch` random images at the canvas,
+    `steps` steps (default 20), `sample.td`, as eval_coco samples them (class probabilities
+    included); the results are discarded."""
     images, _, cond = dummy_batch(cfg, batch, device)
     gen = torch.Generator(device=device).manual_seed(0)
     ms = timed_ms(
-        lambda: sample_images(model, cfg, images, SAMPLE_STEPS, cfg.sample.td, gen, True, cond),
+        lambda: sample_images(model, cfg, images, steps, cfg.sample.td, gen, True, cond),
         device,
         *reps,
     )

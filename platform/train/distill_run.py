@@ -21,10 +21,9 @@ from typing import Any
 import torch
 
 from pix2seqd.platform import tracking
-from pix2seqd.platform.benchmarks.model_bench import timed_ms
+from pix2seqd.platform.benchmarks import gpu_bench
 from pix2seqd.platform.config import Config, override
 from pix2seqd.platform.evaluation.predict import load_for_inference
-from pix2seqd.platform.evaluation.sampling import sample_images
 from pix2seqd.platform.tracking_buffer import set_final_status
 from pix2seqd.platform.train.options import RunOptions
 from pix2seqd.platform.train.run import train_coco
@@ -143,16 +142,8 @@ def _parent_metrics(done: dict[str, Any]) -> dict[str, float]:
 
 def sample_ms(checkpoint: str, steps: int, batch: int = 1, reps: tuple[int, int] = (1, 5)) -> float:
     """Median ms per image of sampling `batch` random images at the checkpoint's canvas
-    with `steps` steps (its own τ_d), as the prediction jobs sample, on this process's
-    device (a GPU when it sees one)."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, cfg = load_for_inference(checkpoint, device)
-    h, w = cfg.data.image_hw
-    images = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(0)).to(device)
-    gen = torch.Generator(device=device).manual_seed(0)
-    ms = timed_ms(
-        lambda: sample_images(model, cfg, images, steps, cfg.sample.td, gen, True),
-        torch.device(device),
-        *reps,
-    )
-    return ms / batch
+    with `steps` steps (its own τ_d), as the prediction jobs sample (`gpu_bench.sample_ms`),
+    on this process's device (a GPU when it sees one)."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    model, cfg = load_for_inference(checkpoint, str(device))
+    return gpu_bench.sample_ms(model, cfg, device, batch, reps, steps)
