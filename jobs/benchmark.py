@@ -22,10 +22,17 @@ from pix2seqd.platform.benchmarks.report import environment, print_table
 from pix2seqd.platform.cli import add_common_flags, build_config, job_parser, parse_job_args
 
 
+def _config(args: argparse.Namespace):
+    """The preset and --set, an auto canvas decided as training on its data decides it."""
+    from pix2seqd.platform.data.size_report import with_canvas
+
+    return with_canvas(build_config(args))
+
+
 def model(args: argparse.Namespace) -> dict:
     from pix2seqd.platform.benchmarks.model_bench import benchmark_model
 
-    return benchmark_model(build_config(args), args.device, args.batch or 1, args.quick)
+    return benchmark_model(_config(args), args.device, args.batch or 1, args.quick)
 
 
 def gpu(args: argparse.Namespace) -> dict:
@@ -40,7 +47,7 @@ def gpu(args: argparse.Namespace) -> dict:
         batch=args.batch,
     )
     return run_gpu_benchmark(
-        build_config(args),
+        _config(args),
         args.preset,
         args.device,
         settings,
@@ -51,14 +58,14 @@ def gpu(args: argparse.Namespace) -> dict:
 def data(args: argparse.Namespace) -> dict:
     from pix2seqd.platform.benchmarks.data_bench import benchmark_data
 
-    return benchmark_data(build_config(args), args.quick, batch=args.batch)
+    return benchmark_data(_config(args), args.quick, batch=args.batch)
 
 
 def train_overhead(args: argparse.Namespace) -> dict:
     from pix2seqd.platform.benchmarks.train_overhead import benchmark_train_overhead
 
     return benchmark_train_overhead(
-        build_config(args), args.device, args.quick, steps=args.steps, rounds=args.rounds
+        _config(args), args.device, args.quick, steps=args.steps, rounds=args.rounds
     )
 
 
@@ -72,7 +79,7 @@ def scale(args: argparse.Namespace) -> dict:
         raise SystemExit(f"--phases: no phase {unknown}; phases: {[p.value for p in Phase]}")
     phases = tuple(Phase(n) for n in names) or tuple(Phase)
     return benchmark_scale(
-        build_config(args),
+        _config(args),
         ScaleSettings(records=args.records, phases=phases),
         save=lambda part: write_json(args.json, {**head, **part}),
     )

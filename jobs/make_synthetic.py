@@ -9,6 +9,9 @@ For --layout davis, --train/--val count sequences of 10-16 frames.
 --realistic (coco only) uses COCO's 133 categories and adds to each split with images the
 quirks of real COCO: grayscale and CMYK JPEGs, an image with 121 segments, crowd regions
 and images without segments (platform/synthetic/realistic.py); the JSON printed lists them.
+--heldout (coco only) writes the held-out family instead, for evaluation only: images of
+64-640 px and aspects 1/2-2, small rings, diamonds, bars and half discs as things
+(platform/synthetic/heldout.py, docs/data_report.md).
 """
 
 import argparse
@@ -19,6 +22,7 @@ from pix2seqd.platform.cli import job_parser, parse_job_args
 from pix2seqd.platform.synthetic.cityscapes import make_cityscapes
 from pix2seqd.platform.synthetic.coco import make_coco
 from pix2seqd.platform.synthetic.davis import make_davis
+from pix2seqd.platform.synthetic.heldout import make_heldout
 from pix2seqd.platform.synthetic.realistic import make_realistic_coco
 
 WRITERS = {"coco": make_coco, "cityscapes": make_cityscapes, "davis": make_davis}
@@ -50,8 +54,13 @@ def build_parser():
         default=None,
         help="validation images (sequences for davis); default per layout",
     )
-    parser.add_argument("--min-size", type=int, default=64, help="smallest image side, px")
-    parser.add_argument("--max-size", type=int, default=96, help="largest image side, px")
+    parser.add_argument("--min-size", type=int, default=None, help="smallest image side, px [64]")
+    parser.add_argument(
+        "--max-size", type=int, default=None, help="largest image side, px [96; heldout 640]"
+    )
+    parser.add_argument(
+        "--heldout", action="store_true", help="coco: the held-out family (evaluation only)"
+    )
     parser.add_argument(
         "--realistic",
         action="store_true",
@@ -64,10 +73,15 @@ def build_parser():
 def parse_args(argv=None):
     parser = build_parser()
     args = parse_job_args(parser, argv)
+    args.min_size = 64 if args.min_size is None else args.min_size
+    args.max_size = args.max_size or (640 if args.heldout else 96)
     if not 8 <= args.min_size <= args.max_size:
         parser.error("need 8 <= --min-size <= --max-size")
-    if args.realistic and args.layout != "coco":
-        parser.error("--realistic is for --layout coco")
+    for flag in ("realistic", "heldout"):
+        if getattr(args, flag) and args.layout != "coco":
+            parser.error(f"--{flag} is for --layout coco")
+    if args.realistic and args.heldout:
+        parser.error("--realistic and --heldout are two different data sets: give one")
     return args
 
 
@@ -82,6 +96,9 @@ def main(argv=None):
     if args.realistic:
         out, quirks = make_realistic_coco(args.out, args.seed, n_train, n_val, **sizes)
         extra = {"realistic": True, "quirks": quirks}
+    elif args.heldout:
+        out = make_heldout(args.out, args.seed, n_train, n_val, **sizes)
+        extra = {"heldout": True}
     else:
         out = WRITERS[args.layout](args.out, args.seed, n_train, n_val, **sizes)
     print(

@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--rows-per-shard must be > 0")
     # keeps --help fast: data preparation imports Ray Data
     from pix2seqd.platform.data.prepare import prepare_dataset
+    from pix2seqd.platform.data.size_report import Geometry
     from pix2seqd.platform.ray_env import ray_session
 
     with ray_session():
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> dict:
             rows_per_shard=args.rows_per_shard,
             skip_bad=args.skip_bad,
             resolution=args.resolution,
+            geometry=Geometry.of(cfg),
         )
     for split, r in report["splits"].items():
         print(

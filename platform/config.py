@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import math
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -66,6 +68,13 @@ class CrowdMode(str, enum.Enum):
 
     SEGMENT = "segment"
     VOID = "void"
+
+
+class AutoSize(str, enum.Enum):
+    """`data.image_size=auto`: the canvas is chosen from the training data's annotation file
+    when the job starts (platform/data/size_report.py, docs/data_report.md)."""
+
+    AUTO = "auto"
 
 
 class IdOrder(str, enum.Enum):
@@ -128,7 +137,7 @@ class DataConfig:
     prepared: str = ""
     train_split: str = "train2017"
     val_split: str = "val2017"
-    image_size: int = 256
+    image_size: int | AutoSize = 256
     image_width: int = 0
     scale_jitter: tuple[float, float] = (1.0, 3.0)
     color_jitter: float = 1.0
@@ -151,6 +160,12 @@ class DataConfig:
 
     @property
     def image_hw(self) -> tuple[int, int]:
+        """(H, W) of the canvas; ValueError while `image_size` is auto (undecided)."""
+        if isinstance(self.image_size, AutoSize):
+            raise ValueError(
+                "data.image_size=auto is decided when a training job reads its annotation "
+                "file; give data.image_size=N to use this config without one"
+            )
         return self.image_size, self.image_width or self.image_size
 
 
@@ -283,6 +298,13 @@ class Config:
     distill: DistillConfig = DistillConfig()
 
 
+def canvas_unit(cfg: Config) -> int:
+    """What a canvas side must be a multiple of: the encoder's stride 16 and the mask stride
+    times the decoder's halvings (len(ch_mult) - 1 of them)."""
+    m = cfg.model
+    return math.lcm(16, m.mask_stride * 2 ** (len(m.decoder.ch_mult) - 1))
+
+
 def flatten(cfg: Any, prefix: str = "") -> dict[str, Any]:
     """Dotted-path view of a config: {'optim.lr': 1e-4, 'loss.kind': 'softmax_ce', ...}.
 
@@ -361,6 +383,14 @@ def parse_value(tp: Any, value: Any, path: str = "") -> Any:
 
 def _coerce(tp: Any, value: Any) -> Any:
     origin = typing.get_origin(tp)
+    if origin is types.UnionType:  # e.g. int | AutoSize: the first type that takes the value
+        errors = []
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(arg, value)
+            except (TypeError, ValueError) as err:
+                errors.append(str(err))
+        raise ValueError("; ".join(errors))
     if origin is tuple:
         args = typing.get_args(tp)
         items = _as_items(value)

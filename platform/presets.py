@@ -20,6 +20,7 @@ from pix2seqd.models.config import (
     SampleConfig,
 )
 from pix2seqd.platform.config import (
+    AutoSize,
     Config,
     DataConfig,
     DatasetKind,
@@ -29,6 +30,7 @@ from pix2seqd.platform.config import (
     OptimConfig,
     TrainConfig,
 )
+from pix2seqd.platform.data.size_report import AUTO_MIN_CANVAS
 
 
 def coco_lowres() -> Config:
@@ -135,7 +137,8 @@ def davis() -> Config:
 
 
 def tiny() -> Config:
-    """CPU-sized model on the generated data: about 1.2M parameters, image 64 / mask 16.
+    """CPU-sized model on the generated data: about 1.2M parameters, canvas auto (64 and
+    masks 16 x 16 on the generated set).
 
     The same model code as the paper presets, sized for the default job: 2 CPU workers
     (train.use_gpu false; the paper presets' auto would take GPUs where a cluster has them),
@@ -149,6 +152,8 @@ def tiny() -> Config:
     - decoder.softmax_groups 4: 16-way groups hold every class and id of the tiny models,
       with 64 logits per mask pixel instead of 512;
     - model.num_classes 8 and max_instances 8: what the generated images hold;
+    - data.image_size auto: the canvas is chosen from the training set's annotation file so
+      that its median thing covers 12 mask pixels or more (64 to 256; docs/data_report.md);
     - optim.lr 3e-3 with 100 warm-up steps; sample.min_pixels 10 (images are ~64-96 px);
     - no scale or colour jitter (the model underfits, and the generator already draws every
       colour); data.vflip and data.rgb_symmetry instead, symmetries of the generated data;
@@ -193,7 +198,7 @@ def tiny() -> Config:
         loss=LossConfig(p=0.6),
         sample=SampleConfig(steps=20, td=2.0, min_pixels=10),
         data=DataConfig(
-            image_size=64,
+            image_size=AutoSize.AUTO,
             scale_jitter=(1.0, 1.0),
             color_jitter=0.0,
             vflip=True,
@@ -235,7 +240,8 @@ def as_video(cfg: Config) -> Config:
     The mask stride is at most 2: J&F scores boundaries at the original resolution, which a
     coarser mask loses. The weights carry over: the fuser has the same layers at strides 2
     and 4, the decoder is convolutional with fixed position codes. Image size and batch stay
-    the preset's. The learning rate is the paper's constant one over `train.steps`, unless
+    the preset's; an auto canvas (tiny) becomes 64, the smallest auto choice (a DAVIS set
+    has no annotation file listing its objects' sizes). The learning rate is the paper's constant one over `train.steps`, unless
     the preset sets `train.video_steps` (tiny): then the video stage decays it over that many
     steps as the image stage does (and, with `train.decay_to_budget`, over the time budget).
     A preset with `data.still_fraction` > 0 (tiny) gets its still clips from its own image
@@ -270,6 +276,11 @@ def as_video(cfg: Config) -> Config:
             train_split="train",
             val_split="val",
             stills=_stills(cfg.data),
+            image_size=(
+                AUTO_MIN_CANVAS
+                if isinstance(cfg.data.image_size, AutoSize)
+                else cfg.data.image_size
+            ),
         ),
         optim=replace(
             cfg.optim, warmup_steps=0, end_lr_factor=cfg.optim.end_lr_factor if decay else 1.0

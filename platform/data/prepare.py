@@ -11,6 +11,12 @@ from typing import Any
 from pix2seqd.platform.config import DatasetKind
 from pix2seqd.platform.data import prepared
 from pix2seqd.platform.data.prepare_davis import prepare_davis_split
+from pix2seqd.platform.data.size_report import (
+    Geometry,
+    SegmentSizes,
+    segment_sizes,
+    split_reports,
+)
 from pix2seqd.platform.data.sources import load_panoptic_split
 from pix2seqd.platform.data.validate import Check, ValidationReport, summarise
 
@@ -34,13 +40,16 @@ def prepare_dataset(
     rows_per_shard: int = 500,
     skip_bad: bool = False,
     resolution: str = "480p",
+    geometry: Geometry | None = None,
 ) -> dict[str, Any]:
     """Convert every split, then write `<out>/validation_report.json` (also when a split
     has bad records and `skip_bad` is off; that raises ValueError after the report is
-    written, and the bad split gets no `_index.json`). Returns the report dict."""
+    written, and the bad split gets no `_index.json`). Returns the report dict. With
+    `geometry`, a panoptic image set's report has the splits' size reports (`sizes`, at
+    the geometry's canvas; an auto canvas chosen from the first split)."""
 
     kind = DatasetKind(kind)
-    reports = []
+    reports, sizes = [], {}
     for split in splits or DEFAULT_SPLITS[kind]:
         _remove_stale_index(prepared.join(out, split))
         if kind is DatasetKind.DAVIS:
@@ -50,11 +59,10 @@ def prepare_dataset(
                 )
             )
         else:
-            reports.append(
-                prepare_split(
-                    kind, root, split, out, crowd, max_instances, rows_per_shard, skip_bad
-                )
+            report, sizes[split] = prepare_split(
+                kind, root, split, out, crowd, max_instances, rows_per_shard, skip_bad
             )
+            reports.append(report)
     result = {
         "dataset": kind.value,
         "root": str(root),
@@ -62,6 +70,8 @@ def prepare_dataset(
         "skip_bad": skip_bad,
         "splits": {r.split: r.to_json() for r in reports},
     }
+    if geometry is not None and sizes:
+        result["sizes"] = split_reports(sizes, geometry, next(iter(sizes)))
     prepared.write_text(prepared.join(out, prepared.REPORT), json.dumps(result, indent=2) + "\n")
     failed = [r for r in reports if r.bad and not skip_bad]
     if failed:
@@ -81,8 +91,9 @@ def prepare_split(
     max_instances: int,
     rows_per_shard: int,
     skip_bad: bool,
-) -> ValidationReport:
-    """Write one split's shards with Ray Data tasks (one per shard) and, if usable, its index."""
+) -> tuple[ValidationReport, SegmentSizes]:
+    """Write one split's shards with Ray Data tasks (one per shard) and, if usable, its
+    index; returns the validation report and the sizes the annotation file lists."""
     # lazy: Ray Data loads in seconds; the rest of this module is used without Ray (unit tests)
     import ray.data
 
@@ -129,7 +140,7 @@ def prepare_split(
         len(items),
         split_uri,
     )
-    return report
+    return report, segment_sizes(records, cmap)
 
 
 def _remove_stale_index(split_uri: str) -> None:

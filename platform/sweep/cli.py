@@ -18,8 +18,15 @@ from pix2seqd.platform.config import Config, flatten, override, parse_overrides
 from pix2seqd.platform.sweep.spec import Sweep, SweepKind
 from pix2seqd.platform.train.options import RunOptions
 
-# inference flags -> the sample.* axis they set
-_SAMPLER_FLAGS = {"steps": "sample.steps", "td": "sample.td", "min_pixels": "sample.min_pixels"}
+# inference flags -> the sample.* axis they set (the last three: video checkpoints)
+_SAMPLER_FLAGS = {
+    "steps": "sample.steps",
+    "td": "sample.td",
+    "min_pixels": "sample.min_pixels",
+    "later_steps": "sample.later_steps",
+    "adaptive": "sample.adaptive",
+    "adaptive_change": "sample.adaptive_change",
+}
 
 
 def main(sweep: Sweep, argv: list[str] | None = None) -> dict[str, Any]:
@@ -38,9 +45,12 @@ def main(sweep: Sweep, argv: list[str] | None = None) -> dict[str, Any]:
             for flag, path in _SAMPLER_FLAGS.items()
             if getattr(args, flag)
         }
-        sweep = sweep.with_values({p: parse_values(p, v) for p, v in picked.items()})
         inputs = InferenceSweepInputs(
-            args.checkpoint, args.data_root, args.split, parse_overrides(args.overrides)
+            args.checkpoint,
+            args.data_root,
+            args.split,
+            parse_overrides(args.overrides),
+            {p: parse_values(p, v) for p, v in picked.items()},
         )
         return run_inference_sweep(sweep, inputs, args.summary_json)
     grid = parse_overrides(args.grid)
@@ -75,7 +85,8 @@ def build_parser(sweep: Sweep) -> argparse.ArgumentParser:
         f"Sweep '{sweep.name}' ({sweep.paper}): {grid}. One MLflow parent run, "
         "a nested run per trial, summary table and plot on the parent."
     )
-    add_data_root_flag(parser, "COCO-panoptic folder (default: the generated data set)")
+    video = ", or DAVIS 2017 for a video checkpoint" if sweep.kind == SweepKind.INFERENCE else ""
+    add_data_root_flag(parser, f"COCO-panoptic folder{video} (default: the generated data set)")
     parser.add_argument(
         "--summary-json",
         default="",
@@ -139,7 +150,11 @@ def _inference_flags(parser: argparse.ArgumentParser) -> None:
         metavar="CKPT",
         help="checkpoint: folder, s3:// URI or runs:/<mlflow run id>",
     )
-    parser.add_argument("--split", default="val2017", help="split scored (default val2017)")
+    parser.add_argument(
+        "--split",
+        default="",
+        help="split scored (default: the checkpoint's data.val_split; video: val)",
+    )
     for flag, path in _SAMPLER_FLAGS.items():
         parser.add_argument(
             f"--{flag.replace('_', '-')}",

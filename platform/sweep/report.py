@@ -16,18 +16,20 @@ from typing import Any
 from pix2seqd.platform import tracking
 from pix2seqd.platform.sweep.spec import Sweep
 
-SCORES = ("pq", "pq_th", "pq_st")
+# scores printed in percent, as the paper's tables print them; the others as numbers
+FRACTIONS = frozenset({"pq", "pq_th", "pq_st", "j_and_f", "j", "f"})
+HEADINGS = {"pq": "PQ", "pq_th": "PQ_th", "pq_st": "PQ_st", "j_and_f": "J&F", "j": "J", "f": "F"}
 
 
 def table_csv(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow([*sweep.paths, *SCORES, "status", "run_id"])
+    writer.writerow([*sweep.paths, *sweep.scores, "status", "run_id"])
     for r in rows:
         writer.writerow(
             [
                 *(r["params"][p] for p in sweep.paths),
-                *(_num(r.get(k)) for k in SCORES),
+                *(_num(r.get(k)) for k in sweep.scores),
                 r.get("status", ""),
                 r["run_id"],
             ]
@@ -36,9 +38,9 @@ def table_csv(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def table_markdown(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> str:
-    """Scores in percent, as the paper's tables print them; the best row in bold."""
+    """Fractions in percent, as the paper's tables print them; the best row in bold."""
     best = best_row(sweep, rows)
-    head = [*sweep.paths, "PQ", "PQ_th", "PQ_st", "status"]
+    head = [*sweep.paths, *(HEADINGS.get(k, k) for k in sweep.scores), "status"]
     lines = [
         f"# Sweep `{sweep.name}` (paper: {sweep.paper}); metric {sweep.metric}, {sweep.mode}",
         "",
@@ -48,7 +50,7 @@ def table_markdown(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> str:
     for r in rows:
         cells = [
             *(str(r["params"][p]) for p in sweep.paths),
-            *(_pct(r.get(k)) for k in SCORES),
+            *(_cell(k, r.get(k)) for k in sweep.scores),
             r.get("status", ""),
         ]
         if r is best:
@@ -58,15 +60,16 @@ def table_markdown(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> str:
 
 
 def best_row(sweep: Sweep, rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    scored = [r for r in rows if r.get("pq") is not None]
+    key = sweep.scores[0]
+    scored = [r for r in rows if r.get(key) is not None]
     if not scored:
         return None
     pick = max if sweep.mode == "max" else min
-    return pick(scored, key=lambda r: r["pq"])
+    return pick(scored, key=lambda r: r[key])
 
 
 def plot(sweep: Sweep, rows: Sequence[dict[str, Any]], path: Path) -> Path | None:
-    """PQ along `sweep.plot_x`: lines for numbers (log x when values span 10x or more),
+    """The first score along `sweep.plot_x`: lines for numbers (log x when values span 10x or more),
     bars for categories; None when the sweep names no x axis."""
     if not sweep.plot_x:
         return None
@@ -96,11 +99,12 @@ def _draw_panel(ax, sweep: Sweep, rows: Sequence[dict[str, Any]]) -> None:
     series_axis = next((a for a in sweep.axes if a.path == sweep.plot_series), None)
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in x_axis.values)
     series = series_axis.values if series_axis else (None,)
+    score = sweep.scores[0]
     for k, s in enumerate(series):
         pts = [
-            (r["params"][sweep.plot_x], r["pq"])
+            (r["params"][sweep.plot_x], r[score])
             for r in rows
-            if r.get("pq") is not None and (s is None or r["params"][sweep.plot_series] == s)
+            if r.get(score) is not None and (s is None or r["params"][sweep.plot_series] == s)
         ]
         label = f"{sweep.plot_series}={s}" if s is not None else None
         if numeric:
@@ -127,7 +131,7 @@ def _draw_panel(ax, sweep: Sweep, rows: Sequence[dict[str, Any]]) -> None:
     ):
         ax.set_xscale("log")
     ax.set_xlabel(sweep.plot_x)
-    ax.set_ylabel("PQ")
+    ax.set_ylabel(HEADINGS.get(score, score))
     if series_axis:
         ax.legend(fontsize=7)
 
@@ -138,7 +142,9 @@ def log_summary(mlc, parent_run_id: str, sweep: Sweep, rows: Sequence[dict[str, 
     Returns the summary of docs/cli.md (+ 'status' per trial)."""
     summary = {
         "parent_run_id": parent_run_id,
-        "trials": [{k: r.get(k) for k in ("run_id", "params", *SCORES, "status")} for r in rows],
+        "trials": [
+            {k: r.get(k) for k in ("run_id", "params", *sweep.scores, "status")} for r in rows
+        ],
     }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "sweep"
@@ -146,12 +152,16 @@ def log_summary(mlc, parent_run_id: str, sweep: Sweep, rows: Sequence[dict[str, 
         (folder / "summary.csv").write_text(table_csv(sweep, rows))
         (folder / "summary.md").write_text(table_markdown(sweep, rows))
         (folder / "summary.json").write_text(json.dumps(summary, indent=2))
-        plot(sweep, rows, folder / f"pq_vs_{sweep.plot_x.rsplit('.', 1)[-1] or 'trial'}.png")
+        x_name = sweep.plot_x.rsplit(".", 1)[-1] or "trial"
+        plot(sweep, rows, folder / f"{sweep.scores[0]}_vs_{x_name}.png")
         mlc.log_artifacts(parent_run_id, str(folder), "sweep")
     best = best_row(sweep, rows)
     if best is not None:
         tracking.log_metrics(
-            mlc, parent_run_id, {f"best/{k}": best[k] for k in SCORES if best.get(k) is not None}, 0
+            mlc,
+            parent_run_id,
+            {f"best/{k}": best[k] for k in sweep.scores if best.get(k) is not None},
+            0,
         )
         tracking.set_tags(mlc, parent_run_id, {"best_run_id": best["run_id"]})
     return summary
@@ -161,5 +171,7 @@ def _num(value: Any) -> str:
     return "" if value is None else f"{value:.6f}"
 
 
-def _pct(value: Any) -> str:
-    return "–" if value is None else f"{100 * value:.1f}"
+def _cell(score: str, value: Any) -> str:
+    if value is None:
+        return "–"
+    return f"{100 * value:.1f}" if score in FRACTIONS else f"{value:.2f}"

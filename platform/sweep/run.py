@@ -16,6 +16,7 @@ from mlflow.entities import LoggedModelOutput
 from pix2seqd.platform import tracking
 from pix2seqd.platform.cluster_fit import check_training_fits
 from pix2seqd.platform.config import Config, flatten, override
+from pix2seqd.platform.data.davis import load_davis
 from pix2seqd.platform.data.default_data import resolve_data_root
 from pix2seqd.platform.data.sources import gt_location, load_panoptic_split
 from pix2seqd.platform.evaluation.coco_job import check_categories, load_checkpoint_config
@@ -31,7 +32,13 @@ from pix2seqd.platform.sweep.resume import (
     tune_name,
     unfinished_parent,
 )
-from pix2seqd.platform.sweep.spec import Sweep, SweepKind, check_sweep, trial_label
+from pix2seqd.platform.sweep.spec import (
+    Sweep,
+    SweepKind,
+    check_sweep,
+    checkpoint_sweep,
+    trial_label,
+)
 from pix2seqd.platform.sweep.train_sweep import (
     TrainSweepOptions,
     failed_trials,
@@ -41,6 +48,7 @@ from pix2seqd.platform.sweep.train_sweep import (
     trial_retries,
     trial_rows,
 )
+from pix2seqd.platform.sweep.video_sweep import evaluate_video_grid, video_metrics, video_scores
 from pix2seqd.platform.train.auto import resolve_auto
 from pix2seqd.platform.train.options import storage_path
 from pix2seqd.platform.train.run import validate_training_config
@@ -125,32 +133,43 @@ def _train_parent(
 
 @dataclass(frozen=True)
 class InferenceSweepInputs:
-    """checkpoint: CKPT reference; data_root: COCO-layout folder ('' = the generated set);
-    split: the split scored; overrides: dotted paths over the checkpoint's config."""
+    """checkpoint: CKPT reference; data_root: COCO- or DAVIS-layout folder ('' = the
+    generated set); split: the split scored ('' = the checkpoint's `data.val_split`, 'val'
+    for a video checkpoint as in eval_davis);
+    overrides: dotted paths over the checkpoint's config; values: other values for some axes
+    of the grid the checkpoint gets (image or video, `spec.checkpoint_sweep`)."""
 
     checkpoint: str
     data_root: str = ""
-    split: str = "val2017"
+    split: str = ""
     overrides: Mapping[str, Any] = field(default_factory=dict)
+    values: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
 
 
 def run_inference_sweep(
     sweep: Sweep, inputs: InferenceSweepInputs, summary_json: str = ""
 ) -> dict[str, Any]:
-    """Score every grid point of sampler settings on one checkpoint (encoder features shared
-    by the whole grid); one child run per grid point under the sweep's parent run."""
+    """Score every grid point of sampler settings on one checkpoint, one child run per grid
+    point under the sweep's parent run: PQ for an image model (encoder features shared by
+    the whole grid), J&F for a video model (`sweep.video`'s grid, `video_sweep`)."""
 
     _expect(sweep, SweepKind.INFERENCE)
     location, cfg, meta = load_checkpoint_config(inputs.checkpoint, dict(inputs.overrides))
+    video = cfg.model.decoder.cond_frames > 0
+    sweep = checkpoint_sweep(sweep, video, inputs.values, inputs.checkpoint)
     check_sweep(sweep, cfg)
-    root = resolve_data_root(inputs.data_root)
-    records, cmap = load_panoptic_split(cfg.data.dataset, root, inputs.split)
-    check_categories(cmap, cfg, meta, inputs.checkpoint)
+    root = resolve_data_root(inputs.data_root, video)
+    # eval_davis's default split for a video model
+    split = inputs.split or ("val" if video else cfg.data.val_split)
+    if video:
+        score = _score_video(location, cfg, root, split)
+    else:
+        score = _score_images(location, cfg, meta, inputs.checkpoint, root, split)
     mlc = tracking.client()
     tags = {
         "checkpoint": inputs.checkpoint,
         "source_run_id": parent_run(inputs.checkpoint, meta),
-        "split": inputs.split,
+        "split": split,
     }
     parent = _open_parent(mlc, sweep, cfg, tags, "")
     with (
@@ -159,17 +178,7 @@ def run_inference_sweep(
         tempfile.TemporaryDirectory() as tmp,
     ):
         grid = sweep.grid()
-        results, timing = evaluate_grid(
-            location,
-            cfg,
-            grid,
-            records,
-            cmap,
-            gt_location(cfg.data.dataset, root, inputs.split),
-            Path(tmp),
-            cfg.eval,
-            cluster_gpus() > 0,
-        )
+        results, timing = score(grid, Path(tmp), cluster_gpus() > 0)
         tracking.log_metrics(mlc, parent, {f"eval/{k}": v for k, v in timing.items()}, 0)
         exp = mlc.get_run(parent).info.experiment_id
         # what each trial scored, so that the trials of several sweeps (a teacher's and its
@@ -178,10 +187,29 @@ def run_inference_sweep(
         if cfg.distill.teacher:
             scored["distill_teacher"] = cfg.distill.teacher
         rows = [
-            _grid_child(mlc, parent, exp, point, res, scored) for point, res in zip(grid, results)
+            _grid_child(mlc, parent, exp, point, res, scored, video)
+            for point, res in zip(grid, results)
         ]
         summary = _finish(mlc, parent, sweep, rows)
     return _write(summary, summary_json)
+
+
+def _score_images(location: str, cfg: Config, meta, checkpoint: str, root: Path, split: str):
+    """(grid, work_dir, use_gpu) -> (R.json per grid point, timing), data checked now."""
+    records, cmap = load_panoptic_split(cfg.data.dataset, root, split)
+    check_categories(cmap, cfg, meta, checkpoint)
+    gt = gt_location(cfg.data.dataset, root, split)
+    return lambda grid, tmp, gpu: evaluate_grid(
+        location, cfg, grid, records, cmap, gt, tmp, cfg.eval, gpu
+    )
+
+
+def _score_video(location: str, cfg: Config, root: Path, split: str):
+    """(grid, work_dir, use_gpu) -> (J.json per grid point, timing), sequences listed now."""
+    videos = load_davis(root, split)
+    return lambda grid, tmp, gpu: evaluate_video_grid(
+        location, cfg, grid, videos, (str(root), split), tmp, gpu
+    )
 
 
 def _grid_child(
@@ -191,6 +219,7 @@ def _grid_child(
     point: dict[str, Any],
     result: dict[str, Any],
     scored: dict[str, str],
+    video: bool,
 ) -> dict[str, Any]:
     about = tracking.note(
         f"Sampler setting `{trial_label(point)}` of the inference sweep in parent run `{parent}`.",
@@ -204,15 +233,18 @@ def _grid_child(
         parent_run_id=parent,
         in_experiment=exp,
     )
-    tracking.log_metrics(mlc, run_id, pq_metrics(result), 0)
+    metrics = video_metrics(result) if video else pq_metrics(result)
+    tracking.log_metrics(mlc, run_id, metrics, 0)
     mlc.set_terminated(run_id, "FINISHED")
+    scores = video_scores(result) if video else _pq_scores(result)
+    return {"run_id": run_id, "params": dict(point), **scores, "status": "FINISHED"}
+
+
+def _pq_scores(result: dict[str, Any]) -> dict[str, float]:
     return {
-        "run_id": run_id,
-        "params": dict(point),
         "pq": result["All"]["pq"],
         "pq_th": result["Things"]["pq"],
         "pq_st": result["Stuff"]["pq"],
-        "status": "FINISHED",
     }
 
 
@@ -225,7 +257,7 @@ def _open_parent(mlc, sweep: Sweep, cfg: Config, tags: dict[str, str], experimen
     about = tracking.note(
         f"Sweep `{sweep.name}` ({sweep.paper}), {sweep.kind.value}: {grid}; "
         f"one nested run per trial, compared on `{sweep.metric}` in "
-        "`sweep/summary.md` and the `sweep/pq_vs_*.png` plot."
+        f"`sweep/summary.md` and the `sweep/{sweep.scores[0]}_vs_*.png` plot."
     )
     all_tags = {
         "job": "sweep",
@@ -262,7 +294,7 @@ def _finish(
     rows: list[dict[str, Any]],
     failed: Sequence[tuple[dict[str, Any], BaseException]] = (),
 ) -> dict[str, Any]:
-    if not any(r.get("pq") is not None for r in rows):
+    if not any(r.get(sweep.scores[0]) is not None for r in rows):
         first = f"; first error: {_cause(failed[0][1])}" if failed else ""
         names = ", ".join(trial_label(p) or "?" for p, _ in failed)
         raise RuntimeError(

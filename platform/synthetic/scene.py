@@ -25,7 +25,8 @@ class SceneSpec:
     """What a scene may contain.
 
     things / stuff: tuples of (category_id, look), look being a name from
-    shapes.SHAPES / textures.TEXTURES.
+    shapes.SHAPES (or HELDOUT_SHAPES) / textures.TEXTURES; thing_size: a thing's diameter
+    as a fraction of the shorter image side, drawn uniformly in this range.
     """
 
     things: tuple
@@ -35,6 +36,7 @@ class SceneSpec:
     crowd_prob: float = 0.2
     band_prob: float = 0.2
     border_prob: float = 0.2
+    thing_size: tuple[float, float] = THING_SIZE
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def paint_thing(scene, rng, spec, colours, taken):
     """Place and paint one thing of a random category (skipped when nothing fits)."""
     h, w = scene.index.shape
     category_id, kind = spec.things[rng.integers(len(spec.things))]
-    size = rng.uniform(*THING_SIZE) * min(h, w)
+    size = rng.uniform(*spec.thing_size) * min(h, w)
     mask = place_shape(rng, h, w, kind, size, taken)
     if mask is None:
         return

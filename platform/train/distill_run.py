@@ -4,8 +4,8 @@ and final evaluation, MLflow) whose loss is `models.distill.distillation_loss`, 
 under one parent MLflow run.
 
 Round k trains a student initialised from the previous round's checkpoint (round 1: the
-teacher's) to sample with `teacher_steps / 2^k` steps and time difference
-`teacher_td / 2^k`, that checkpoint being its teacher; it is scored on the val split with
+teacher's) to sample with `teacher_steps / 2^k` steps and the teacher's time difference
+`teacher_td` (counted in the student's own steps), that checkpoint being its teacher; it is scored on the val split with
 its own step count and is an ordinary checkpoint for `eval_coco`, `predict` and the
 inference sweep.
 """
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DistillPlan:
     """teacher: CKPT reference; rounds: halvings; teacher_steps / teacher_td: the sampler
-    the first round's student learns to halve (steps a power of two)."""
+    the first round's student learns to halve (steps a power of two). Every student samples
+    with τ_d = teacher_td in its own steps (docs/distillation.md, "Times")."""
 
     teacher: str
     rounds: int
@@ -45,7 +46,7 @@ class DistillPlan:
         return self.teacher_steps >> k
 
     def td(self, k: int) -> float:
-        return self.teacher_td / 2**k
+        return self.teacher_td
 
 
 def make_plan(cfg: Config, teacher: str, rounds: int, teacher_steps: int = 0) -> DistillPlan:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 from pathlib import Path
 from typing import Any, Protocol
 
 from pix2seqd.platform import tracking
 from pix2seqd.platform.cluster_fit import check_training_fits
-from pix2seqd.platform.config import Config
+from pix2seqd.platform.config import AutoSize, Config, canvas_unit
 from pix2seqd.platform.ray_env import ray_session
 from pix2seqd.platform.tracking_buffer import set_final_status
 from pix2seqd.platform.train.auto import resolve_auto
@@ -43,8 +42,8 @@ class Task(Protocol):
     def tags(self, cfg: Config) -> dict[str, str]:
         """MLflow tags of the run besides the preset: `dataset`, `data_source`."""
 
-    def log_inputs(self, mlc, run_id: str) -> None:
-        """What the data checks found, logged before training."""
+    def log_inputs(self, cfg: Config, mlc, run_id: str) -> None:
+        """What the data checks found, logged before training (`cfg`: the run's, resolved)."""
 
     def fit_inputs(self, cfg: Config) -> FitInputs:
         """What the workers read besides the config."""
@@ -93,7 +92,7 @@ def _tracked_run(task: Task, cfg: Config, opts: RunOptions) -> dict[str, Any]:
     run_id = open_run(mlc, cfg, opts, {"preset": opts.preset, **task.tags(cfg)}, lease)
     with lease.kept(run_id):
         try:
-            task.log_inputs(mlc, run_id)
+            task.log_inputs(cfg, mlc, run_id)
             result = fit(cfg, opts, task.fit_inputs(cfg), run_id, mlc.tracking_uri)
             checkpoint, step = chosen_checkpoint(mlc, run_id, result, opts)
             metrics = task.evaluate(cfg, checkpoint, step, mlc, run_id)
@@ -138,13 +137,17 @@ def validate_common(cfg: Config) -> None:
         raise ValueError(
             f"train.progress_every must be >= 0 (0: no progress line), got {t.progress_every}"
         )
-    # the encoder has stride 16; the decoder halves the mask len(ch_mult) - 1 times
-    unit = math.lcm(16, cfg.model.mask_stride * 2 ** (len(cfg.model.decoder.ch_mult) - 1))
+    if isinstance(cfg.data.image_size, AutoSize) and cfg.data.image_width:
+        raise ValueError(
+            f"data.image_size=auto chooses a square canvas; data.image_width="
+            f"{cfg.data.image_width} must be 0 with it"
+        )
+    unit = canvas_unit(cfg)
     for key, size in (
         ("data.image_size", cfg.data.image_size),
         ("data.image_width", cfg.data.image_width),
     ):
-        if size % unit:
+        if not isinstance(size, AutoSize) and size % unit:
             raise ValueError(
                 f"{key}={size} must be a multiple of {unit} (encoder stride 16, "
                 f"mask stride {cfg.model.mask_stride}, decoder levels)"

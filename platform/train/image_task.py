@@ -4,12 +4,14 @@ inputs, and the final evaluation with the summary's metrics (docs/cli.md)."""
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from pix2seqd.platform import tracking
-from pix2seqd.platform.config import Config, DatasetKind, override
+from pix2seqd.platform.config import AutoSize, Config, DatasetKind, canvas_unit, override
+from pix2seqd.platform.data.size_report import AUTO_RULE, auto_canvas
 from pix2seqd.platform.evaluation.coco_eval import evaluate_checkpoint
 from pix2seqd.platform.evaluation.tracked import (
     log_pq_artifacts,
@@ -18,16 +20,25 @@ from pix2seqd.platform.evaluation.tracked import (
 )
 from pix2seqd.platform.train.driver import validate_common
 from pix2seqd.platform.train.fit import FitInputs
-from pix2seqd.platform.train.inputs import TrainInputs, load_train_inputs, log_data_checks
+from pix2seqd.platform.train.inputs import (
+    TrainInputs,
+    load_train_inputs,
+    log_data_checks,
+    log_size_report,
+)
 from pix2seqd.platform.train.periodic_eval import build_val_subset
 from pix2seqd.platform.train.streams import ImageStream
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ImageTask:
-    """Panoptic segmentation of images; the final score is PQ on the val split."""
+    """Panoptic segmentation of images; the final score is PQ on the val split. auto_size:
+    the run was given data.image_size=auto (decided in `resolved` from the data's sizes)."""
 
     inputs: TrainInputs
+    auto_size: bool = False
 
     @staticmethod
     def validate(cfg: Config) -> None:
@@ -35,18 +46,27 @@ class ImageTask:
 
     @classmethod
     def load(cls, cfg: Config, tmp: Path) -> ImageTask:
-        return cls(load_train_inputs(cfg, tmp))
+        return cls(load_train_inputs(cfg, tmp), isinstance(cfg.data.image_size, AutoSize))
 
     def resolved(self, cfg: Config) -> Config:
         found = {} if cfg.data.prepared else {"data.root": self.inputs.source}
+        if self.auto_size:
+            size = auto_canvas(self.inputs.sizes, cfg.model.mask_stride, canvas_unit(cfg))
+            log.info("data.image_size=auto: canvas %d (%s)", size, AUTO_RULE)
+            found["data.image_size"] = size
         return override(cfg, {**found, "model.num_classes": self.inputs.cmap.num_classes})
 
     def tags(self, cfg: Config) -> dict[str, str]:
         return {"dataset": cfg.data.dataset.value, "data_source": self.inputs.source}
 
-    def log_inputs(self, mlc, run_id: str) -> None:
-        """Skipped bad records and segments made void (K-1 limit) as metrics, and the report."""
+    def log_inputs(self, cfg: Config, mlc, run_id: str) -> None:
+        """Skipped bad records and segments made void (K-1 limit) as metrics, the validation
+        report, the size report (`log_size_report`) and, for an auto canvas, the rule that
+        chose it (param `data.image_size_rule`)."""
         log_data_checks(mlc, run_id, self.inputs, "records")
+        log_size_report(mlc, run_id, cfg, self.inputs.sizes)
+        if self.auto_size:
+            mlc.log_param(run_id, "data.image_size_rule", f"auto: {AUTO_RULE}")
 
     def fit_inputs(self, cfg: Config) -> FitInputs:
         subset = None

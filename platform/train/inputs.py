@@ -20,12 +20,20 @@ from pathlib import Path
 from typing import Any
 
 from pix2seqd.platform import tracking
-from pix2seqd.platform.config import Config, DatasetKind
+from pix2seqd.platform.config import Config, DatasetKind, canvas_unit
 from pix2seqd.platform.data import prepared
 from pix2seqd.platform.data.coco_panoptic import CategoryMap, PanopticRecord, record_item
 from pix2seqd.platform.data.davis import VideoRecord, load_davis
 from pix2seqd.platform.data.default_data import resolve_data_root
 from pix2seqd.platform.data.prepare_davis import load_prepared_davis, load_prepared_davis_train
+from pix2seqd.platform.data.size_report import (
+    SegmentSizes,
+    report_lines,
+    report_metrics,
+    segment_sizes,
+    size_report,
+    warn_small_things,
+)
 from pix2seqd.platform.data.sources import gt_location, load_panoptic_split
 from pix2seqd.platform.data.still_clips import StillSource, load_stills
 from pix2seqd.platform.data.validate import Check, summarise, validate_records
@@ -38,7 +46,9 @@ log = logging.getLogger(__name__)
 class TrainInputs:
     """train_rows: rows for `streams.ImageStream`; val_records/eval_gt: what the final
     evaluation predicts and scores against; source: the data root or prepared URI;
-    report: validation reports per split (logged as an artifact); metrics: their counts."""
+    report: validation reports per split (logged as an artifact); metrics: their counts;
+    sizes: image and segment sizes from the annotations (`size_report`): the train split's,
+    or for prepared shards the val split's (the train annotations are inside the shards)."""
 
     train_rows: list[dict[str, Any]]
     val_records: list[PanopticRecord]
@@ -47,6 +57,7 @@ class TrainInputs:
     source: str
     report: dict[str, Any]
     metrics: dict[str, float]
+    sizes: SegmentSizes
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,25 @@ def log_data_checks(mlc, run_id: str, inputs: TrainInputs | VideoInputs, unit: s
         )
 
 
+def log_size_report(mlc, run_id: str, cfg: Config, sizes: SegmentSizes) -> dict[str, Any]:
+    """The size report at the run's canvas and mask stride (`size_report`): printed to the
+    job's log, its metrics (data/thing_mask_px_p25, ..._p50, data/things_under_4px, ...) at
+    step 0, the artifact data/size_report.json, and the warning when many things are too
+    small to draw (also as the tag `data_warning`). Returns the report."""
+    report = size_report(sizes, cfg.data.image_hw, cfg.model.mask_stride)
+    for line in report_lines(report):
+        log.info(line)
+    warning = warn_small_things(report, sizes, canvas_unit(cfg))
+    tracking.log_metrics(mlc, run_id, report_metrics(report), 0)
+    if warning:
+        tracking.set_tags(mlc, run_id, {"data_warning": warning})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "size_report.json"
+        path.write_text(json.dumps({**report, "warning": warning}, indent=2))
+        mlc.log_artifact(run_id, str(path), "data")
+    return report
+
+
 def load_train_inputs(cfg: Config, tmp: Path) -> TrainInputs:
     """Needs Ray (validation runs as Ray Data tasks). Raises ValueError listing bad records
     unless data.skip_bad, before any training step. `tmp`: where a prepared val split is
@@ -108,6 +138,7 @@ def load_train_inputs(cfg: Config, tmp: Path) -> TrainInputs:
         str(root),
         report,
         metrics,
+        segment_sizes(train, cmap),
     )
 
 
@@ -150,6 +181,7 @@ def _prepared_inputs(cfg: Config, tmp: Path) -> TrainInputs:
         uri,
         {"source": uri, "prepared_report": report},
         metrics,
+        segment_sizes(val, cmap),
     )
 
 

@@ -45,7 +45,7 @@ class VideoTask:
     def tags(self, cfg: Config) -> dict[str, str]:
         return {"dataset": "davis", "data_source": cfg.data.prepared or str(self.inputs.root)}
 
-    def log_inputs(self, mlc, run_id: str) -> None:
+    def log_inputs(self, cfg: Config, mlc, run_id: str) -> None:
         """Videos left out as bad (--skip-bad) and objects made void (K-1 limit) as metrics,
         and the validation report."""
         log_data_checks(mlc, run_id, self.inputs, "videos")

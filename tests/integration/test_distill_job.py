@@ -63,7 +63,8 @@ def test_distill_job_round_resume_and_summary(ray_session, mlflow_server, tmp_pa
     run = mlc.get_run(done["mlflow_run_id"])
     assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
     assert run.data.params["distill.teacher"] == str(teacher)
-    assert (run.data.params["sample.steps"], run.data.params["sample.td"]) == ("2", "1.0")
+    # the student keeps the preset's τ_d 2, counted in its own steps
+    assert (run.data.params["sample.steps"], run.data.params["sample.td"]) == ("2", "2.0")
     assert run.info.status == "FINISHED" and run.data.tags["distill"] == "round 1"
     _, cfg = load_for_inference(done["checkpoint"])
     assert (cfg.sample.steps, cfg.distill.teacher) == (2, str(teacher))

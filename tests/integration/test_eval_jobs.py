@@ -288,3 +288,53 @@ def test_inference_actor_count_follows_the_cluster(ray_session):
     assert inference_actors(3, False) == 3
     assert inference_actors(0, False) == cpus - 1  # one CPU left to the feeding operators
     assert inference_actors(0, True) == 1  # no GPU yet: one actor waits for one
+
+
+def test_inference_sweep_of_a_video_checkpoint_with_the_adaptive_rule(
+    ray_session, mlflow_env, tmp_path
+):
+    from pix2seqd.platform.sweep.cli import main
+    from pix2seqd.platform.synthetic.davis import make_davis
+    from pix2seqd.sweeps.inference import SWEEP
+
+    root = make_davis(tmp_path / "davis", 3, 0, 2, 40, 56)
+    ckpt = str(write_checkpoint(tmp_path / "ckpt", video_config()))
+    summary = main(
+        SWEEP,
+        [
+            *("--checkpoint", ckpt, "--data-root", str(root), "--set", "sample.steps=2"),
+            *("--later-steps", "3", "--td", "1", "--adaptive", "false,true"),
+            *("--adaptive-change", "1.0"),  # any change stops: after the second step
+        ],
+    )
+    trials = {
+        (t["params"]["sample.later_steps"], t["params"]["sample.adaptive"]): t
+        for t in summary["trials"]
+    }
+    steps = {k: t["mean_later_steps"] for k, t in trials.items()}
+    assert steps == {(3, False): 3.0, (3, True): 2.0}
+    parent = mlflow_env.get_run(summary["parent_run_id"])
+    assert parent.data.tags["split"] == "val" and parent.data.tags["sweep"] == "inference_video"
+    assert "best/j_and_f" in parent.data.metrics
+    arts = {a.path for a in mlflow_env.list_artifacts(parent.info.run_id, "sweep")}
+    assert "sweep/j_and_f_vs_later_steps.png" in arts
+    fixed = trials[(3, False)]
+    run = mlflow_env.get_run(fixed["run_id"])
+    assert run.data.metrics["val/jf"] == pytest.approx(fixed["j_and_f"])
+    assert run.data.metrics["eval/mean_later_steps"] == 3.0
+    assert run.data.params["sample.adaptive"] == "False"
+    assert fixed["predict_ms_per_frame"] > 0
+
+    # the grid point with eval_davis's settings scores what eval_davis scores
+    result = load_job("eval_davis").main(
+        [
+            *("--checkpoint", ckpt, "--davis-root", str(root)),
+            *("--results-dir", str(tmp_path / "r"), "--out", str(tmp_path / "J.json")),
+            *("--first-steps", "2", "--later-steps", "3", "--td", "1"),
+        ]
+    )
+    assert (fixed["j_and_f"], fixed["j"], fixed["f"]) == (
+        result["J&F-Mean"],
+        result["J-Mean"],
+        result["F-Mean"],
+    )

@@ -29,9 +29,8 @@ def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch
         "eval.max_images=3",
         "eval.batch_size=3",
         "eval.overlays=2",
-        "data.image_size=32",
         "optim.warmup_steps=1",
-    ]
+    ]  # the tiny preset's data.image_size=auto
     args = [
         "--data-root",
         str(data),
@@ -77,6 +76,14 @@ def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch
     assert any(k.startswith("eval/pq_class/") for k in run.data.metrics)
     assert len(mlc.get_metric_history(run.info.run_id, "train/loss")) == 4
     assert run.data.metrics["data/bad_records"] == 0 and "data/voided_segments" in run.data.metrics
+    # the size report, and the canvas auto chose from it: its least, 64, for images of
+    # 48-64 px whose things are 22-45 % of the shorter side
+    assert run.data.params["data.image_size"] == "64"
+    assert run.data.params["data.image_size_rule"].startswith("auto: the smallest square")
+    assert run.data.metrics["data/thing_mask_px_p50"] > 12
+    assert {"data/thing_mask_px_p25", "data/things_under_4px"} <= set(run.data.metrics)
+    data_arts = {a.path for a in mlc.list_artifacts(run.info.run_id, "data")}
+    assert {"data/size_report.json", "data/validation_report.json"} <= data_arts
     tags = run.data.tags
     assert tags["preset"] == "tiny" and "git_commit" in tags
     assert tags["dataset"] == "coco" and tags["data_source"] == str(data)

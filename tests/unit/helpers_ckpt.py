@@ -13,6 +13,12 @@ from pix2seqd.platform.train import checkpoints
 from pix2seqd.platform.train.step import build_model
 
 
+def tiny_at_64() -> Config:
+    """The tiny preset on the canvas its data.image_size=auto chooses for the generated set
+    (64), for tests that use it without a training job."""
+    return override(tiny(), {"data.image_size": 64})
+
+
 def image_config(num_classes: int) -> Config:
     return override(
         tiny(),

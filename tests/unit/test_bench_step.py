@@ -10,11 +10,12 @@ import warnings
 import pytest
 import torch
 import torch.distributed as dist
+from helpers_ckpt import tiny_at_64
 
 from pix2seqd.platform.benchmarks import gpu_bench
 from pix2seqd.platform.benchmarks.model_bench import make_batches
 from pix2seqd.platform.config import override
-from pix2seqd.platform.presets import davis, tiny
+from pix2seqd.platform.presets import davis
 from pix2seqd.platform.train import loop
 from pix2seqd.platform.train.progress import Meter
 from pix2seqd.platform.train.state import build_state
@@ -30,7 +31,7 @@ OPTIONS = {
 
 
 def _cfg(**changes: str):
-    return override(tiny(), {"train.batch_size": "4", **changes})
+    return override(tiny_at_64(), {"train.batch_size": "4", **changes})
 
 
 def test_the_benchmark_and_the_loop_share_one_step_function():
@@ -69,13 +70,13 @@ def test_the_benchmark_step_is_the_loops_step_with_the_configs_options(changes, 
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("preset", [tiny, davis], ids=["image", "video"])
+@pytest.mark.parametrize("preset", [tiny_at_64, davis], ids=["image", "video"])
 def test_a_ddp_step_has_no_gradient_stride_copies(preset, tmp_path):
     """DDP copies a gradient into its bucket, with a warning, when the gradient's strides
     are not its parameter's: the permuted NHWC batch and the token maps used to cause it."""
     cfg = preset()
     if preset is davis:  # the paper-sized video model is slow on CPU: the tiny one's widths
-        t = tiny()
+        t = tiny_at_64()
         cfg = dataclasses.replace(
             cfg,
             model=dataclasses.replace(

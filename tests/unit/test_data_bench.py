@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers_ckpt import tiny_at_64
 from PIL import Image
 
 from pix2seqd.platform.benchmarks.data_bench import (
@@ -16,7 +17,6 @@ from pix2seqd.platform.benchmarks.data_bench import (
 )
 from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, read_id_png, record_item
 from pix2seqd.platform.data.validate import check_row
-from pix2seqd.platform.presets import tiny
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def test_bench_set_is_deterministic_and_cached(bench_set, tmp_path):
 
 @pytest.mark.ray
 def test_quick_benchmark_reports_both_paths(ray_session, bench_set):
-    result = benchmark_data(tiny(), quick=True, workers=2, batch=4, root=bench_set)
+    result = benchmark_data(tiny_at_64(), quick=True, workers=2, batch=4, root=bench_set)
     assert result["ray_data_img_s"] > 0 and result["dataloader_img_s"] > 0
     assert result["ratio"] == pytest.approx(result["ray_data_img_s"] / result["dataloader_img_s"])
     assert set(result["startup_s"]) == {"ray_data", "dataloader"}
@@ -67,7 +67,9 @@ def test_quick_benchmark_reports_both_paths(ray_session, bench_set):
 def test_both_paths_yield_the_same_batches(ray_session, bench_set):
     records, cmap = load_coco_panoptic(bench_set, "train2017")
     rows = [record_item(r) for r in records]
-    cfg = bench_config(tiny(), BenchSize(images=6, batch=4, warmup=0, measure=1, rounds=1, tail=0))
+    cfg = bench_config(
+        tiny_at_64(), BenchSize(images=6, batch=4, warmup=0, measure=1, rounds=1, tail=0)
+    )
     from_ray = list(ray_dataset(rows, cmap, cfg, workers=2).iter_torch_batches(batch_size=4))
     from_dl = list(dataloader(rows, cmap, cfg, workers=2, batch=4))
     assert len(from_ray) == len(from_dl) == 2

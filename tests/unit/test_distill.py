@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from helpers_ckpt import write_checkpoint
+from helpers_ckpt import tiny_at_64, write_checkpoint
 from helpers_model import TINY, toy_batch
 
 from pix2seqd.models.bits import int_to_analog_bits
@@ -25,7 +25,6 @@ from pix2seqd.models.distill import (
 from pix2seqd.models.pix2seq_d import Pix2SeqD
 from pix2seqd.platform.benchmarks.model_bench import make_batches
 from pix2seqd.platform.config import override
-from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.train.distill_run import make_plan, round_config
 from pix2seqd.platform.train.init_weights import teacher_weights
 from pix2seqd.platform.train.progress import Meter
@@ -161,7 +160,7 @@ def test_distill_module_keeps_the_teacher_frozen():
 def test_distill_resume_continues_exactly():
     """A distillation state restored from its snapshot takes the same next step as the
     state that was never stopped (the teacher comes back from its weights)."""
-    cfg = override(tiny(), {"sample.steps": "4", "sample.td": "0.5", "train.batch_size": "2"})
+    cfg = override(tiny_at_64(), {"sample.steps": "4", "sample.td": "0.5", "train.batch_size": "2"})
     torch.manual_seed(0)
     teacher = {
         k: v.clone() for k, v in Pix2SeqD(cfg.model, cfg.diffusion, cfg.loss).state_dict().items()
@@ -188,13 +187,14 @@ def test_distill_resume_continues_exactly():
         torch.testing.assert_close(p, q, rtol=0, atol=0)
 
 
-def test_distill_plan_halves_steps_and_td():
-    cfg = tiny()  # 20 steps, τ_d 2
+def test_distill_plan_halves_steps_and_keeps_td_in_steps():
+    cfg = tiny_at_64()  # 20 steps, τ_d 2
     plan = make_plan(cfg, "runs:/abc", rounds=3)
     assert (plan.teacher_steps, plan.teacher_td) == (16, 2.0)
     assert [plan.steps(k) for k in (1, 2, 3)] == [8, 4, 2]
     r2 = round_config(cfg, plan, 2, "/ckpt/round1")
-    assert (r2.sample.steps, r2.sample.td, r2.distill.teacher) == (4, 0.5, "/ckpt/round1")
+    # τ_d counts the student's own steps: 2 in every round (its teacher's two steps use 4)
+    assert (r2.sample.steps, r2.sample.td, r2.distill.teacher) == (4, 2.0, "/ckpt/round1")
     assert make_plan(cfg, "t", rounds=4, teacher_steps=16).steps(4) == 1
     with pytest.raises(ValueError, match="at most 4 rounds"):
         make_plan(cfg, "t", rounds=5)
@@ -203,7 +203,7 @@ def test_distill_plan_halves_steps_and_td():
 
 
 def test_distill_teacher_of_another_model_is_refused(tmp_path):
-    cfg = tiny()
+    cfg = tiny_at_64()
     other = override(cfg, {"model.decoder.dim": "24"})
     ckpt = write_checkpoint(tmp_path / "teacher", other)
     student = override(cfg, {"distill.teacher": str(ckpt)})

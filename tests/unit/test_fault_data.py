@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers_ckpt import tiny_at_64
 from PIL import Image
 
 from pix2seqd.platform.config import override
@@ -15,7 +16,7 @@ from pix2seqd.platform.data.davis import id_table, kept_objects, load_davis, rea
 from pix2seqd.platform.data.pipeline import TrainDecoder
 from pix2seqd.platform.data.validate_davis import FrameCheck, frame_check_batch, review
 from pix2seqd.platform.data.video_pipeline import ClipDecoder, clip_index, read_clip
-from pix2seqd.platform.presets import as_video, tiny
+from pix2seqd.platform.presets import as_video
 from pix2seqd.platform.synthetic.coco import make_coco
 from pix2seqd.platform.synthetic.davis import davis_palette, make_davis
 
@@ -132,7 +133,7 @@ def test_fault_data_clip_skips_reach_the_counter(davis):
     videos = load_davis(davis, "train")
     truncate(videos[1].frames[6])  # the last frame of the clip starting at 4
     cfg = override(
-        as_video(tiny()),
+        as_video(tiny_at_64()),
         {"data.skip_bad": True, "data.still_fraction": 0.0, "data.image_size": 32},
     )
     clips = clip_index(videos, cfg.model.decoder.cond_frames + 1)
@@ -147,7 +148,7 @@ def test_fault_data_image_skips_reach_the_counter(tmp_path):
     root = make_coco(tmp_path / "coco", seed=3, n_train=4, n_val=0, min_size=32, max_size=40)
     recs, cmap = load_coco_panoptic(root, "train2017")
     truncate(recs[2].image_path)
-    cfg = override(tiny(), {"data.skip_bad": True, "train.batch_size": 1, "train.steps": 12})
+    cfg = override(tiny_at_64(), {"data.skip_bad": True, "train.batch_size": 1, "train.steps": 12})
     keys: list[str] = []
     rows = [record_item(r) for r in recs]
     out = TrainDecoder(cfg, cmap, rows, on_skip=keys.extend)({"id": np.arange(12)})

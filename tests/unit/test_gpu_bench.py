@@ -29,11 +29,12 @@ torch.set_num_threads(1)
 from pix2seqd.jobs import benchmark
 from pix2seqd.platform.benchmarks.gpu_bench import GpuBenchSettings, run_gpu_benchmark
 from pix2seqd.platform.log import configure_logging
+from pix2seqd.platform.data.size_report import with_canvas
 from pix2seqd.platform.presets import get_preset
 configure_logging()
 settings = GpuBenchSettings(quick=True, compile_backend="eager", batch=2, sample_batches=(1, 2),
                             train_reps=(1, 3), sample_reps=(1, 1), profile_steps=1)
-result = run_gpu_benchmark(get_preset("tiny"), "tiny", "cpu", settings)
+result = run_gpu_benchmark(with_canvas(get_preset("tiny")), "tiny", "cpu", settings)
 bad = sorted({k.split(".")[0] for k in sys.modules} & {"ray", "mlflow", "pyarrow"})
 assert not bad, f"imported: {bad}"
 with open(sys.argv[1], "w") as f:

@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers_ckpt import tiny_at_64
 
 from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, record_item
 from pix2seqd.platform.data.frame_cache import process_cache
 from pix2seqd.platform.data.pipeline import TrainDecoder, rows_per_task
-from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.synthetic.coco import make_coco
 
 
@@ -23,7 +23,7 @@ def coco(tmp_path_factory):
 
 
 def _decoder(cmap, cache_mb: float, max_instances: int = 8) -> TrainDecoder:
-    cfg = tiny()
+    cfg = tiny_at_64()
     cfg = replace(
         cfg,
         data=replace(cfg.data, cache_mb=cache_mb),

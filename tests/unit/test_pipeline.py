@@ -6,6 +6,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from helpers_ckpt import tiny_at_64
 
 from pix2seqd.platform.config import IdOrder
 from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, record_item
@@ -17,7 +18,6 @@ from pix2seqd.platform.data.transforms import (
     train_transform,
     void_smallest,
 )
-from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.synthetic.coco import make_coco
 
 
@@ -54,7 +54,7 @@ def test_raster_id_order_in_the_decoder_follows_the_flipped_mask(coco):
     recs, cmap = load_coco_panoptic(coco, "train2017")
 
     def cfg(order):
-        return replace(tiny(), data=replace(tiny().data, id_order=order))
+        return replace(tiny_at_64(), data=replace(tiny_at_64().data, id_order=order))
 
     rows = [record_item(r, epoch=e) for r in recs[:3] for e in range(4)]
     batch = {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
@@ -117,7 +117,7 @@ def test_non_square_canvases_fit_the_frame_and_keep_its_aspect():
 def _stream(recs, cmap, n, seed, start=0):
     from dataclasses import replace
 
-    cfg = tiny()
+    cfg = tiny_at_64()
     cfg = replace(cfg, train=replace(cfg.train, seed=seed))
     dec = TrainDecoder(cfg, cmap, [record_item(r) for r in recs], start)
     return [(r["epoch"], r["image_id"]) for r in dec._rows({"id": np.arange(n - start)})]
@@ -138,7 +138,7 @@ def test_train_stream_order_is_a_function_of_the_seed(coco):
 
 def test_train_decoder_is_deterministic_and_labels_are_consistent(coco):
     recs, cmap = load_coco_panoptic(coco, "train2017")
-    cfg = tiny()
+    cfg = tiny_at_64()
     rows = [record_item(r, epoch=2) for r in recs[:3]]
     batch = {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
     one, two = TrainDecoder(cfg, cmap)(batch), TrainDecoder(cfg, cmap)(batch)
@@ -152,7 +152,7 @@ def test_train_decoder_is_deterministic_and_labels_are_consistent(coco):
 
 def test_stream_positions_match_record_rows_and_offsets(coco):
     recs, cmap = load_coco_panoptic(coco, "train2017")
-    cfg = tiny()
+    cfg = tiny_at_64()
     rows = [record_item(r) for r in recs]
     dec = TrainDecoder(cfg, cmap, rows)
     via_ids = list(dec._rows({"id": np.arange(20)}))
@@ -168,7 +168,7 @@ def test_too_many_segments_keep_the_largest_k_minus_1(coco):
     from dataclasses import replace
 
     recs, cmap = load_coco_panoptic(coco, "train2017")
-    cfg = tiny()
+    cfg = tiny_at_64()
     cfg = replace(
         cfg,
         model=replace(cfg.model, max_instances=3),
@@ -199,7 +199,7 @@ def test_rank_dataset_is_ordered_and_equals_the_decoder(ray_session, coco):
     from pix2seqd.platform.data.pipeline import build_rank_dataset
 
     recs, cmap = load_coco_panoptic(coco, "train2017")
-    cfg = tiny()
+    cfg = tiny_at_64()
     cfg = replace(cfg, train=replace(cfg.train, batch_size=4, steps=5, num_workers=2))
     rows = [record_item(r) for r in recs]
     ds = build_rank_dataset(rows, cmap, cfg, 1, 2, start=4)

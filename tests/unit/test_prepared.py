@@ -9,12 +9,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 from helpers_bad_data import corrupt, first_image_id
+from helpers_ckpt import tiny_at_64
 
 from pix2seqd.platform.data import prepared
 from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, record_item
 from pix2seqd.platform.data.pipeline import TrainDecoder
 from pix2seqd.platform.data.prepare import prepare_dataset
-from pix2seqd.platform.presets import tiny
+from pix2seqd.platform.data.size_report import Geometry
 from pix2seqd.platform.synthetic.coco import make_coco
 
 pytestmark = pytest.mark.ray
@@ -31,11 +32,15 @@ def _prepare(coco, out, **kw):
 
 def test_shards_hold_the_raw_bytes_one_row_group_per_record(ray_session, coco, tmp_path):
     out = tmp_path / "prep"
-    report = _prepare(coco, out)
+    report = _prepare(coco, out, geometry=Geometry(None, 4, 32))
     assert (
         report["splits"]["train2017"]["n_records"] == 6
         and report["splits"]["train2017"]["n_bad"] == 0
     )
+    # the splits' size reports, at the canvas auto chose from the first split
+    sizes = report["sizes"]
+    assert set(sizes) == {"train2017", "val2017"} and sizes["val2017"]["canvas"] == [64, 64]
+    assert sizes["train2017"]["images"] == 6 and sizes["train2017"]["warning"] == ""
     assert json.loads((out / "validation_report.json").read_text()) == report
     shards = sorted(p.name for p in (out / "train2017").glob("*.parquet"))
     assert shards == ["shard-00000.parquet", "shard-00001.parquet"]
@@ -55,7 +60,7 @@ def test_prepared_and_raw_give_the_same_training_batches(ray_session, coco, tmp_
     _prepare(coco, out)
     rows, cmap, _ = prepared.load_prepared(str(out), "train2017")
     recs, raw_cmap = load_coco_panoptic(coco, "train2017")
-    cfg = tiny()
+    cfg = tiny_at_64()
     ids = {"id": np.arange(10)}
     a = TrainDecoder(cfg, cmap, rows, rank=1, world=2)(ids)
     b = TrainDecoder(cfg, raw_cmap, [record_item(r) for r in recs], rank=1, world=2)(ids)

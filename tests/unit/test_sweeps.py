@@ -16,7 +16,15 @@ from pix2seqd.platform.config import override
 from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.sweep import report
 from pix2seqd.platform.sweep.cli import parse_values
-from pix2seqd.platform.sweep.spec import Axis, Sweep, SweepKind, check_sweep, trial_label
+from pix2seqd.platform.sweep.spec import (
+    VIDEO_SCORES,
+    Axis,
+    Sweep,
+    SweepKind,
+    check_sweep,
+    checkpoint_sweep,
+    trial_label,
+)
 
 
 def test_the_four_sweep_files_hold_the_papers_grids():
@@ -34,6 +42,30 @@ def test_the_four_sweep_files_hold_the_papers_grids():
         check_sweep(s, tiny())  # every value is valid for its field
     kinds = [s.kind for s in (input_scale.SWEEP, loss.SWEEP, loss_weight.SWEEP, inference.SWEEP)]
     assert kinds == [SweepKind.TRAIN] * 3 + [SweepKind.INFERENCE]
+    video = inference.SWEEP.video  # a video checkpoint's grid: later steps, τ_d, adaptive stop
+    assert len(video.grid()) == 3 * 2 * 2 and video.scores[0] == "j_and_f"
+    assert video.grid()[1] == {
+        "sample.later_steps": 2,
+        "sample.td": 1.0,
+        "sample.adaptive": True,
+        "sample.adaptive_change": 0.005,
+    }
+    check_sweep(video, tiny())
+
+
+def test_a_checkpoint_gets_its_kinds_grid_and_flags_it_lacks_are_named():
+    from pix2seqd.sweeps.inference import SWEEP
+
+    assert checkpoint_sweep(SWEEP, False, {"sample.td": (2.0,)}, "ck").paths == SWEEP.paths
+    video = checkpoint_sweep(SWEEP, True, {"sample.adaptive": (True,)}, "ck")
+    assert video.name == "inference_video" and len(video.grid()) == 3 * 2
+    with pytest.raises(ValueError, match=r"ck is an image model.*sample.later_steps"):
+        checkpoint_sweep(SWEEP, False, {"sample.later_steps": (4,)}, "ck")
+    with pytest.raises(ValueError, match=r"vk is a video model.*sample.min_pixels"):
+        checkpoint_sweep(SWEEP, True, {"sample.min_pixels": (0,)}, "vk")
+    image_only = Sweep("s", SweepKind.INFERENCE, (Axis("sample.td", (1.0,)),), "Fig. 6")
+    with pytest.raises(ValueError, match="vk is a video model: sweep 's' has no grid"):
+        checkpoint_sweep(image_only, True, {}, "vk")
 
 
 def test_grid_order_values_from_flags_and_labels():
@@ -123,6 +155,33 @@ def test_summary_tables_mark_the_best_trial_and_keep_failed_ones():
     assert md[6] == "| 0.4 | – | – | – | FAILED |"
     assert report.best_row(sweep, _rows())["run_id"] == "r2"
     assert report.best_row(Sweep(**{**sweep.__dict__, "mode": "min"}), _rows())["run_id"] == "r1"
+
+
+def test_a_video_sweeps_table_goes_by_j_and_f_and_prints_steps_as_numbers():
+    sweep = Sweep(
+        "v",
+        SweepKind.INFERENCE,
+        (Axis("sample.adaptive", (False, True)),),
+        "Fig. 7",
+        metric="j_and_f",
+        scores=VIDEO_SCORES,
+    )
+    rows = [
+        {"run_id": "a", "params": {"sample.adaptive": False}, "status": "FINISHED",
+         **dict(zip(VIDEO_SCORES, (0.5, 0.6, 0.4, 8.0, 160.0)))},
+        {"run_id": "b", "params": {"sample.adaptive": True}, "status": "FINISHED",
+         **dict(zip(VIDEO_SCORES, (0.55, 0.5, 0.6, 6.82, 147.25)))},
+    ]  # fmt: skip
+    md = report.table_markdown(sweep, rows).splitlines()
+    assert (
+        md[2]
+        == "| sample.adaptive | J&F | J | F | mean_later_steps | predict_ms_per_frame | status |"
+    )
+    assert md[4] == "| False | 50.0 | 60.0 | 40.0 | 8.00 | 160.00 | FINISHED |"
+    assert md[5].startswith("| **True** | **55.0** |") and "**6.82** | **147.25**" in md[5]
+    assert report.best_row(sweep, rows)["run_id"] == "b"
+    header = next(csv.reader(io.StringIO(report.table_csv(sweep, rows))))
+    assert header == ["sample.adaptive", *VIDEO_SCORES, "status", "run_id"]
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from itertools import permutations
 
 import numpy as np
 import pytest
+from helpers_ckpt import tiny_at_64
 
 from pix2seqd.platform.config import IdOrder
 from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, record_item
@@ -13,7 +14,7 @@ from pix2seqd.platform.data.davis import load_davis
 from pix2seqd.platform.data.pipeline import TrainDecoder
 from pix2seqd.platform.data.transforms import raster_order_ids, symmetry_augment
 from pix2seqd.platform.data.video_pipeline import ClipDecoder, clip_index
-from pix2seqd.platform.presets import PRESETS, as_video, davis, tiny
+from pix2seqd.platform.presets import PRESETS, as_video, davis
 from pix2seqd.platform.synthetic.coco import make_coco
 from pix2seqd.platform.synthetic.davis import make_davis
 
@@ -88,7 +89,7 @@ def coco(tmp_path_factory):
 
 def decode(coco, epochs, **data):
     recs, cmap = coco
-    cfg = replace(tiny(), data=replace(tiny().data, hflip=False, **data))
+    cfg = replace(tiny_at_64(), data=replace(tiny_at_64().data, hflip=False, **data))
     rows = [record_item(r, epoch=e) for r in recs for e in range(epochs)]
     return TrainDecoder(cfg, cmap)(
         {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
@@ -164,8 +165,8 @@ def test_clip_decoder_flips_the_target_and_its_history_together(tmp_path):
 
 
 def test_only_the_tiny_preset_turns_them_on():
-    assert tiny().data.vflip and tiny().data.rgb_symmetry
-    assert as_video(tiny()).data.vflip and as_video(tiny()).data.rgb_symmetry
+    assert tiny_at_64().data.vflip and tiny_at_64().data.rgb_symmetry
+    assert as_video(tiny_at_64()).data.vflip and as_video(tiny_at_64()).data.rgb_symmetry
     for name, make in PRESETS.items():
         if name != "tiny":  # photos: the sky is not below, colours are not inverted
             assert not make().data.vflip and not make().data.rgb_symmetry, name

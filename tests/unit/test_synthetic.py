@@ -328,3 +328,44 @@ def check_cityscapes_segment(s, cats, ids):
         return "crowd"
     assert s["id"] // 1000 == s["category_id"] and s["id"] % 1000 < 100
     return "thing"
+
+
+def test_the_held_out_family_is_deterministic_and_unlike_the_default_set(tmp_path):
+    from pix2seqd.platform.synthetic.heldout import make_heldout
+    from pix2seqd.platform.synthetic.shapes import HELDOUT_SHAPES, SHAPES
+
+    a = make_heldout(tmp_path / "a", 4, 6, 2)
+    b = make_heldout(tmp_path / "b", 4, 6, 2)
+    assert tree_files(a) == tree_files(b)
+    match, mismatch, errors = filecmp.cmpfiles(a, b, tree_files(a), shallow=False)
+    assert not mismatch and not errors
+    data = json.loads((a / "annotations" / "panoptic_train2017.json").read_text())
+    things = [c["name"] for c in data["categories"] if c["isthing"]]
+    assert things == list(HELDOUT_SHAPES) and not set(things) & set(SHAPES)
+    for im in data["images"]:
+        long_side, short = max(im["height"], im["width"]), min(im["height"], im["width"])
+        assert 64 <= long_side <= 640 and long_side / short <= 2.0 + 1.0 / short
+    for ann in data["annotations"]:  # areas are the PNG's pixel counts
+        ids = read_ids(a / "annotations" / "panoptic_train2017" / ann["file_name"])
+        for s in ann["segments_info"]:
+            assert s["area"] == int((ids == s["id"]).sum())
+
+
+def test_held_out_shapes():
+    from pix2seqd.platform.synthetic.shapes import shape_mask
+
+    ring = shape_mask("ring", 41, 41, 20.5, 20.5, 20, 20)
+    assert (
+        not ring[20, 20]
+        and ring[20, 2]
+        and ring.sum() == pytest.approx(np.pi * 400 * (1 - 0.55**2), rel=0.03)
+    )
+    diamond = shape_mask("diamond", 41, 41, 20.5, 20.5, 20, 20)
+    assert diamond.sum() == pytest.approx(2 * 400, rel=0.06) and not diamond[1, 1]
+    bar = shape_mask("bar", 41, 41, 20.5, 20.5, 20, 20)
+    # 41 columns (|x - 20| <= 20), 15 rows (|y - 20| <= 0.35 * 20)
+    assert bar.any(axis=0).sum() == 41 and bar.any(axis=1).sum() == 15
+    assert (shape_mask("bar", 41, 41, 20.5, 20.5, 20, 20, flip=True) == bar.T).all()
+    half = shape_mask("half_disc", 41, 41, 20.5, 20.5, 20, 20)
+    assert half.sum() == pytest.approx(np.pi * 400, rel=0.03)  # half of a disc of radii 40, 20
+    assert half[39].sum() > half[1].sum()  # the flat side at the bottom

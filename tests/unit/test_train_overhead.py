@@ -7,16 +7,17 @@ import math
 
 import pytest
 import torch
+from helpers_ckpt import tiny_at_64
 
 from pix2seqd.platform.benchmarks.model_bench import make_batches
 from pix2seqd.platform.benchmarks.train_overhead import micro_batch, run_plain, torch_threads
 from pix2seqd.platform.config import override
-from pix2seqd.platform.presets import davis, tiny
+from pix2seqd.platform.presets import davis
 from pix2seqd.platform.train.step import to_model_inputs
 
 
 def test_batches_have_the_pipeline_layout_and_feed_to_model_inputs():
-    cfg = tiny()
+    cfg = tiny_at_64()
     batches = make_batches(cfg, batch=3, n=2, seed=5)
     assert len(batches) == 2
     b = batches[0]
@@ -44,19 +45,21 @@ def test_video_batches_carry_the_previous_frames_masks():
 
 
 def test_micro_batch_and_threads_follow_the_training_loop():
-    assert micro_batch(tiny()) == 8  # 16 // (2 workers x 1 accum)
-    assert micro_batch(override(tiny(), {"train.accum": 2})) == 4
+    assert micro_batch(tiny_at_64()) == 8  # 16 // (2 workers x 1 accum)
+    assert micro_batch(override(tiny_at_64(), {"train.accum": 2})) == 4
     with pytest.raises(ValueError, match="smaller than"):
-        micro_batch(override(tiny(), {"train.batch_size": 1}))
-    assert torch_threads(tiny()) == 1
+        micro_batch(override(tiny_at_64(), {"train.batch_size": 1}))
+    assert torch_threads(tiny_at_64()) == 1
     assert (
-        torch_threads(override(tiny(), {"train.torch_threads": 0, "train.cpus_per_worker": 3.5}))
+        torch_threads(
+            override(tiny_at_64(), {"train.torch_threads": 0, "train.cpus_per_worker": 3.5})
+        )
         == 3
     )
 
 
 def test_plain_ddp_side_times_each_step():
-    times = run_plain(tiny(), warmup=1, steps=2, world=2)
+    times = run_plain(tiny_at_64(), warmup=1, steps=2, world=2)
     assert len(times) == 2 and all(t > 0 and math.isfinite(t) for t in times)
 
 

@@ -8,11 +8,11 @@ import dataclasses
 import numpy as np
 import pytest
 from helpers_bad_data import CASES, corrupt, crowded, first_image_id
+from helpers_ckpt import tiny_at_64
 
 from pix2seqd.platform.data.coco_panoptic import load_coco_panoptic, record_item
 from pix2seqd.platform.data.pipeline import TrainDecoder
 from pix2seqd.platform.data.validate import check_row, summarise, validate_records
-from pix2seqd.platform.presets import tiny
 from pix2seqd.platform.synthetic.coco import make_coco
 
 
@@ -40,7 +40,7 @@ def test_each_bad_input_is_named(coco, case):
     assert len(bad) == 1 and bad[0].image_id == str(first_image_id(coco))
     assert name in bad[0].problem and phrase in bad[0].problem, bad[0].problem
     # the training decoder never turns the same record into a label silently
-    cfg = tiny()
+    cfg = tiny_at_64()
     dec = TrainDecoder(cfg, cmap)
     with pytest.raises((ValueError, FileNotFoundError)):
         dec.example(record_item(recs[0]), 16)
@@ -49,7 +49,7 @@ def test_each_bad_input_is_named(coco, case):
 def test_skip_bad_in_the_decoder_drops_the_example(coco):
     corrupt(coco, "truncated_jpeg")
     recs, cmap = load_coco_panoptic(coco, "train2017")
-    cfg = tiny()
+    cfg = tiny_at_64()
     cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, skip_bad=True))
     rows = [record_item(r) for r in recs]
     batch = {k: np.array([r[k] for r in rows], dtype=object) for k in rows[0]}
