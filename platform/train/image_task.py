@@ -62,11 +62,12 @@ class ImageTask:
     def log_inputs(self, cfg: Config, mlc, run_id: str) -> None:
         """Skipped bad records and segments made void (K-1 limit) as metrics, the validation
         report, the size report (`log_size_report`) and, for an auto canvas, the rule that
-        chose it (param `data.image_size_rule`)."""
+        chose it (tag `image_size_rule`: a tag, since `--resume` rebuilds the config from the
+        run's params)."""
         log_data_checks(mlc, run_id, self.inputs, "records")
         log_size_report(mlc, run_id, cfg, self.inputs.sizes)
         if self.auto_size:
-            mlc.log_param(run_id, "data.image_size_rule", f"auto: {AUTO_RULE}")
+            tracking.set_tags(mlc, run_id, {"image_size_rule": f"auto: {AUTO_RULE}"})
 
     def fit_inputs(self, cfg: Config) -> FitInputs:
         subset = None

@@ -79,7 +79,7 @@ def test_train_coco_end_to_end(ray_session, mlflow_server, tmp_path, monkeypatch
     # the size report, and the canvas auto chose from it: its least, 64, for images of
     # 48-64 px whose things are 22-45 % of the shorter side
     assert run.data.params["data.image_size"] == "64"
-    assert run.data.params["data.image_size_rule"].startswith("auto: the smallest square")
+    assert run.data.tags["image_size_rule"].startswith("auto: the smallest square")
     assert run.data.metrics["data/thing_mask_px_p50"] > 12
     assert {"data/thing_mask_px_p25", "data/things_under_4px"} <= set(run.data.metrics)
     data_arts = {a.path for a in mlc.list_artifacts(run.info.run_id, "data")}
