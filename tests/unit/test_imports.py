@@ -17,6 +17,7 @@ HEAVY = ("ray", "mlflow", "torch")
 # (file, function) -> why the import waits for the call
 _HELP = "keeps --help fast: the {} stack imports {}"
 LAZY_PACKAGE_IMPORTS = {
+    ("jobs/benchmark.py", "_config"): "deciding an auto canvas reads the data (numpy, PIL)",
     ("jobs/benchmark.py", "model"): "each subcommand pulls in its own heavy stack (torch)",
     ("jobs/benchmark.py", "gpu"): "each subcommand pulls in its own heavy stack (torch)",
     ("jobs/benchmark.py", "data"): "each subcommand pulls in its own heavy stack (torch, Ray)",
