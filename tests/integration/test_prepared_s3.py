@@ -67,9 +67,12 @@ def test_prepare_to_s3_and_train_from_it(s3_server, mlflow_server, tmp_path, mon
     assert run.data.metrics["data/bad_records"] == 1
     assert "data/voided_segments" in run.data.metrics
     assert run.data.tags["data_source"] == out and run.data.tags["dataset"] == "coco"
+    # prepared shards: the size report of the val split's annotation file
     assert {a.path for a in mlc.list_artifacts(run.info.run_id, "data")} == {
-        "data/validation_report.json"
+        "data/validation_report.json",
+        "data/size_report.json",
     }
+    assert "data/thing_mask_px_p50" in run.data.metrics
     # plumbing only: 2-4-step runs score PQ 0.0 (test_train_coco_job.py, 2026-12-07);
     # the score floors: tests/integration/test_score_floors.py
     assert 0.0 <= summary["metrics"]["pq"] <= 1.0
