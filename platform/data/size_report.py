@@ -85,12 +85,17 @@ def split_reports(
     """Each split's report (with its warning, '' for none) at the geometry's canvas, an auto
     canvas chosen from split `auto_from` (the training split); logged as `report_lines`."""
     canvas = geometry.canvas_for(sizes[auto_from])
-    out = {}
-    for split, s in sizes.items():
-        report = size_report(s, canvas, geometry.mask_stride)
-        log.info("%s: %s", split, "\n".join(report_lines(report)))
-        out[split] = {**report, "warning": warn_small_things(report, s, geometry.unit)}
-    return out
+    return {split: checked_report(s, canvas, geometry, split) for split, s in sizes.items()}
+
+
+def checked_report(
+    sizes: SegmentSizes, canvas: tuple[int, int], geometry: Geometry, name: str
+) -> dict[str, Any]:
+    """`size_report` at `canvas` with its `warning` ('' for none), its lines logged under
+    `name` (a split, or the training run's data)."""
+    report = size_report(sizes, canvas, geometry.mask_stride)
+    log.info("%s: %s", name, "\n".join(report_lines(report)))
+    return {**report, "warning": warn_small_things(report, sizes, geometry.unit)}
 
 
 def segment_sizes(records: Sequence[PanopticRecord], cmap: CategoryMap) -> SegmentSizes:
@@ -178,7 +183,7 @@ def with_canvas(cfg: Config) -> Config:
         return cfg
     d = cfg.data
     records, cmap = load_panoptic_split(d.dataset, resolve_data_root(d.root), d.train_split)
-    side = auto_canvas(segment_sizes(records, cmap), cfg.model.mask_stride, canvas_unit(cfg))
+    side, _ = Geometry.of(cfg).canvas_for(segment_sizes(records, cmap))
     return override(cfg, {"data.image_size": side})
 
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pix2seqd.platform import tracking
-from pix2seqd.platform.config import AutoSize, Config, DatasetKind, canvas_unit, override
-from pix2seqd.platform.data.size_report import AUTO_RULE, auto_canvas
+from pix2seqd.platform.config import AutoSize, Config, DatasetKind, override
+from pix2seqd.platform.data.size_report import AUTO_RULE, Geometry
 from pix2seqd.platform.evaluation.coco_eval import evaluate_checkpoint
 from pix2seqd.platform.evaluation.tracked import (
     log_pq_artifacts,
@@ -51,7 +51,7 @@ class ImageTask:
     def resolved(self, cfg: Config) -> Config:
         found = {} if cfg.data.prepared else {"data.root": self.inputs.source}
         if self.auto_size:
-            size = auto_canvas(self.inputs.sizes, cfg.model.mask_stride, canvas_unit(cfg))
+            size, _ = Geometry.of(cfg).canvas_for(self.inputs.sizes)
             log.info("data.image_size=auto: canvas %d (%s)", size, AUTO_RULE)
             found["data.image_size"] = size
         return override(cfg, {**found, "model.num_classes": self.inputs.cmap.num_classes})

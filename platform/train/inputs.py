@@ -20,19 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from pix2seqd.platform import tracking
-from pix2seqd.platform.config import Config, DatasetKind, canvas_unit
+from pix2seqd.platform.config import Config, DatasetKind
 from pix2seqd.platform.data import prepared
 from pix2seqd.platform.data.coco_panoptic import CategoryMap, PanopticRecord, record_item
 from pix2seqd.platform.data.davis import VideoRecord, load_davis
 from pix2seqd.platform.data.default_data import resolve_data_root
 from pix2seqd.platform.data.prepare_davis import load_prepared_davis, load_prepared_davis_train
 from pix2seqd.platform.data.size_report import (
+    Geometry,
     SegmentSizes,
-    report_lines,
+    checked_report,
     report_metrics,
     segment_sizes,
-    size_report,
-    warn_small_things,
 )
 from pix2seqd.platform.data.sources import gt_location, load_panoptic_split
 from pix2seqd.platform.data.still_clips import StillSource, load_stills
@@ -98,16 +97,13 @@ def log_size_report(mlc, run_id: str, cfg: Config, sizes: SegmentSizes) -> dict[
     job's log, its metrics (data/thing_mask_px_p25, ..._p50, data/things_under_4px, ...) at
     step 0, the artifact data/size_report.json, and the warning when many things are too
     small to draw (also as the tag `data_warning`). Returns the report."""
-    report = size_report(sizes, cfg.data.image_hw, cfg.model.mask_stride)
-    for line in report_lines(report):
-        log.info(line)
-    warning = warn_small_things(report, sizes, canvas_unit(cfg))
+    report = checked_report(sizes, cfg.data.image_hw, Geometry.of(cfg), "training data")
     tracking.log_metrics(mlc, run_id, report_metrics(report), 0)
-    if warning:
-        tracking.set_tags(mlc, run_id, {"data_warning": warning})
+    if report["warning"]:
+        tracking.set_tags(mlc, run_id, {"data_warning": report["warning"]})
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "size_report.json"
-        path.write_text(json.dumps({**report, "warning": warning}, indent=2))
+        path.write_text(json.dumps(report, indent=2))
         mlc.log_artifact(run_id, str(path), "data")
     return report
 
