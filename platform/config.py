@@ -125,7 +125,13 @@ class DataConfig:
     Video: one draw per clip, for the frame and all its masks.
     `cache_mb`: each data worker process keeps up to this many MB of decoded training
     images and their label maps, video frames, masks and still images (`data.frame_cache`;
-    0 turns it off).
+    0 turns it off). Training and still images are decoded once and kept at the largest
+    size the augmentation can use (the canvas times the top of `scale_jitter`), so images
+    far larger than the canvas cost little per read and fit the cache.
+    `ahead_steps`: the driver's training stream decodes about this many optimizer steps
+    of examples ahead of the trainers and no more (its object-store budget, never under
+    four map tasks' output; `platform/data/read_ahead.py`); 0 leaves Ray Data's bound, a
+    share of the object store, which a time-budgeted run mostly decodes for nothing.
     `executor_nap` (default on): Ray Data's scheduling loop sleeps 20 ms after a step while
     its output waits to be taken (`platform/data/executor_nap.py`): the stream's
     coordinator CPU fell from 0.374 to 0.193 of a core and its consumers read 24 % more
@@ -156,6 +162,7 @@ class DataConfig:
     history_drop: float = 0.0
     history_add: float = 0.0
     cache_mb: float = 256.0
+    ahead_steps: int = 200
     executor_nap: bool = True
 
     @property

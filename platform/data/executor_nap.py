@@ -7,10 +7,11 @@ stream's `SplitCoordinator` actor that takes 0.4-0.6 of a core for as long as th
 runs, CPU the training workers need on a small machine.
 
 `NapWhenAhead` is a Ray Data execution callback that sleeps `NAP_S` after a loop step
-whenever the executor's output queue holds blocks not yet taken (any split's); while the
-queue is empty the loop runs as Ray's does. A nap delays the next dispatch by at most
-`NAP_S`, also when one split's consumer waits while the queue holds another split's
-blocks; the training stream runs far enough ahead that the workers' wait for data
+whenever the executor's output queue holds blocks not yet taken (any split's), or its
+object-store budget is full (`data.ahead_steps`: finished blocks then wait inside the
+operators, and the loop spins the same way); otherwise the loop runs as Ray's does. A nap
+delays the next dispatch by at most `NAP_S`, also when one split's consumer waits while
+the queue holds another split's blocks; the training stream runs far enough ahead that the workers' wait for data
 (`train/data_wait_frac`) stays at most 1.4 % of the step time with it.
 Measured on a stream longer than two consumers read (docs/results.md, "The scheduling
 loop's nap"): the coordinator's CPU fell from 0.374 to 0.193 of a core with the nap and
@@ -41,15 +42,32 @@ _sleep = time.sleep  # the tests replace this, not the time module every thread 
 CALLBACK_BASE = ("ray.data._internal.execution.execution_callback", "ExecutionCallback")
 EXECUTOR = ("ray.data._internal.execution.streaming_executor", "StreamingExecutor")
 IDLING_METHOD = "_consumer_idling"  # the executor's "output queue is empty"
+RESOURCE_MANAGER = "_resource_manager"  # the executor's usage and limits (`budget_full`)
 STEP_HOOK = "on_execution_step"  # the callback method the executor calls after a loop step
 RAY_PIECES = f"{CALLBACK_BASE[0]}.{CALLBACK_BASE[1]}, {EXECUTOR[1]}.{IDLING_METHOD}"
 
 
 def ahead(executor: object) -> bool:
-    """True when the executor's output queue holds blocks not yet taken (an executor
-    without `_consumer_idling` never is)."""
+    """True when the executor's output queue holds blocks not yet taken, or its
+    object-store budget is used up (an executor without `_consumer_idling` never is)."""
     idling = getattr(executor, IDLING_METHOD, None)
-    return idling is not None and not idling()
+    if idling is None:
+        return False
+    return not idling() or budget_full(executor)
+
+
+def budget_full(executor: object) -> bool:
+    """True when the executor's object-store usage has reached its limit: its map tasks'
+    finished blocks then wait in the operators (not in the output queue) until the
+    consumers take blocks, and `ray.wait` on those tasks returns at once, so the loop
+    would spin as when ahead (`data.ahead_steps` sets such a limit). False where the
+    executor has no `_resource_manager` with `get_global_usage` / `get_global_limits`."""
+    manager = getattr(executor, RESOURCE_MANAGER, None)
+    try:
+        used, limit = manager.get_global_usage(), manager.get_global_limits()
+    except AttributeError:
+        return False
+    return used.object_store_memory >= limit.object_store_memory
 
 
 def _on_execution_step(self, executor: object) -> None:

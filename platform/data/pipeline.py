@@ -34,6 +34,7 @@ from pix2seqd.platform.data.skip_count import skip_recorder
 from pix2seqd.platform.data.transforms import (
     eval_transform,
     raster_order_ids,
+    reduce_to_reach,
     relabel_random,
     symmetry_augment,
     train_transform,
@@ -190,12 +191,23 @@ class TrainDecoder:
 
     def _decode(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """A row's files -> image (h, w, 3) uint8, label (h, w, 2) int32, the smallest
-        segments beyond the model's ids made void (the same in every epoch)."""
-        image, label = decode_example(row, self.cmap, self.cfg.data.crowd)
-        return image, void_smallest(label, self.cfg.model.max_instances)[0]
+        segments beyond the model's ids made void (the same in every epoch), shrunk to the
+        largest size the augmentation can use (`reduce_to_reach`)."""
+        d = self.cfg.data
+        image, label = decode_example(row, self.cmap, d.crowd)
+        label = void_smallest(label, self.cfg.model.max_instances)[0]
+        return reduce_to_reach(image, label, d.image_hw, d.scale_jitter[1])
 
     def _key(self, row: dict[str, Any]) -> tuple:
-        return ("image", record_files(row), self.cfg.data.crowd, self.cfg.model.max_instances)
+        d = self.cfg.data
+        return (
+            "image",
+            record_files(row),
+            d.crowd,
+            self.cfg.model.max_instances,
+            d.image_hw,
+            d.scale_jitter[1],
+        )
 
     def _rows(self, batch: dict[str, np.ndarray]):
         if "id" not in batch:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from pix2seqd.platform.config import Config, CrowdMode, DatasetKind
 from pix2seqd.platform.data.coco_panoptic import CategoryMap, record_item
@@ -28,7 +29,12 @@ from pix2seqd.platform.data.default_data import resolve_data_root
 from pix2seqd.platform.data.frame_cache import ByteLRU, cached
 from pix2seqd.platform.data.pipeline import decode_example, image_seed, record_files
 from pix2seqd.platform.data.sources import load_panoptic_split
-from pix2seqd.platform.data.transforms import clip_transform, symmetry_augment, void_smallest
+from pix2seqd.platform.data.transforms import (
+    clip_transform,
+    reduce_to_reach,
+    symmetry_augment,
+    void_smallest,
+)
 from pix2seqd.platform.data.validate import validate_records
 
 STILL_STREAM = 0x57111  # separates the still-or-video draw from the examples' own streams
@@ -104,8 +110,8 @@ def still_clip(
     The decoded image and object ids go through `cache` when one is given (`frame_cache`)."""
 
     d = cfg.data
-    key = ("still", record_files(row), cfg.model.max_instances)
-    image, ids = cached(cache, key, lambda: _decode_still(row, source, cfg.model.max_instances))
+    key = ("still", record_files(row), cfg.model.max_instances, d.image_hw, d.scale_jitter[1])
+    image, ids = cached(cache, key, lambda: _decode_still(row, source, cfg))
     rng = np.random.default_rng([cfg.train.seed, epoch, image_seed(row["image_id"]), STILL_STREAM])
     image, ids = symmetry_augment(image, ids, d.vflip, d.rgb_symmetry, rng)
     image, hw, target = clip_transform(
@@ -115,11 +121,14 @@ def still_clip(
 
 
 def _decode_still(
-    row: dict[str, Any], source: StillSource, max_instances: int
+    row: dict[str, Any], source: StillSource, cfg: Config
 ) -> tuple[np.ndarray, np.ndarray]:
-    """A still row -> image (h, w, 3) uint8, object ids (h, w) uint8."""
+    """A still row -> image (h, w, 3) uint8, object ids (h, w) uint8, shrunk to the largest
+    size the clip transform can use (`reduce_to_reach`, bicubic as that transform)."""
     image, label = decode_example(row, source.cmap, CrowdMode.VOID.value)
-    return image, object_ids(label, source.cmap.isthing, max_instances).astype(np.uint8)
+    ids = object_ids(label, source.cmap.isthing, cfg.model.max_instances).astype(np.uint8)
+    d = cfg.data
+    return reduce_to_reach(image, ids, d.image_hw, d.scale_jitter[1], Image.BICUBIC)
 
 
 def load_stills(cfg: Config) -> StillSource | None:

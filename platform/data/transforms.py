@@ -124,6 +124,24 @@ def symmetry_augment(image, labels, vflip, rgb_symmetry, rng):
     return np.ascontiguousarray(image), np.ascontiguousarray(labels)
 
 
+def reduce_to_reach(image, label, canvas, max_scale, method=Image.BILINEAR):
+    """A decoded example shrunk to the largest size the train transform can ask of it: the
+    size at which it fits `canvas` (H, W) times `max_scale` (the top of the scale jitter).
+
+    image (h, w, 3) uint8, label (h, w, ...) -> the same arrays when they are no larger,
+    else image resized with `method` (the train transform's own) and label nearest. The
+    train transform resizes by a factor of at most 1 from here, so at a fixed scale the
+    example is the one it would make from the full-size arrays, and images far larger than
+    the canvas (COCO's 640 px on a 64 to 256 px canvas) are augmented and cached small."""
+    (h, w), (H, W) = image.shape[:2], canvas
+    r = min(max_scale * H / h, max_scale * W / w)
+    if r >= 1:
+        return image, label
+    # the train transform's own rounding, so that at the top scale it resizes by exactly 1
+    nh, nw = max(1, round(h * r)), max(1, round(w * r))
+    return _resize(image, nh, nw, method), _resize_label(label, nh, nw)
+
+
 def eval_transform(image, canvas, mask_hw, label=None):
     """Aspect-preserving resize to the largest size that fits the `canvas` (H, W) (on a
     square canvas: the long side), then pad; masks at `mask_hw`. label may be None."""

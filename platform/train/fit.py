@@ -16,6 +16,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from pix2seqd.platform import tracking
 from pix2seqd.platform.config import Config, flatten
+from pix2seqd.platform.data.read_ahead import ingest_options
 from pix2seqd.platform.log import package_level
 from pix2seqd.platform.ray_env import preemption_watcher, sigint_handler_kept
 from pix2seqd.platform.serving.log_model import log_served_model
@@ -152,6 +153,7 @@ def fit(cfg: Config, opts: RunOptions, inputs: FitInputs, run_id: str, uri: str)
             callbacks=[*_tune_callbacks(opts), *guards],
         ),
         datasets={} if per_rank else {"train": _split_stream(cfg, inputs, opts, run_id, uri)},
+        dataset_config=ray.train.DataConfig(execution_options=ingest_options(cfg)),
     )
     t0 = time.perf_counter()
     with sigint_handler_kept(), preemption_watcher(t.preemption_watcher):

@@ -23,11 +23,24 @@ from pix2seqd.platform.data.executor_nap import NAP_S
 
 
 class _Executor:
-    def __init__(self, idling: bool):
+    def __init__(self, idling: bool, used_mb: float = 0.0, limit_mb: float = float("inf")):
         self.idling = idling
+        self._resource_manager = _Budget(used_mb, limit_mb)
 
     def _consumer_idling(self) -> bool:  # the StreamingExecutor method the callback reads
         return self.idling
+
+
+class _Budget:  # the executor's ResourceManager methods `budget_full` reads
+    def __init__(self, used_mb: float, limit_mb: float):
+        self.used = ray.data.ExecutionResources(object_store_memory=used_mb * 2**20)
+        self.limit = ray.data.ExecutionResources(object_store_memory=limit_mb * 2**20)
+
+    def get_global_usage(self):
+        return self.used
+
+    def get_global_limits(self):
+        return self.limit
 
 
 @pytest.fixture
@@ -87,6 +100,28 @@ def test_it_naps_while_the_output_waits_and_not_while_the_consumer_does(naps):
     assert naps == [NAP_S]
     cb.on_execution_step(_Executor(idling=True))
     assert naps == [NAP_S]
+
+
+def test_it_naps_while_the_object_store_budget_is_full(naps):
+    cb = executor_nap.NapWhenAhead()
+    cb.on_execution_step(_Executor(idling=True, used_mb=190.7, limit_mb=156.3))
+    cb.on_execution_step(_Executor(idling=True, used_mb=156.3, limit_mb=156.3))
+    assert naps == [NAP_S, NAP_S]
+    cb.on_execution_step(_Executor(idling=True, used_mb=150.0, limit_mb=156.3))
+    executor = _Executor(idling=True)
+    del executor._resource_manager  # an executor without one: only the output queue counts
+    cb.on_execution_step(executor)
+    assert naps == [NAP_S, NAP_S]
+
+
+def test_ray_resource_manager_still_has_global_usage_and_limits():
+    from ray.data._internal.execution.resource_manager import ResourceManager
+
+    for name in ("get_global_usage", "get_global_limits"):
+        method = getattr(ResourceManager, name)
+        assert callable(method) and list(inspect.signature(method).parameters) == ["self"]
+    executor = importlib.import_module(executor_nap.EXECUTOR[0])
+    assert f"self.{executor_nap.RESOURCE_MANAGER} = " in inspect.getsource(executor)
 
 
 def test_an_executor_without_the_method_is_left_as_ray_runs_it(naps):

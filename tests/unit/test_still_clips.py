@@ -111,6 +111,21 @@ def test_still_clip_decodes_things_at_the_model_geometry(stills):
     assert all(np.array_equal(a, b) for a, b in zip(again, (image, hw, ids)))
 
 
+def test_still_clip_of_a_large_image_is_cached_small_and_unchanged(stills, monkeypatch):
+    from pix2seqd.platform.data import still_clips
+    from pix2seqd.platform.data.frame_cache import ByteLRU
+
+    cfg = video_cfg(rgb_symmetry=False)
+    cfg = replace(cfg, data=replace(cfg.data, image_size=16, image_width=16))  # 40-56 px stills
+    row, cache = {**stills.rows[1], "epoch": 0}, ByteLRU(64_000_000)
+    got = still_clip(row, 0, stills, cfg, (8, 8), 3, cache)
+    (((image, ids), _),) = cache._items.values()
+    assert max(image.shape[:2]) == 16 and ids.shape == image.shape[:2]
+    monkeypatch.setattr(still_clips, "reduce_to_reach", lambda image, ids, *_: (image, ids))
+    want = still_clip(row, 0, stills, cfg, (8, 8), 3)
+    assert all(np.array_equal(a, b) for a, b in zip(got, want))
+
+
 def test_decoder_mixes_still_and_video_clips_by_position(videos, stills):
     cfg = override(video_cfg(), {"data.still_fraction": 0.5, "data.id_order": "raster"})
     dec = ClipDecoder(cfg, videos, clip_index(videos), stills=stills)
