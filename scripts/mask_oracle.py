@@ -49,36 +49,40 @@ def oracle_pq(root: Path, split: str, canvas: int, stride: int, min_pixels: int)
     """The project's PQ result dict (`pq_compute`) of the ground truth of `split` sent
     through the geometry."""
     records, cmap = load_coco_panoptic(root, split)
-    out = Path(tempfile.mkdtemp(prefix="mask-oracle-"))
-    annotations = []
-    for rec in records:
-        label = decode_label_map(rec.png_path, rec.segments, cmap)
-        back = round_trip(label, canvas, stride)
-        voted = majority_vote(back, cmap.num_classes, ANY_IDS, min_pixels).numpy()
-        name = Path(rec.png_path).stem
-        annotations.append(write_prediction(voted, cmap, rec.image_id, out, name, layout="2hw"))
-    write_predictions_json(out / "pred.json", annotations, cmap)
     gt = root / "annotations"
-    return pq_compute(
-        gt / f"panoptic_{split}.json", out / "pred.json", gt / f"panoptic_{split}", out
-    )
+    with tempfile.TemporaryDirectory(prefix="mask-oracle-") as tmp:
+        out, annotations = Path(tmp), []
+        for rec in records:
+            label = decode_label_map(rec.png_path, rec.segments, cmap)
+            back = round_trip(label, canvas, stride)
+            voted = majority_vote(back, cmap.num_classes, ANY_IDS, min_pixels).numpy()
+            name = Path(rec.png_path).stem
+            annotations.append(write_prediction(voted, cmap, rec.image_id, out, name, layout="2hw"))
+        write_predictions_json(out / "pred.json", annotations, cmap)
+        return pq_compute(
+            gt / f"panoptic_{split}.json", out / "pred.json", gt / f"panoptic_{split}", out
+        )
 
 
 def oracle_jf(root: Path, split: str, canvas: int, stride: int) -> dict:
     """`evaluate_davis`'s result of the ground-truth id PNGs of `split` sent through the
     geometry."""
-    out = Path(tempfile.mkdtemp(prefix="mask-oracle-"))
-    for video in load_davis(root, split):
-        for path in video.masks:
-            png = Image.open(path)
-            ids = np.asarray(png).astype(np.int64)
-            back = round_trip(np.stack([ids, ids], -1), canvas, stride)[1]
-            target = out / video.name / Path(path).name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            result = Image.fromarray(back.numpy().astype(np.uint8), "P")
-            result.putpalette(png.getpalette())
-            result.save(target)
-    return evaluate_davis(root, out, split)
+    with tempfile.TemporaryDirectory(prefix="mask-oracle-") as tmp:
+        for video in load_davis(root, split):
+            for path in video.masks:
+                write_round_trip(Path(path), Path(tmp) / video.name, canvas, stride)
+        return evaluate_davis(root, tmp, split)
+
+
+def write_round_trip(path: Path, folder: Path, canvas: int, stride: int) -> None:
+    """One DAVIS id PNG through the geometry, written under `folder` with its palette."""
+    png = Image.open(path)
+    ids = np.asarray(png).astype(np.int64)
+    back = round_trip(np.stack([ids, ids], -1), canvas, stride)[1]
+    folder.mkdir(parents=True, exist_ok=True)
+    result = Image.fromarray(back.numpy().astype(np.uint8), "P")
+    result.putpalette(png.getpalette())
+    result.save(folder / path.name)
 
 
 def report(args: argparse.Namespace, canvas: int, stride: int) -> str:
@@ -93,7 +97,9 @@ def report(args: argparse.Namespace, canvas: int, stride: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--data-root", type=Path, required=True, help="COCO-panoptic layout")
+    ap.add_argument(
+        "--data-root", type=Path, required=True, help="COCO-panoptic layout (DAVIS with --davis)"
+    )
     ap.add_argument("--davis", action="store_true", help="DAVIS layout: J&F instead of PQ")
     ap.add_argument("--split", default="", help="default val2017 (COCO), val (DAVIS)")
     ap.add_argument("--canvas", type=int, nargs="+", default=[64])

@@ -6,7 +6,7 @@ For every non-crowd ground-truth thing: the predicted segment of any category wi
 highest plain IoU (void pixels not left out, unlike PQ's matching), whether that IoU is
 over 0.5 (found) and whether its category is the thing's. Things are binned by their size in
 mask pixels at a canvas and stride (`platform/data/size_report.py`'s rule), so a missed
-thing (a size the model does not draw yet) tells apart from a misclassified one.
+thing (a size the model does not draw yet) is told apart from a misclassified one.
 
     python scripts/thing_errors.py --data-root DIR --pred-dir DIR [--split val2017] \
         [--canvas 64] [--stride 4]
