@@ -11,8 +11,9 @@ whenever the executor's output queue holds blocks not yet taken (any split's), o
 object-store budget is full (`data.ahead_steps`: finished blocks then wait inside the
 operators, and the loop spins the same way); otherwise the loop runs as Ray's does. A nap
 delays the next dispatch by at most `NAP_S`, also when one split's consumer waits while
-the queue holds another split's blocks; the training stream runs far enough ahead that the workers' wait for data
-(`train/data_wait_frac`) stays at most 1.4 % of the step time with it.
+the queue holds another split's blocks; the training stream runs far enough ahead that
+the workers' wait for data (`train/data_wait_frac`) stays at most 1.4 % of the step time
+with it.
 Measured on a stream longer than two consumers read (docs/results.md, "The scheduling
 loop's nap"): the coordinator's CPU fell from 0.374 to 0.193 of a core with the nap and
 the consumers finished 24 % more batches, hence `data.executor_nap` on by default.

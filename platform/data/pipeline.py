@@ -108,6 +108,12 @@ def record_files(row: dict[str, Any]) -> tuple:
     return str(row["shard"]), int(row["row"])
 
 
+def decode_reach(cfg: Config) -> tuple[tuple[int, int], float]:
+    """(canvas (H, W), top of the scale jitter): the size training examples are decoded and
+    cached at (`transforms.reduce_to_reach`); part of their cache keys."""
+    return cfg.data.image_hw, cfg.data.scale_jitter[1]
+
+
 def rank_positions(
     local: np.ndarray, rank: int, world: int, global_batch: int, start: int = 0
 ) -> np.ndarray:
@@ -193,21 +199,14 @@ class TrainDecoder:
         """A row's files -> image (h, w, 3) uint8, label (h, w, 2) int32, the smallest
         segments beyond the model's ids made void (the same in every epoch), shrunk to the
         largest size the augmentation can use (`reduce_to_reach`)."""
-        d = self.cfg.data
-        image, label = decode_example(row, self.cmap, d.crowd)
+        image, label = decode_example(row, self.cmap, self.cfg.data.crowd)
         label = void_smallest(label, self.cfg.model.max_instances)[0]
-        return reduce_to_reach(image, label, d.image_hw, d.scale_jitter[1])
+        return reduce_to_reach(image, label, *decode_reach(self.cfg))
 
     def _key(self, row: dict[str, Any]) -> tuple:
-        d = self.cfg.data
-        return (
-            "image",
-            record_files(row),
-            d.crowd,
-            self.cfg.model.max_instances,
-            d.image_hw,
-            d.scale_jitter[1],
-        )
+        cfg = self.cfg
+        files = record_files(row)
+        return ("image", files, cfg.data.crowd, cfg.model.max_instances, *decode_reach(cfg))
 
     def _rows(self, batch: dict[str, np.ndarray]):
         if "id" not in batch:

@@ -27,7 +27,12 @@ from pix2seqd.platform.config import Config, CrowdMode, DatasetKind
 from pix2seqd.platform.data.coco_panoptic import CategoryMap, record_item
 from pix2seqd.platform.data.default_data import resolve_data_root
 from pix2seqd.platform.data.frame_cache import ByteLRU, cached
-from pix2seqd.platform.data.pipeline import decode_example, image_seed, record_files
+from pix2seqd.platform.data.pipeline import (
+    decode_example,
+    decode_reach,
+    image_seed,
+    record_files,
+)
 from pix2seqd.platform.data.sources import load_panoptic_split
 from pix2seqd.platform.data.transforms import (
     clip_transform,
@@ -110,7 +115,7 @@ def still_clip(
     The decoded image and object ids go through `cache` when one is given (`frame_cache`)."""
 
     d = cfg.data
-    key = ("still", record_files(row), cfg.model.max_instances, d.image_hw, d.scale_jitter[1])
+    key = ("still", record_files(row), cfg.model.max_instances, *decode_reach(cfg))
     image, ids = cached(cache, key, lambda: _decode_still(row, source, cfg))
     rng = np.random.default_rng([cfg.train.seed, epoch, image_seed(row["image_id"]), STILL_STREAM])
     image, ids = symmetry_augment(image, ids, d.vflip, d.rgb_symmetry, rng)
@@ -127,8 +132,7 @@ def _decode_still(
     size the clip transform can use (`reduce_to_reach`, bicubic as that transform)."""
     image, label = decode_example(row, source.cmap, CrowdMode.VOID.value)
     ids = object_ids(label, source.cmap.isthing, cfg.model.max_instances).astype(np.uint8)
-    d = cfg.data
-    return reduce_to_reach(image, ids, d.image_hw, d.scale_jitter[1], Image.BICUBIC)
+    return reduce_to_reach(image, ids, *decode_reach(cfg), Image.BICUBIC)
 
 
 def load_stills(cfg: Config) -> StillSource | None:
